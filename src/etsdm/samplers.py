@@ -11,9 +11,17 @@ number of network evaluations, and any grid (ours or diffusers') can be replayed
   posterior β_ts σ_s²/σ_t² (``variance="posterior"``); no noise on the step into the data (Alg. A2).
 * ``ddim`` (Song et al.): x_s = α_s x̂0 + sqrt(σ_s² - σ̃²) ε̂ + σ̃ z, σ̃ = η sqrt(σ_s²/σ_t² β_ts).
 * ``dpm-solver-1/2/3``: singlestep DPM-Solver (Lu et al. 2022, noise prediction, Alg. 1-2), NFE
-  split into orders as that paper does; intermediate points at r = 1/2 (order 2) and
-  r = 1/3, 2/3 (order 3) of the step in λ.
-* ``dpm-solver++2m``: multistep DPM-Solver++ (Lu et al. 2022b, data prediction), 2nd order.
+  split into orders as that paper does (Sec. 3.4); intermediate points at r = 1/2 (order 2) and
+  r = 1/3, 2/3 (order 3) of the step in λ. DPM-Solver-1 is DDIM(η = 0) (Lu et al. Eq. 3.7).
+  ``third_order_intermediate`` picks the rule for DPM-Solver-3's second intermediate point u2:
+  ``"lu"`` (default, Alg. 2: u2 = ... - σ_s2 (r2/r1)(φ(r2 h) - 1)(ε_s1 - ε_t), φ(z) = (e^z - 1)/z)
+  or ``"midpoint"`` (diffusers' DPMSolverSinglestepScheduler: a DPM-Solver-2 step t -> s2 through
+  s1, u2 = ... - σ_s2 (r2/r1)(e^{r2 h} - 1)/2 (ε_s1 - ε_t)). Both are third order overall; they
+  agree to O(h²) in the correction term.
+* ``dpm-solver++2m``: multistep DPM-Solver++ (Lu et al. 2022b, data prediction, Alg. 2), 2nd order;
+  first step first order; ``lower_order_final`` makes the last step first order when it lands on
+  ``t_end`` and fewer than 15 steps are taken (with ``denoise_to_zero`` the last step into the data
+  is already first order), as diffusers' DPMSolverMultistepScheduler does.
 
 ``denoise_to_zero=True`` spends the last NFE on a first-order step from ``t_end`` into the data
 (σ = 0): x̂0 at t_end. For discrete schedules the data is t = -1, so DDPM with NFE = T walks
@@ -23,8 +31,9 @@ T-1, ..., 0, -1 exactly as Algorithm A2 walks T, ..., 1, 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, NamedTuple, Sequence
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -37,6 +46,8 @@ SamplerName = Literal["ddpm", "ddim", "dpm-solver-1", "dpm-solver-2", "dpm-solve
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpm-solver-1", "dpm-solver-2", "dpm-solver-3", "dpm-solver++2m")
 Spacing = Literal["time-uniform", "logSNR", "time-quadratic"]
 SPACINGS: tuple[str, ...] = ("time-uniform", "logSNR", "time-quadratic")
+Intermediate = Literal["lu", "midpoint"]
+MAX_ORDER = {"ddpm": 1, "ddim": 1, "dpm-solver-1": 1, "dpm-solver-2": 2, "dpm-solver-3": 3, "dpm-solver++2m": 2}
 Estimator = Callable[[Tensor, float], Estimate]
 
 
@@ -63,8 +74,8 @@ class _Point:
 def _points(schedule: Schedule, times: Sequence[float]) -> list[_Point]:
     t = torch.tensor([float(v) for v in times], dtype=torch.float64)
     alpha, sigma = schedule.alpha(t).tolist(), schedule.sigma(t).tolist()
-    lam = [math.log(a / s) if s > 0 else math.inf for a, s in zip(alpha, sigma)]
-    return [_Point(float(v), a, s, lm) for v, a, s, lm in zip(times, alpha, sigma, lam)]
+    lam = [math.log(a / s) if s > 0 else math.inf for a, s in zip(alpha, sigma, strict=True)]
+    return [_Point(float(v), a, s, lm) for v, a, s, lm in zip(times, alpha, sigma, lam, strict=True)]
 
 
 def as_estimator(model: Callable[[Tensor, float], Tensor], schedule: Schedule) -> Estimator:
@@ -92,7 +103,8 @@ def time_grid(schedule: Schedule, steps: int, spacing: Spacing, t_start: float, 
     if spacing == "time-uniform":
         grid = torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64)
     elif spacing == "logSNR":
-        lam = torch.linspace(float(schedule.lambda_(t_start)), float(schedule.lambda_(t_end)), steps + 1, dtype=torch.float64)
+        lam_start, lam_end = float(schedule.lambda_(t_start)), float(schedule.lambda_(t_end))
+        lam = torch.linspace(lam_start, lam_end, steps + 1, dtype=torch.float64)
         grid = schedule.t_from_lambda(lam)
         grid[0], grid[-1] = t_start, t_end
     else:  # time-quadratic (DPM-Solver's "time_quadratic"), in u = t - t_data
@@ -142,7 +154,7 @@ def plan(
     """The ``(timesteps, orders)`` a sampler will walk for a given NFE budget (sum of work = nfe)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
-    if not isinstance(nfe, int) or nfe < 1:
+    if not isinstance(nfe, int) or isinstance(nfe, bool) or nfe < 1:
         raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
     t_start = schedule.t_max if t_start is None else float(t_start)
     t_end = schedule.t_min if t_end is None else float(t_end)
@@ -158,7 +170,7 @@ def plan(
         orders = [1] * budget
         if sampler == "dpm-solver++2m" and budget:
             orders = [1] + [2] * (budget - 1)
-            if lower_order_final and budget < 15:  # as DPM-Solver / diffusers: stabler with few steps
+            if lower_order_final and budget < 15 and not denoise_to_zero:  # as diffusers: stabler with few steps
                 orders[-1] = 1
     if denoise_to_zero:
         times.append(schedule.t_data)
@@ -194,7 +206,9 @@ def _dpm1(x: Tensor, eps: Tensor, x0: Tensor, p: _Point, q: _Point) -> Tensor:
     return (q.alpha / p.alpha) * x - q.sigma * math.expm1(q.lam - p.lam) * eps
 
 
-def _dpm_singlestep(f: Estimator, x: Tensor, est: Estimate, pts: list[_Point]) -> tuple[Tensor, Tensor]:
+def _dpm_singlestep(
+    f: Estimator, x: Tensor, est: Estimate, pts: list[_Point], intermediate: Intermediate = "lu"
+) -> Tensor:
     """One DPM-Solver-2 or -3 step over points [t, s1, (s2,) s] (Lu et al. 2022, Alg. 1 / 2)."""
     p, q = pts[0], pts[-1]
     if q.sigma == 0.0:
@@ -206,17 +220,23 @@ def _dpm_singlestep(f: Estimator, x: Tensor, est: Estimate, pts: list[_Point]) -
     u1 = (s1.alpha / p.alpha) * x - s1.sigma * math.expm1(r1 * h) * eps_t
     eps_s1 = f(u1, s1.t).eps
     base = (q.alpha / p.alpha) * x - q.sigma * math.expm1(h) * eps_t
-    if len(pts) == 3:  # DPM-Solver-2
-        return base - (q.sigma / (2 * r1)) * math.expm1(h) * (eps_s1 - eps_t), eps_t
+    if len(pts) == 3:  # DPM-Solver-2 (Alg. 1): x_s = base - σ_s/(2 r1) (e^h - 1)(ε_s1 - ε_t)
+        return base - (q.sigma / (2 * r1)) * math.expm1(h) * (eps_s1 - eps_t)
     s2 = pts[2]
     r2 = (s2.lam - p.lam) / h
-    phi_22 = math.expm1(r2 * h) / (r2 * h) - 1.0
-    u2 = (s2.alpha / p.alpha) * x - s2.sigma * math.expm1(r2 * h) * eps_t - s2.sigma * (r2 / r1) * phi_22 * (eps_s1 - eps_t)
+    if intermediate == "lu":  # Alg. 2: σ_s2 (r2/r1)(φ_1(r2 h) - 1), φ_1(z) = (e^z - 1)/z
+        c2 = s2.sigma * (r2 / r1) * (math.expm1(r2 * h) / (r2 * h) - 1.0)
+    else:  # diffusers' "midpoint": a DPM-Solver-2 step t -> s2 through s1
+        c2 = s2.sigma * (r2 / r1) * 0.5 * math.expm1(r2 * h)
+    u2 = (s2.alpha / p.alpha) * x - s2.sigma * math.expm1(r2 * h) * eps_t - c2 * (eps_s1 - eps_t)
     eps_s2 = f(u2, s2.t).eps
-    return base - (q.sigma / r2) * (math.expm1(h) / h - 1.0) * (eps_s2 - eps_t), eps_t
+    # Alg. 2: x_s = base - σ_s/r2 (φ_1(h) - 1)(ε_s2 - ε_t)
+    return base - (q.sigma / r2) * (math.expm1(h) / h - 1.0) * (eps_s2 - eps_t)
 
 
-def _dpmpp_update(x: Tensor, x0: Tensor, prev_x0: Tensor | None, p: _Point, q: _Point, h_prev: float, order: int) -> Tensor:
+def _dpmpp_update(
+    x: Tensor, x0: Tensor, prev_x0: Tensor | None, p: _Point, q: _Point, h_prev: float, order: int
+) -> Tensor:
     """DPM-Solver++(2M): x_s = (σ_s/σ_t) x_t - α_s (e^{-h} - 1) D (Lu et al. 2022b, Alg. 2)."""
     h = q.lam - p.lam
     d = x0
@@ -229,6 +249,19 @@ def _dpmpp_update(x: Tensor, x0: Tensor, prev_x0: Tensor | None, p: _Point, q: _
 # ---------------------------------------------------------------------------------------------
 # The public entry point
 # ---------------------------------------------------------------------------------------------
+def _check_plan(sampler: str, timesteps: Sequence[float], orders: Sequence[int]) -> None:
+    """A replayed plan must decrease strictly and its orders must fit the sampler and cover the grid."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    if len(timesteps) < 2 or any(b >= a for a, b in zip(timesteps, timesteps[1:], strict=False)):
+        raise ValueError(f"timesteps must be at least 2 strictly decreasing times, got {list(timesteps)}")
+    if any(o < 1 or o > MAX_ORDER[sampler] for o in orders):
+        raise ValueError(f"orders {list(orders)}: {sampler} takes orders 1..{MAX_ORDER[sampler]}")
+    work = len(orders) if sampler == "dpm-solver++2m" else sum(orders)
+    if work != len(timesteps) - 1:
+        raise ValueError(f"orders {list(orders)} do not cover the {len(timesteps) - 1} steps of timesteps")
+
+
 def sample(
     model: Callable[[Tensor, float], Tensor],
     noise: Tensor,
@@ -241,6 +274,7 @@ def sample(
     variance: Literal["beta", "posterior"] = "beta",
     denoise_to_zero: bool = True,
     lower_order_final: bool = True,
+    third_order_intermediate: Intermediate = "lu",
     t_start: float | None = None,
     t_end: float | None = None,
     timesteps: Sequence[float] | None = None,
@@ -262,23 +296,29 @@ def sample(
         eta: DDIM's η (0 = deterministic). variance: DDPM's β (Eq. 10) or posterior variance.
         denoise_to_zero: spend the last evaluation on x̂0 at t_end (lands on the data).
         lower_order_final: DPM-Solver++(2M) takes a first-order last step when NFE < 15.
+        third_order_intermediate: DPM-Solver-3's rule for u2: ``"lu"`` (Lu et al. Alg. 2) or
+            ``"midpoint"`` (diffusers' singlestep scheduler); see the module docstring.
         t_start, t_end: first and last noisy time (defaults: ``schedule.t_max``, ``schedule.t_min``).
-        timesteps, orders: replay an explicit plan instead (see module doc; overrides the above).
+        timesteps, orders: replay an explicit plan instead (see module doc; overrides nfe, spacing,
+            t_start, t_end, denoise_to_zero; orders default to all 1).
         generator: randomness for ancestral / η > 0 noise.
         progress: show a progress bar. callback: called with a :class:`StepInfo` after each step.
+
+    Raises:
+        ValueError: unknown sampler, spacing, variance or intermediate rule; nfe < 1; η < 0; a time
+            range outside (t_data, t_max]; a replayed plan that does not fit (see :func:`_check_plan`).
     """
     if variance not in ("beta", "posterior"):
         raise ValueError(f"variance must be 'beta' or 'posterior', got {variance!r}")
+    if third_order_intermediate not in ("lu", "midpoint"):
+        raise ValueError(f"third_order_intermediate must be 'lu' or 'midpoint', got {third_order_intermediate!r}")
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     if timesteps is None:
         timesteps, orders = plan(schedule, sampler, nfe, spacing=spacing, t_start=t_start, t_end=t_end,
                                  denoise_to_zero=denoise_to_zero, lower_order_final=lower_order_final)
-    elif sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
     orders = list(orders if orders is not None else [1] * (len(timesteps) - 1))
-    if sampler != "dpm-solver++2m" and sum(orders) != len(timesteps) - 1:
-        raise ValueError(f"orders {orders} do not cover {len(timesteps) - 1} steps of timesteps")
+    _check_plan(sampler, timesteps, orders)
     pts = _points(schedule, timesteps)
     f = as_estimator(model, schedule)
     x = noise
@@ -289,23 +329,20 @@ def sample(
     j, prev_x0, h_prev = 0, None, 0.0
     for i, order in enumerate(tqdm(orders, desc=sampler, disable=not progress, leave=False)):
         p = pts[j]
+        q = pts[j + (1 if sampler == "dpm-solver++2m" else order)]
+        est = f(x, p.t)
         if sampler == "dpm-solver++2m":
-            q = pts[j + 1]
-            est = f(x, p.t)
             x_new = _dpmpp_update(x, est.x0, prev_x0, p, q, h_prev, order if prev_x0 is not None else 1)
-            prev_x0, h_prev, j = est.x0, q.lam - p.lam, j + 1
+            prev_x0, h_prev = est.x0, q.lam - p.lam
+        elif order > 1:
+            x_new = _dpm_singlestep(f, x, est, pts[j : j + order + 1], third_order_intermediate)
+        elif sampler == "ddpm":
+            x_new = _ddpm_update(x, est, p, q, variance, z)
+        elif sampler == "ddim":
+            x_new = _ddim_update(x, est, p, q, eta, z)
         else:
-            q = pts[j + order]
-            est = f(x, p.t)
-            if order > 1:
-                x_new, _ = _dpm_singlestep(f, x, est, pts[j : j + order + 1])
-            elif sampler == "ddpm":
-                x_new = _ddpm_update(x, est, p, q, variance, z)
-            elif sampler == "ddim":
-                x_new = _ddim_update(x, est, p, q, eta, z)
-            else:
-                x_new = _dpm1(x, est.eps, est.x0, p, q)
-            j += order
+            x_new = _dpm1(x, est.eps, est.x0, p, q)
+        j += 1 if sampler == "dpm-solver++2m" else order
         x = x_new
         if callback is not None:
             callback(StepInfo(i, p.t, q.t, x, est.x0))
