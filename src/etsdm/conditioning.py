@@ -81,11 +81,17 @@ class TimestepSharing:
         self.delta = t_tilde / n  # Δt = t̃ / n
         self.boundaries = [i * self.delta for i in range(n + 1)]  # T = {t_0, ..., t_n}
 
-    def __call__(self, t: Tensor) -> Tensor:
-        # f_T(t) = max{t_{i-1} in T : t_{i-1} <= t} for t < t̃, t otherwise   (Eq. 9, Alg. A1 l.5-9)
-        t = torch.as_tensor(t)
-        left = torch.floor(t / self.delta) * self.delta
-        return torch.where(t < self.t_tilde, left.clamp(min=0), t).to(t.dtype)
+    def __call__(self, t: Tensor | float) -> Tensor:
+        # f_T(t) = max{t_{i-1} in T : t_{i-1} <= t} for t < t̃, t otherwise   (Eq. 9, Alg. A1 l.5-9).
+        # Evaluated in float64 on the value of t (a Python number becomes a float64 tensor) and
+        # returned in t's dtype. floor(t / Δt) can land one below the true index when t sits on a
+        # boundary t_i = i Δt (e.g. 3 · (0.1/7) / (0.1/7) < 3 in floating point): corrected below.
+        t = t if isinstance(t, Tensor) else torch.as_tensor(t, dtype=torch.float64)
+        t64 = t.to(torch.float64)
+        i = torch.floor(t64 / self.delta).clamp(0, self.n - 1)
+        i = i + (((i + 1) * self.delta <= t64) & (i < self.n - 1)).to(i.dtype)
+        i = i - ((i * self.delta > t64) & (i > 0)).to(i.dtype)
+        return torch.where(t64 < self.t_tilde, i * self.delta, t64).to(t.dtype)
 
     def config(self) -> dict[str, Any]:
         return {"kind": "etsdm", "t_tilde": self.t_tilde, "n": self.n}

@@ -81,8 +81,9 @@ class Schedule:
 
     # --- public interface -------------------------------------------------------------------
     def log_alpha(self, t: Tensor | float) -> Tensor:
-        """log α_t (float64), floored at ½ log ALPHA2_FLOOR."""
-        return self._log_alpha(_as_f64(t)).clamp(min=LOG_ALPHA_FLOOR)
+        """log α_t (float64), floored at ½ log ALPHA2_FLOOR and capped at 0 (rounding in a closed form,
+        e.g. cosine's log cos(u0) - log cos(u0) = 1e-20 at t = 0, must not give α > 1 and σ = NaN)."""
+        return self._log_alpha(_as_f64(t)).clamp(min=LOG_ALPHA_FLOOR, max=0.0)
 
     def alpha(self, t: Tensor | float) -> Tensor:
         """α_t = sqrt(ᾱ_t) (Eq. 1)."""
