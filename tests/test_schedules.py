@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from functools import lru_cache
+from functools import cache
 
 import pytest
 import torch
@@ -24,7 +24,7 @@ BETA_MIN, BETA_MAX, S_COSINE = 0.1, 20.0, 0.008
 VARIANTS = [(n, False) for n in SCHEDULE_NAMES] + [(n, True) for n in ("linear", "quadratic", "cosine")]
 
 
-@lru_cache(maxsize=None)
+@cache
 def sched(name: str, continuous: bool, modified: bool = False, T: int = 1000):
     return make_schedule(name, T=T, continuous=continuous, modified=modified)
 
@@ -189,7 +189,8 @@ def test_modified_ns_keeps_terminal_snr_and_raises_early_snr(name):
     disc, disc_mod = sched(name, False), sched(name, False, True)
     assert abs(float(disc.log_snr(999) - disc_mod.log_snr(999))) < 0.05
     # Fig. A8: the ratio SNR_mod / SNR > 1 near t = 0 (first 10% of the steps)
-    for s, s_mod, t in ((disc, disc_mod, torch.arange(100, dtype=F64)), (cont, cont_mod, torch.linspace(1e-3, 0.1, 50))):
+    early = ((disc, disc_mod, torch.arange(100, dtype=F64)), (cont, cont_mod, torch.linspace(1e-3, 0.1, 50)))
+    for s, s_mod, t in early:
         ratio = (s_mod.log_snr(t) - s.log_snr(t)).exp()
         assert bool((ratio > 1).all()), ratio.min()
         assert float(ratio[0]) > 3
