@@ -1,0 +1,394 @@
+"""Typed run configuration: data, model, schedule, diffusion objective and training.
+
+One :class:`RunConfig` describes a whole run. It is read from YAML (:func:`load_config`), can be
+overridden from the command line with ``a.b=value`` strings (:func:`apply_overrides`), and is
+written back as YAML beside every checkpoint (:func:`save_config`), so a run can always be rebuilt.
+
+Validation is strict: an unknown key, a value of the wrong type, a string outside its allowed
+set or a number outside its range raises :class:`ConfigError` naming the field path
+(e.g. ``diffusion.condition.kind``) and what is allowed.
+
+Conventions (see ``etsdm.schedules``): discrete schedules use integer timesteps 0..T-1, so
+E-TSDM's t̃ is in timesteps (default 100 of T = 1000); continuous schedules use t in [0, 1], so
+t̃ is a fraction of the time range (default 0.1). ``t_tilde: null`` picks the default for the
+schedule's kind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from .conditioning import ConditionMap, make_condition_map
+from .schedules import Schedule, make_schedule
+
+DEFAULT_CONFIG_NAME = "digits_etsdm.yaml"
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the field path and the allowed values."""
+
+
+def _rng(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, help: str = "") -> Any:
+    return {"range": (lo, hi, lo_open), "help": help}
+
+
+def _h(help: str) -> dict[str, Any]:
+    return {"help": help}
+
+
+# ---------------------------------------------------------------------------------------------
+# The sections
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class DataConfig:
+    """Which data set, and how it is read (``etsdm.data.make_dataset``)."""
+
+    name: Literal["digits", "gmm", "folder", "sr"] = field(default="digits", metadata=_h("data set"))
+    root: str | None = field(default=None, metadata=_h("image folder (folder / sr data)"))
+    resolution: int | None = field(default=None, metadata=_rng(1, None, help="image side after resize + crop"))
+    channels: int | None = field(default=None, metadata=_rng(1, 4, help="1 = grayscale, 3 = RGB"))
+    hflip: bool = field(default=False, metadata=_h("random horizontal flips"))
+    skip_bad: bool = field(default=False, metadata=_h("skip (and count) unreadable images instead of failing"))
+    sr_factor: int | None = field(default=None, metadata=_rng(1, None, help="super-resolution factor (sr data)"))
+    gmm: dict[str, Any] | None = field(default=None, metadata=_h("Gaussian-mixture options (gmm data)"))
+    num_samples: int | None = field(default=None, metadata=_rng(1, None, help="data set size (gmm data)"))
+    num_workers: int = field(default=0, metadata=_rng(0, None, help="DataLoader worker processes"))
+
+
+@dataclass
+class ModelConfig:
+    """The backbone (``etsdm.nets.make_net``)."""
+
+    name: Literal["unet", "mlp"] = field(default="unet", metadata=_h("backbone"))
+    preset: str = field(default="tiny", metadata=_h("size preset (tiny, small, normal, large, ...)"))
+    overrides: dict[str, Any] = field(default_factory=dict, metadata=_h("keyword overrides for make_net"))
+
+
+@dataclass
+class ScheduleConfig:
+    """The noise schedule (``etsdm.schedules.make_schedule``)."""
+
+    name: Literal["linear", "quadratic", "cosine", "cosine-shift", "zero-snr"] = field(
+        default="linear", metadata=_h("noise schedule")
+    )
+    continuous: bool = field(default=False, metadata=_h("continuous time t in [0, 1] instead of 0..T-1"))
+    T: int = field(default=1000, metadata=_rng(2, None, help="number of discrete timesteps"))
+    modified: bool = field(default=False, metadata=_h("Modified-NS (Appendix D.3.2)"))
+    beta_min: float = field(default=0.1, metadata=_rng(0.0, None, help="β̄_min of Eq. A3-A6"))
+    beta_max: float = field(default=20.0, metadata=_rng(0.0, None, lo_open=True, help="β̄_max of Eq. A3-A6"))
+    s: float = field(default=0.008, metadata=_rng(0.0, None, help="cosine offset s (Eq. A7)"))
+    resolution: int = field(default=256, metadata=_rng(1, None, help="cosine-shift: image resolution"))
+    base_resolution: int = field(default=64, metadata=_rng(1, None, help="cosine-shift: base resolution"))
+
+
+@dataclass
+class ConditionConfig:
+    """The condition map the Denoiser applies (identity | E-TSDM sharing | remap)."""
+
+    kind: Literal["identity", "etsdm", "remap"] = field(default="identity", metadata=_h("condition map"))
+    t_tilde: float | None = field(
+        default=None, metadata=_rng(0.0, None, lo_open=True, help="E-TSDM t̃ (null: 100 discrete / 0.1 continuous)")
+    )
+    n: int = field(default=5, metadata=_rng(1, None, help="E-TSDM number of sub-intervals"))
+    remap: Literal["inverse", "inverse-sigmoid"] = field(default="inverse", metadata=_h("remap function"))
+
+
+@dataclass
+class DiffusionConfig:
+    """The objective: prediction type, condition map, time sampling, DDPM-r regulariser."""
+
+    prediction: Literal["eps", "v", "x0"] = field(default="eps", metadata=_h("network output"))
+    condition: ConditionConfig = field(default_factory=ConditionConfig)
+    time_sampling: Literal["uniform", "remap-lambda"] = field(default="uniform", metadata=_h("training t sampling"))
+    reg_weight: float = field(default=0.0, metadata=_rng(0.0, None, help="DDPM-r weight (Appendix D.3.1)"))
+
+
+@dataclass
+class SampleConfig:
+    """How the trainer draws its preview sample grids."""
+
+    sampler: Literal["ddpm", "ddim", "dpm-solver-1", "dpm-solver-2", "dpm-solver-3", "dpm-solver++2m"] = field(
+        default="ddpm", metadata=_h("sampler")
+    )
+    nfe: int = field(default=1000, metadata=_rng(1, None, help="network evaluations"))
+    num: int = field(default=100, metadata=_rng(1, None, help="samples in the grid"))
+    batch: int = field(default=500, metadata=_rng(1, None, help="samples per forward batch"))
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, EMA, precision, checkpointing and logging."""
+
+    steps: int = field(default=10000, metadata=_rng(0, None, help="optimiser steps"))
+    batch_size: int = field(default=64, metadata=_rng(1, None, help="per-process micro-batch"))
+    lr: float = field(default=1e-4, metadata=_rng(0.0, None, lo_open=True, help="Adam learning rate"))
+    adam_betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=_h("Adam β1, β2"))
+    weight_decay: float = field(default=0.0, metadata=_rng(0.0, None, help="Adam weight decay"))
+    warmup_steps: int = field(default=0, metadata=_rng(0, None, help="linear lr warm-up steps"))
+    grad_clip: float | None = field(default=None, metadata=_rng(0.0, None, lo_open=True, help="max grad norm"))
+    ema_rate: float = field(default=0.9999, metadata=_rng(0.0, 1.0, help="EMA decay"))
+    ema_warmup: bool = field(default=True, metadata=_h("EMA decay min(rate, (1+k)/(10+k))"))
+    seed: int = field(default=0, metadata=_rng(0, None, help="random seed"))
+    grad_accum: int = field(default=1, metadata=_rng(1, None, help="gradient accumulation micro-batches"))
+    mixed_precision: Literal["no", "fp16", "bf16"] = field(default="no", metadata=_h("accelerate mixed precision"))
+    checkpoint_every: int = field(default=1000, metadata=_rng(1, None, help="steps between checkpoints"))
+    keep_last: int = field(default=3, metadata=_rng(1, None, help="checkpoints kept"))
+    log_every: int = field(default=50, metadata=_rng(1, None, help="steps between metric lines"))
+    sample_every: int = field(default=0, metadata=_rng(0, None, help="steps between sample grids (0: at end)"))
+    tensorboard: bool = field(default=True, metadata=_h("write TensorBoard events"))
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs."""
+
+    name: str = field(default="run", metadata=_h("run name (legends, logs)"))
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    # --- builders ----------------------------------------------------------------------------
+    def build_schedule(self) -> Schedule:
+        """The noise schedule of this run."""
+        s = self.schedule
+        return make_schedule(
+            s.name, T=s.T, continuous=s.continuous, modified=s.modified, beta_min=s.beta_min,
+            beta_max=s.beta_max, s=s.s, resolution=s.resolution, base_resolution=s.base_resolution,
+        )
+
+    def build_condition(self) -> ConditionMap:
+        """The condition map the Denoiser applies (T = None in continuous time)."""
+        c = self.diffusion.condition
+        T = None if self.schedule.continuous else self.schedule.T
+        opts: dict[str, Any] = {"n": c.n, "remap": c.remap}
+        if c.t_tilde is not None:
+            opts["t_tilde"] = int(c.t_tilde) if T is not None and float(c.t_tilde).is_integer() else c.t_tilde
+        try:
+            return make_condition_map(c.kind, T=T, **opts)
+        except ValueError as err:
+            raise ConfigError(f"diffusion.condition: {err}") from err
+
+
+# ---------------------------------------------------------------------------------------------
+# dict <-> dataclass with validation
+# ---------------------------------------------------------------------------------------------
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_optional(tp: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return True, args[0]
+    return False, tp
+
+
+def _check_range(value: float, meta: dict[str, Any], path: str) -> None:
+    if "range" not in meta:
+        return
+    lo, hi, lo_open = meta["range"]
+    bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (hi is not None and value > hi)
+    if bad:
+        left = "(" if lo_open else "["
+        lo_s = "-inf" if lo is None else f"{lo:g}"
+        hi_s = "inf)" if hi is None else f"{hi:g}]"
+        raise ConfigError(f"{path}: {value!r} is out of range; allowed {left}{lo_s}, {hi_s}")
+
+
+def _coerce(value: Any, tp: Any, path: str, meta: dict[str, Any]) -> Any:
+    """Check ``value`` against the annotation ``tp`` (coercing strings/ints where safe)."""
+    optional, tp = _is_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{path}: may not be null")
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, path)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{path}: {value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+        return value
+    if tp is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp in (int, float):
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            num = tp(value)
+            if tp is int and float(value) != num:
+                raise TypeError
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}: expected {'an integer' if tp is int else 'a number'}, got {value!r}") from None
+        _check_range(num, meta, path)
+        return num
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return str(value)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{path}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{path}[{i}]", {}) for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return dict(value)
+    return value  # pragma: no cover - every annotation above is handled
+
+
+def _from_dict(cls: type, data: Any, path: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, validating every field."""
+    if isinstance(data, cls):
+        data = to_dict(data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = _hints(cls)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(f"unknown field {where}{unknown[0]}; allowed: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        sub = f"{path}.{name}" if path else name
+        kwargs[name] = _coerce(value, hints[name], sub, dict(fields[name].metadata))
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass config as plain YAML-able data (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(obj)
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Cross-field checks; returns ``cfg``. Raises :class:`ConfigError`."""
+    cfg = _from_dict(RunConfig, to_dict(cfg))  # re-run the field checks (e.g. after overrides)
+    if cfg.schedule.beta_min >= cfg.schedule.beta_max:
+        raise ConfigError(f"schedule.beta_min ({cfg.schedule.beta_min}) must be < schedule.beta_max")
+    if cfg.schedule.modified and cfg.schedule.name not in ("linear", "quadratic", "cosine"):
+        raise ConfigError(f"schedule.modified applies to linear, quadratic, cosine; not {cfg.schedule.name!r}")
+    if cfg.diffusion.time_sampling == "remap-lambda" and cfg.diffusion.condition.kind != "remap":
+        raise ConfigError("diffusion.time_sampling: 'remap-lambda' needs diffusion.condition.kind: remap")
+    if cfg.data.name in ("folder", "sr") and not cfg.data.root:
+        raise ConfigError(f"data.root: required for data.name={cfg.data.name!r} (a folder of images)")
+    cfg.build_condition()  # t_tilde / n consistency (raises ConfigError)
+    return cfg
+
+
+def from_dict(data: dict[str, Any]) -> RunConfig:
+    """A validated :class:`RunConfig` from plain data (missing fields take their defaults)."""
+    return validate(_from_dict(RunConfig, data))
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML and overrides
+# ---------------------------------------------------------------------------------------------
+def configs_dir() -> Path:
+    """The repository's ``configs/`` folder (experiment YAML files)."""
+    return Path(__file__).resolve().parents[2] / "configs"
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML config (None: the default E-TSDM-on-digits config) and apply ``a.b=value`` overrides."""
+    if path is None:
+        default = configs_dir() / DEFAULT_CONFIG_NAME
+        data = yaml.safe_load(default.read_text()) if default.exists() else {}
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {p}: not valid YAML ({err})") from err
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    for item in overrides:
+        set_path(data, item)
+    try:
+        return from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}" if path else str(err)) from None
+
+
+def set_path(data: dict[str, Any], item: str) -> None:
+    """Apply one ``a.b.c=value`` override to nested plain data (value parsed as YAML)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. train.steps=100")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {item!r}: empty field name")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    cls: Any = RunConfig
+    node = data
+    for i, part in enumerate(parts):
+        path = ".".join(parts[: i + 1])
+        if cls is not None:
+            names = [f.name for f in dataclasses.fields(cls)]
+            if part not in names:
+                raise ConfigError(f"unknown field {path}; allowed: {', '.join(names)}")
+            tp = _is_optional(_hints(cls)[part])[1]
+            cls = tp if dataclasses.is_dataclass(tp) else None
+        if i == len(parts) - 1:
+            node[part] = value
+        else:
+            if not isinstance(node.get(part), dict):
+                node[part] = {} if node.get(part) is None else to_dict(node[part])
+            node = node[part]
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The config as YAML text (every field, in declaration order)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the full config as YAML."""
+    Path(path).write_text(dump_config(cfg))
+
+
+def field_help(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str]]:
+    """(path, help) for every leaf field: the reference for ``--set``."""
+    out = []
+    for f in dataclasses.fields(cls):
+        tp = _is_optional(_hints(cls)[f.name])[1]
+        path = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            out += field_help(tp, path + ".")
+        else:
+            out.append((path, f.metadata.get("help", "")))
+    return out

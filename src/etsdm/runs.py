@@ -1,0 +1,436 @@
+"""Runs as objects: build a run's pieces from its config, load a trained model, export / import.
+
+* :func:`build_dataset`, :func:`build_net`, :func:`build_denoiser` turn a
+  :class:`~etsdm.config.RunConfig` into the data set, the raw network and the Denoiser (which
+  applies the run's condition map: E-TSDM lives there and nowhere else).
+* :func:`load_model` accepts
+
+  - a run directory (its ``latest`` checkpoint) or one checkpoint directory inside it;
+  - a diffusers ``UNet2DModel`` folder (``config.json`` + weights), a diffusers pipeline folder
+    (``unet/`` and ``scheduler/``), or a run written by ``etsdm import``. The schedule comes from an
+    ``etsdm.json`` sidecar if present, else from ``scheduler_config.json`` (diffusers' own table,
+    so identical), else DDPM's linear schedule; the prediction type likewise; the condition map
+    is the identity unless the sidecar says otherwise;
+  - ``"gmm"`` / ``"gmm:etsdm"``: the exact ε* of the analytic Gaussian mixture, or the exact
+    E-TSDM optimum (Theorem 4.1), wrapped as a Denoiser.
+
+* :func:`export_diffusers` writes a run as a diffusers folder (``UNet2DModel.save_pretrained``,
+  a ``DDPMScheduler`` config with the run's exact β table, and ``etsdm.json`` with the condition
+  map, which diffusers itself does not apply); :func:`import_diffusers` does the reverse.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .analytic import GaussianMixture
+from .conditioning import ConditionMap, Identity, TimestepSharing, make_condition_map
+from .config import ConfigError, RunConfig, from_dict, load_config
+from .denoiser import Denoiser
+from .schedules import DiscreteSchedule, Schedule, make_schedule, schedule_from_config
+from .train.checkpoint import latest_checkpoint, load_weights, read_meta
+
+SIDECAR = "etsdm.json"
+_PRED_FROM_DIFFUSERS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
+_PRED_TO_DIFFUSERS = {v: k for k, v in _PRED_FROM_DIFFUSERS.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a run's pieces
+# ---------------------------------------------------------------------------------------------
+def build_dataset(cfg: RunConfig, split: str = "train"):
+    """The run's data set for ``split`` (``etsdm.data.make_dataset``)."""
+    from .data import make_dataset
+
+    d = cfg.data
+    return make_dataset(
+        d.name, split=split, root=d.root, resolution=d.resolution, channels=d.channels,
+        hflip=d.hflip if split == "train" else False, skip_bad=d.skip_bad, sr_factor=d.sr_factor, gmm=d.gmm,
+        num_samples=d.num_samples, seed=cfg.train.seed,
+    )
+
+
+def dataset_shape(ds: Any) -> tuple[int, ...]:
+    """Shape of one x0 of a data set: (C, H, W) or (D,)."""
+    from .data import data_shape
+
+    return tuple(data_shape(ds))
+
+
+def build_net(cfg: RunConfig, shape: tuple[int, ...]) -> nn.Module:
+    """The raw network for data of ``shape`` ((C, H, W) images or (D,) vectors).
+
+    For a continuous schedule the condition lives in [0, 1]; the backbone gets ``time_scale = T``
+    so its timestep embedding sees c·T, the same range as discrete timesteps.
+    """
+    from .nets import make_net
+
+    m = cfg.model
+    opts = dict(m.overrides)
+    if cfg.schedule.continuous:
+        opts.setdefault("time_scale", float(cfg.schedule.T))
+    if m.name == "mlp":
+        if len(shape) != 1:
+            raise ConfigError(f"model.name: 'mlp' needs vector data (D,), got data of shape {shape}")
+        return make_net("mlp", preset=m.preset, in_channels=shape[0], dim=shape[0], **opts)
+    if len(shape) != 3:
+        raise ConfigError(f"model.name: 'unet' needs image data (C, H, W), got shape {shape}; use model.name: mlp")
+    cond = shape[0] if cfg.data.name == "sr" else 0
+    return make_net("unet", preset=m.preset, in_channels=shape[0], out_channels=shape[0], resolution=shape[1],
+                    cond_channels=cond, **opts)
+
+
+def build_denoiser(cfg: RunConfig, net: nn.Module | Any, schedule: Schedule | None = None) -> Denoiser:
+    """Denoiser(net, schedule, prediction, condition map) of the run."""
+    schedule = schedule if schedule is not None else cfg.build_schedule()
+    return Denoiser(net, schedule, prediction=cfg.diffusion.prediction, condition=cfg.build_condition())
+
+
+# ---------------------------------------------------------------------------------------------
+# The analytic Gaussian mixture as a Denoiser
+# ---------------------------------------------------------------------------------------------
+class AnalyticNet(nn.Module):
+    """ε of a Gaussian mixture as a "network" net(x, c): ε*(x, c), or the E-TSDM optimum.
+
+    With a sharing map, c = f_T(t) is the left end of t's sub-interval, and the optimum depends only
+    on that sub-interval, so net(x, c) is exactly the ideal E-TSDM network.
+    """
+
+    def __init__(self, mixture: GaussianMixture, schedule: Schedule, sharing: TimestepSharing | None = None):
+        super().__init__()
+        self.mixture, self.schedule, self.sharing = mixture, schedule, sharing
+        self._eps = mixture.eps_model(schedule, sharing)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        return self._eps(x, c.to(torch.float64))
+
+
+class AnalyticDenoiser(Denoiser):
+    """A Denoiser over :class:`AnalyticNet` that evaluates at the float64 time t itself (no
+    float32 rounding of the condition), so Lipschitz estimates at tiny Δt stay exact."""
+
+    def net_output(self, x: Tensor, t: Tensor | float) -> Tensor:
+        tt = torch.as_tensor(t, dtype=torch.float64, device=x.device)
+        return self.net._eps(x, tt if tt.ndim else float(tt))
+
+
+def analytic_denoiser(
+    mixture: GaussianMixture | None = None, schedule: Schedule | None = None, etsdm: bool = False,
+    t_tilde: float | None = None, n: int = 5,
+) -> AnalyticDenoiser:
+    """The exact ε* (or ideal E-TSDM) Denoiser of a mixture (default: the 8-mode ring)."""
+    mixture = mixture if mixture is not None else GaussianMixture.ring()
+    schedule = schedule if schedule is not None else make_schedule("linear")
+    T = None if schedule.continuous else schedule.T
+    cond: ConditionMap = Identity()
+    sharing = None
+    if etsdm:
+        tt = t_tilde if t_tilde is not None else (0.1 if T is None else 100)
+        sharing = TimestepSharing(tt, n, T=T)
+        cond = sharing
+    return AnalyticDenoiser(AnalyticNet(mixture, schedule, sharing), schedule, "eps", cond)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class LoadedModel:
+    """A model ready to sample or analyse.
+
+    Attributes:
+        denoiser: the Denoiser (eval mode; the run's condition map applied inside).
+        schedule: its noise schedule.
+        config: the run's :class:`RunConfig` (None for a foreign diffusers model).
+        name: a short label for legends.
+        data_name: "digits" | "gmm" | "folder" | "sr" | None.
+        source: the path or spec it was loaded from; step: the training step (None if unknown).
+        mixture: the exact data distribution ("gmm" specs); shape: the shape of one sample.
+    """
+
+    denoiser: Denoiser
+    schedule: Schedule
+    config: RunConfig | None
+    name: str
+    data_name: str | None
+    source: str = ""
+    step: int | None = None
+    mixture: GaussianMixture | None = None
+    shape: tuple[int, ...] | None = None
+
+    def dataset(self, split: str = "test"):
+        """Rebuild the run's data set (``split``: "train" or "test")."""
+        if self.config is None:
+            raise ValueError(f"{self.name}: no etsdm config, so no data set to rebuild")
+        return build_dataset(self.config, split)
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "checkpoints").is_dir() or (path / "config.yaml").is_file() and not (path / "meta.json").exists()
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    return (path / "meta.json").is_file() and (path / "model.safetensors").is_file()
+
+
+def _diffusers_unet_dir(path: Path) -> Path | None:
+    for cand in (path, path / "unet", path / "diffusers", path / "diffusers" / "unet"):
+        cfg = cand / "config.json"
+        if cfg.is_file():
+            try:
+                if json.loads(cfg.read_text()).get("_class_name") == "UNet2DModel":
+                    return cand
+            except json.JSONDecodeError:
+                continue
+    return None
+
+
+def load_model(spec: str | Path, *, ema: bool = True, device: str | torch.device = "cpu",
+               config: RunConfig | None = None) -> LoadedModel:
+    """Load a trained model (see the module docstring for what ``spec`` may be).
+
+    Args:
+        spec: run dir, checkpoint dir, diffusers folder, or "gmm" / "gmm:etsdm".
+        ema: use the EMA weights (default) when the checkpoint has them.
+        device: where the network lives.
+        config: for "gmm" specs only: a RunConfig whose schedule / data.gmm / condition (t̃, n) to use.
+
+    Raises:
+        FileNotFoundError: no such path, or a run without checkpoints. ValueError: unrecognised folder.
+    """
+    s = str(spec)
+    if s in ("gmm", "gmm:etsdm"):
+        return _load_gmm(s, config, device)
+    path = Path(s)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such run, checkpoint or diffusers folder (or use 'gmm' / 'gmm:etsdm')")
+    if is_checkpoint_dir(path):
+        return _load_checkpoint(path, ema=ema, device=device)
+    unet_dir = _diffusers_unet_dir(path)
+    if unet_dir is not None:
+        return _load_diffusers(path, unet_dir, device=device)
+    if is_run_dir(path):
+        ckpt = latest_checkpoint(path)
+        if ckpt is None:
+            raise FileNotFoundError(f"{path}: run directory has no complete checkpoint yet")
+        return _load_checkpoint(ckpt, ema=ema, device=device)
+    raise ValueError(f"{path}: not an etsdm run, checkpoint, or diffusers UNet2DModel folder")
+
+
+def _load_gmm(spec: str, config: RunConfig | None, device: str | torch.device) -> LoadedModel:
+    from .data.gmm import make_mixture
+
+    cfg = config if config is not None else from_dict({"name": spec, "data": {"name": "gmm"}, "model": {"name": "mlp"}})
+    etsdm = spec.endswith(":etsdm")
+    schedule = cfg.build_schedule()
+    mixture = make_mixture(cfg.data.gmm)
+    c = cfg.diffusion.condition
+    den = analytic_denoiser(mixture, schedule, etsdm, t_tilde=c.t_tilde, n=c.n).to(device).eval()
+    return LoadedModel(den, schedule, cfg, spec, "gmm", source=spec, mixture=mixture, shape=(mixture.dim,))
+
+
+def rebuild_net(cfg: RunConfig, shape: tuple[int, ...]) -> nn.Module:
+    """The raw network of a config, with fresh weights (seeded like training for determinism)."""
+    torch.manual_seed(cfg.train.seed)
+    return build_net(cfg, shape)
+
+
+def _load_checkpoint(ckpt: Path, *, ema: bool, device: str | torch.device) -> LoadedModel:
+    cfg = load_config(ckpt / "config.yaml")
+    meta = read_meta(ckpt)
+    shape = tuple(meta["data_shape"]) if "data_shape" in meta else dataset_shape(build_dataset(cfg, "train"))
+    net = build_net(cfg, shape)
+    net.load_state_dict(load_weights(ckpt, ema=ema))
+    net.to(device).eval().requires_grad_(False)
+    den = build_denoiser(cfg, net).eval()
+    run_dir = ckpt.parent.parent
+    return LoadedModel(den, den.schedule, cfg, cfg.name if cfg.name != "run" else run_dir.name, cfg.data.name,
+                       source=str(ckpt), step=int(meta["step"]), shape=shape)
+
+
+class DiffusersNet(nn.Module):
+    """A diffusers UNet2DModel as etsdm's net(x, c): timestep = c · time_scale."""
+
+    def __init__(self, unet: nn.Module, time_scale: float = 1.0):
+        super().__init__()
+        self.unet = unet
+        self.time_scale = time_scale
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        return self.unet(x, c * self.time_scale if self.time_scale != 1.0 else c).sample
+
+
+def _scheduler_config(path: Path) -> dict[str, Any] | None:
+    for folder in (path, path / "scheduler", path / "diffusers", path / "diffusers" / "scheduler"):
+        cand = folder / "scheduler_config.json"
+        if cand.is_file():
+            return json.loads(cand.read_text())
+    return None
+
+
+def _sidecar(path: Path, unet_dir: Path) -> dict[str, Any]:
+    for cand in (path / SIDECAR, unet_dir / SIDECAR, unet_dir.parent / SIDECAR):
+        if cand.is_file():
+            return json.loads(cand.read_text())
+    return {}
+
+
+def schedule_from_diffusers(sched_cfg: dict[str, Any] | None) -> Schedule:
+    """A DiscreteSchedule with exactly diffusers' ᾱ table (DDPMScheduler built from the config)."""
+    from diffusers import DDPMScheduler
+
+    keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
+            "rescale_betas_zero_snr")
+    cfg = {k: v for k, v in (sched_cfg or {}).items() if k in keys}
+    sch = DDPMScheduler(**cfg)
+    abar = sch.alphas_cumprod.to(torch.float64)
+    return DiscreteSchedule(abar.clamp(max=1 - 1e-12), name=f"diffusers-{sch.config.beta_schedule}")
+
+
+def _load_diffusers(path: Path, unet_dir: Path, *, device: str | torch.device) -> LoadedModel:
+    from diffusers import UNet2DModel
+
+    unet = UNet2DModel.from_pretrained(str(unet_dir))
+    side = _sidecar(path, unet_dir)
+    sched_cfg = _scheduler_config(path)
+    if "schedule" in side:
+        schedule = schedule_from_config(side["schedule"])
+    else:
+        schedule = schedule_from_diffusers(sched_cfg)
+    prediction = side.get("prediction") or _PRED_FROM_DIFFUSERS.get((sched_cfg or {}).get("prediction_type", "epsilon"),
+                                                                     "eps")
+    cond_cfg = dict(side.get("condition") or {"kind": "identity"})
+    kind = cond_cfg.pop("kind", "identity")
+    condition = make_condition_map(kind, T=None if schedule.continuous else schedule.T, **cond_cfg)
+    net = DiffusersNet(unet, float(side.get("time_scale", 1.0))).to(device).eval().requires_grad_(False)
+    den = Denoiser(net, schedule, prediction=prediction, condition=condition).eval()
+    cfg = None
+    if "config" in side:
+        try:
+            cfg = from_dict(side["config"])
+        except ConfigError:
+            cfg = None
+    size = unet.config.sample_size
+    size = size if isinstance(size, int) else size[0]
+    return LoadedModel(den, schedule, cfg, side.get("name", path.name), cfg.data.name if cfg else None,
+                       source=str(path), shape=(unet.config.in_channels, size, size))
+
+
+# ---------------------------------------------------------------------------------------------
+# Export / import
+# ---------------------------------------------------------------------------------------------
+def find_unet(net: nn.Module) -> tuple[nn.Module, float]:
+    """The diffusers UNet2DModel inside an etsdm net, and the net's time scale."""
+    from diffusers import UNet2DModel
+
+    for m in net.modules():
+        if isinstance(m, UNet2DModel):
+            return m, float(getattr(net, "time_scale", 1.0) or 1.0)
+    raise ValueError(f"{type(net).__name__} holds no diffusers UNet2DModel: only UNet runs can be exported")
+
+
+def export_diffusers(spec: str | Path, out_dir: str | Path, *, ema: bool = True) -> Path:
+    """Write a run as a diffusers folder: UNet2DModel, scheduler config, etsdm.json sidecar.
+
+    The scheduler is a DDPMScheduler with the run's exact β table (``trained_betas``) and prediction
+    type, for discrete schedules; continuous-time runs get no scheduler config (diffusers'
+    schedulers are discrete) and their exact schedule lives in the sidecar. diffusers does not
+    apply etsdm's condition map: the sidecar records it, and etsdm applies it on import.
+    """
+    from diffusers import DDPMScheduler
+
+    model = load_model(spec, ema=ema)
+    if model.config is None:
+        raise ValueError(f"{spec}: not an etsdm run")
+    if model.config.data.name == "sr":
+        raise ValueError("super-resolution runs take a low-resolution input: export is for unconditional UNets")
+    unet, time_scale = find_unet(model.denoiser.net)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    unet.save_pretrained(str(out))
+    sched = model.schedule
+    if not sched.continuous:
+        DDPMScheduler(num_train_timesteps=sched.T, trained_betas=sched.betas().tolist(), clip_sample=False,
+                      prediction_type=_PRED_TO_DIFFUSERS[model.denoiser.prediction]).save_pretrained(str(out))
+    side = {
+        "name": model.name, "schedule": sched.config(), "prediction": model.denoiser.prediction,
+        "condition": model.denoiser.condition.config(), "time_scale": time_scale, "step": model.step,
+        "config": _plain(model.config),
+        "note": "diffusers does not apply the condition map: call the UNet with timestep = condition(t) * time_scale",
+    }
+    (out / SIDECAR).write_text(json.dumps(side, indent=2))
+    return out
+
+
+def _plain(cfg: RunConfig) -> dict[str, Any]:
+    from .config import to_dict
+
+    return to_dict(cfg)
+
+
+def import_diffusers(src: str | Path, out_run: str | Path, *, condition: dict[str, Any] | None = None,
+                     prediction: str | None = None, name: str | None = None) -> Path:
+    """Copy a diffusers UNet2DModel folder into an etsdm run folder ``out_run`` that
+    :func:`load_model` (and every ``etsdm`` command) accepts; options override the sidecar."""
+    src = Path(src)
+    unet_dir = _diffusers_unet_dir(src) if src.exists() else None
+    if unet_dir is None:
+        raise ValueError(f"{src}: no diffusers UNet2DModel folder (config.json with _class_name UNet2DModel)")
+    out = Path(out_run)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out}: exists and is not empty")
+    dest = out / "diffusers"
+    shutil.copytree(unet_dir, dest)
+    sched_cfg = _scheduler_config(src)
+    if sched_cfg is not None:
+        (dest / "scheduler_config.json").write_text(json.dumps(sched_cfg, indent=2))
+    side = _sidecar(src, unet_dir)
+    if condition is not None:
+        side["condition"] = condition
+    if prediction is not None:
+        side["prediction"] = prediction
+    side["name"] = name or side.get("name") or src.name
+    (out / SIDECAR).write_text(json.dumps(side, indent=2))
+    load_model(out)  # fail now, not later, if it does not load
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling helpers
+# ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def generate(
+    model: LoadedModel, num: int, *, sampler: str = "ddim", nfe: int = 50, seed: int = 0, batch: int = 256,
+    device: str | torch.device = "cpu", lowres: Tensor | None = None, progress: bool = False, **sampler_kwargs: Any,
+) -> Tensor:
+    """``num`` samples from a loaded model (float32, on CPU); reproducible from ``seed``.
+
+    ``lowres`` (super-resolution runs): the (num, C, h, w) low-resolution inputs.
+    """
+    from .samplers import sample
+
+    shape = model.shape
+    if shape is None:
+        raise ValueError(f"{model.name}: sample shape unknown")
+    g = torch.Generator(device=device).manual_seed(seed)
+    out = []
+    den = model.denoiser
+    for i in range(0, num, batch):
+        k = min(batch, num - i)
+        noise = torch.randn((k, *shape), generator=g, device=device)
+        if lowres is not None:
+            net = functools.partial(den.net, lowres=lowres[i : i + k].to(device))
+            den_b = Denoiser(net, den.schedule, den.prediction, den.condition)
+        else:
+            den_b = den
+        x = sample(den_b, noise, model.schedule, sampler, nfe, generator=g, progress=progress, **sampler_kwargs)
+        out.append(x.float().cpu())
+    return torch.cat(out)
