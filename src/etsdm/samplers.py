@@ -106,10 +106,10 @@ def time_grid(schedule: Schedule, steps: int, spacing: Spacing, t_start: float, 
         lam_start, lam_end = float(schedule.lambda_(t_start)), float(schedule.lambda_(t_end))
         lam = torch.linspace(lam_start, lam_end, steps + 1, dtype=torch.float64)
         grid = schedule.t_from_lambda(lam)
-        grid[0], grid[-1] = t_start, t_end
     else:  # time-quadratic (DPM-Solver's "time_quadratic"), in u = t - t_data
         u0, u1 = t_start - schedule.t_data, t_end - schedule.t_data
         grid = torch.linspace(math.sqrt(u0), math.sqrt(u1), steps + 1, dtype=torch.float64) ** 2 + schedule.t_data
+    grid[0], grid[-1] = t_start, t_end  # exact end points (no round-off from the inverse maps)
     return grid.tolist()
 
 
