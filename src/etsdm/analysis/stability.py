@@ -14,8 +14,9 @@ compared by the relative difference error_run / error_ref − 1 (the "+42.0%" la
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor

@@ -9,7 +9,8 @@ normalised time τ ∈ [0, 1] of Eq. (A1)-(A9); discrete curves are over timeste
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -42,7 +43,9 @@ def _variants(names: Sequence[str]) -> list[tuple[str, bool]]:
     return out
 
 
-def schedule_table(names: Sequence[str] = SCHEDULE_NAMES, *, T: int = 1000, near: Sequence[float] = NEAR_ZERO) -> list[dict]:
+def schedule_table(
+    names: Sequence[str] = SCHEDULE_NAMES, *, T: int = 1000, near: Sequence[float] = NEAR_ZERO
+) -> list[dict]:
     """One row per schedule and Modified-NS variant: dα/dτ at 0 (computed and closed form),
     σ_τ and dσ_τ/dτ at the ``near``-zero τ (continuous time), and the discrete first step
     (σ at t = 0, the per-step slope T·σ_0 in τ units), SNR at both ends."""
@@ -95,7 +98,9 @@ def snr_ratio_modified(names: Sequence[str] = MODIFIABLE, *, T: int = 1000) -> d
     return out
 
 
-def remap_snr(name: str = "linear", *, T: int = 1000, kind: str = "inverse", big: float | None = None) -> dict[str, Any]:
+def remap_snr(
+    name: str = "linear", *, T: int = 1000, kind: str = "inverse", big: float | None = None
+) -> dict[str, Any]:
     """Fig. A9: the SNR at the T times visited when t is uniform vs when the remapped condition
     λ = f(t) is uniform (f(t) = 1/t or f⁻¹ = sigmoid; Appendix D.3.3), both sorted by time.
 

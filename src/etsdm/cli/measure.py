@@ -1,7 +1,449 @@
-"""Placeholder until this command group lands (owned by a helper session)."""
+"""Measuring commands: lipschitz | stability | schedules | evaluate | features.
+
+Each writes a JSON file with every number and a PNG figure into ``--out`` (a folder), and
+prints a short table. RUN arguments are anything ``etsdm.runs.load_model`` accepts (a run
+folder, a diffusers folder) or an analytic spec: ``gmm`` (exact ε*), ``gmm:etsdm`` (exact E-TSDM
+optimum), ``gmm:etsdm-uniform`` (Eq. A15 weighting) — these need no training.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
 
 import click
+import numpy as np
+import torch
+
+SEEDS_HELP = "comma-separated seeds; every number is reported as mean ± std over them"
+
+
+def _seeds(value: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in str(value).split(",") if s.strip()]
+    except ValueError as err:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from err
+    if not seeds:
+        raise click.BadParameter("give at least one seed")
+    return seeds
+
+
+def _floats(value: str, name: str) -> list[float]:
+    try:
+        vals = [float(s) for s in str(value).split(",") if s.strip()]
+    except ValueError as err:
+        raise click.BadParameter(f"{name}: expected comma-separated numbers, got {value!r}") from err
+    if not vals or min(vals) <= 0:
+        raise click.BadParameter(f"{name}: expected positive numbers, got {value!r}")
+    return vals
+
+
+def _write_json(out: Path, name: str, payload: Any) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    return path
+
+
+def _load(spec: str, ema: bool) -> Any:
+    from ..analysis.specs import load
+
+    try:
+        return load(spec, ema=ema)
+    except (ValueError, FileNotFoundError) as err:
+        raise click.BadParameter(str(err), param_hint=f"RUN {spec!r}") from err
+
+
+def _label(model: Any, spec: str) -> str:
+    name = getattr(model, "name", None) or spec
+    return name if name == spec or spec in name else f"{name} [{spec}]"
+
+
+def _mean_std(rows: list) -> tuple[np.ndarray, np.ndarray]:
+    arr = np.asarray(rows, dtype=float)
+    return arr.mean(0), (arr.std(0, ddof=1) if len(arr) > 1 else np.zeros(arr.shape[1:]))
+
+
+# --------------------------------------------------------------------------------------------
+@click.command("lipschitz")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--t-start", type=float, default=None, help="first t (default 0, or Δt in continuous time)")
+@click.option("--t-max", type=float, default=None, help="last t (default t_max − Δt: the whole range)")
+@click.option("--dt", type=float, default=None, help="Δt = t′ − t (default 1 timestep, 1/T continuous)")
+@click.option("--stride", type=click.IntRange(min=1), default=1, help="measure every stride-th t")
+@click.option("--samples", type=click.IntRange(min=1), default=64, help="data samples x_0 per t")
+@click.option("--batch-size", type=click.IntRange(min=2), default=1024, help="examples per network call")
+@click.option("--seeds", default="0", help=SEEDS_HELP)
+@click.option("--split", default="train", help="data split the x_0 come from")
+@click.option("--yscale", type=click.Choice(["log", "linear"]), default="log", help="y axis of the figure")
+@click.option("--ema/--no-ema", default=True, help="EMA weights of a trained run")
+@click.option("--pdf", is_flag=True, help="also write the figure as PDF")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("lipschitz"), help="folder")
+def lipschitz_cmd(runs, t_start, t_max, dt, stride, samples, batch_size, seeds, split, yscale, ema, pdf, out):
+    """K(t, t′) = E‖ε(x_t, t) − ε(x_t, t′)‖₂ / Δt (Eq. 8) for every t, one curve per RUN.
+
+    x_t is drawn from the forward process of each run's own data; the network is called through
+    its Denoiser (its condition map applies). Cost: 2 × samples × (number of t) evaluations per
+    seed. Writes OUT/lipschitz.json and OUT/lipschitz.png (all RUNs in one figure).
+    """
+    from ..analysis.lipschitz import lipschitz_curve, lipschitz_times, sharing_boundaries
+    from ..analysis.specs import data_tensor
+    from ..plotting import plot_lipschitz
+
+    seed_list = _seeds(seeds)
+    curves, continuous = [], False
+    for spec in runs:
+        model = _load(spec, ema)
+        schedule = model.schedule
+        continuous = continuous or schedule.continuous
+        try:
+            times = lipschitz_times(schedule, t_start=t_start, t_end=t_max, dt=dt, stride=stride)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--t-start/--t-max/--dt") from err
+        per_seed = []
+        for seed in seed_list:
+            x0 = data_tensor(model, split, samples, seed)
+            gen = torch.Generator(device=x0.device).manual_seed(seed)
+            per_seed.append(
+                lipschitz_curve(model, x0, schedule, times, dt=dt, batch_size=batch_size, generator=gen, progress=True)
+            )
+        k_mean, k_std = _mean_std([c.K.tolist() for c in per_seed])
+        curve = {
+            "run": spec,
+            "label": _label(model, spec),
+            "schedule": schedule.config(),
+            "condition": model.denoiser.condition.config(),
+            "boundaries": sharing_boundaries(model.denoiser.condition),
+            "t": times.tolist(),
+            "dt": per_seed[0].dt,
+            "K": k_mean.tolist(),
+            "K_std_over_seeds": k_std.tolist(),
+            "K_sem": per_seed[0].K_sem.tolist() if len(seed_list) == 1 else k_std.tolist(),
+            "K_per_seed": [c.K.tolist() for c in per_seed],
+            "n_samples": samples,
+            "seeds": seed_list,
+            "evaluations_per_seed": per_seed[0].evaluations,
+            "calls_per_seed": per_seed[0].calls,
+        }
+        curves.append(curve)
+        k = np.asarray(curve["K"])
+        click.echo(
+            f"{curve['label']}: K max {k.max():.4g} at t={times[int(k.argmax())]:.4g}, "
+            f"K(t_start) {k[0]:.4g}, K(last) {k[-1]:.4g}; {curve['evaluations_per_seed']} evaluations per seed"
+        )
+    json_path = _write_json(out, "lipschitz.json", {"curves": curves})
+    figs = plot_lipschitz(curves, out / "lipschitz.png", continuous=continuous, yscale=yscale, pdf=pdf)
+    click.echo(f"wrote {json_path} and {', '.join(map(str, figs))}")
+
+
+# --------------------------------------------------------------------------------------------
+@click.command("stability")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--t", "t_tilde", type=float, default=None, help="time t̃ of the perturbation (default 100 / 0.1)")
+@click.option("--scales", default="0.05,0.1,0.2,0.3", help="comma-separated perturbation std devs")
+@click.option("--samples", type=click.IntRange(min=2), default=256, help="data samples x_0")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1024, help="examples per network call")
+@click.option("--seeds", default="0,1,2", help=SEEDS_HELP)
+@click.option("--split", default="test", help="data split the x_0 come from")
+@click.option("--reference", type=click.IntRange(min=0), default=0, help="index of the RUN the others are compared to")
+@click.option("--ema/--no-ema", default=True, help="EMA weights of a trained run")
+@click.option("--pdf", is_flag=True, help="also write the figure as PDF")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("stability"), help="folder")
+def stability_cmd(runs, t_tilde, scales, samples, batch_size, seeds, split, reference, ema, pdf, out):
+    """Error of the predicted x0 when x_t̃ is perturbed by N(0, s²I), per scale s (Fig. 2).
+
+    All RUNs see the same x_t̃ and the same perturbations per seed; the figure labels each bar with
+    its relative difference to the reference RUN. Writes OUT/stability.json and OUT/stability.png.
+    """
+    from ..analysis.specs import data_tensor
+    from ..analysis.stability import perturbation_error, relative_difference
+    from ..plotting import plot_stability
+
+    scale_list, seed_list = _floats(scales, "--scales"), _seeds(seeds)
+    if reference >= len(runs):
+        raise click.BadParameter(f"--reference must be < number of RUNs ({len(runs)})")
+    results = []
+    for spec in runs:
+        model = _load(spec, ema)
+        rows = []
+        for seed in seed_list:
+            x0 = data_tensor(model, split, samples, seed)
+            gen = torch.Generator(device=x0.device).manual_seed(seed)
+            try:
+                res = perturbation_error(
+                    model, x0, model.schedule, t=t_tilde, scales=scale_list, generator=gen, batch_size=batch_size
+                )
+            except ValueError as err:
+                raise click.BadParameter(str(err), param_hint="--t/--scales") from err
+            rows.append(res)
+        mean, std = _mean_std([r.error.tolist() for r in rows])
+        results.append(
+            {
+                "run": spec,
+                "label": _label(model, spec),
+                "t": rows[0].t,
+                "scales": scale_list,
+                "error": mean.tolist(),
+                "error_std": std.tolist(),
+                "error_per_seed": [r.error.tolist() for r in rows],
+                "n_samples": samples,
+                "seeds": seed_list,
+            }
+        )
+    ref = results[reference]["error"]
+    for res in results:
+        res["relative_difference_to_reference"] = relative_difference(res["error"], ref).tolist()
+    click.echo("scale   " + "  ".join(f"{r['label'][:28]:>28}" for r in results))
+    for j, s in enumerate(scale_list):
+        cells = [
+            f"{r['error'][j]:.4g} ± {r['error_std'][j]:.2g} ({100 * r['relative_difference_to_reference'][j]:+.1f}%)"
+            for r in results
+        ]
+        click.echo(f"{s:<7g} " + "  ".join(f"{c:>28}" for c in cells))
+    json_path = _write_json(out, "stability.json", {"reference": reference, "results": results})
+    figs = plot_stability(results, out / "stability.png", reference=reference, pdf=pdf)
+    click.echo(f"wrote {json_path} and {', '.join(map(str, figs))}")
+
+
+# --------------------------------------------------------------------------------------------
+@click.command("schedules")
+@click.option("--T", "T", type=click.IntRange(min=2), default=1000, help="discrete timesteps")
+@click.option("--pdf", is_flag=True, help="also write the figures as PDF")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("schedules"), help="folder")
+def schedules_cmd(T, pdf, out):
+    """Theory at a glance: dα/dτ at 0 (Appendix C.1), σ and dσ/dτ near 0 (Theorem 3.1), SNR curves,
+    Modified-NS / original SNR (Fig. A8), remap SNR when t vs λ is uniform (Fig. A9).
+
+    Writes OUT/schedules.json, OUT/snr.png, OUT/snr_ratio_modified.png, OUT/remap_snr.png.
+    """
+    from ..analysis.theory import remap_snr, schedule_table, snr_curves, snr_ratio_modified
+    from ..plotting import plot_remap_snr, plot_snr_curves, plot_snr_ratio
+
+    table = schedule_table(T=T)
+    click.echo(
+        f"{'schedule':<24}{'dα/dτ|0':>11}{'closed form':>13}{'σ(1e-3)':>10}{'dσ/dτ(1e-4)':>13}{'dσ/dτ(1e-2)':>13}"
+    )
+    for row in table:
+        name = row["schedule"] + (" Modified-NS" if row["modified"] else "")
+        cf = row["dalpha_dt_0_closed_form"]
+        click.echo(
+            f"{name:<24}{row['dalpha_dt_0']:>11.4g}{'—' if cf is None else f'{cf:.4g}':>13}"
+            f"{row['sigma'][1]:>10.4g}{row['dsigma_dt'][0]:>13.4g}{row['dsigma_dt'][2]:>13.4g}"
+        )
+    curves = {}
+    for name, (t, snr) in snr_curves(T=T).items():
+        curves[name] = (t, snr)
+        mod = snr_curves([name], T=T, modified=True)
+        if name in mod:
+            curves[f"{name} (Modified-NS)"] = mod[name]
+    ratios = snr_ratio_modified(T=T)
+    remaps = [remap_snr("linear", T=T, kind=k) for k in ("inverse", "inverse-sigmoid")]
+    payload = {
+        "T": T,
+        "table": table,
+        "snr": {k: v[1].tolist() for k, v in curves.items()},
+        "snr_ratio_modified": {k: v[1].tolist() for k, v in ratios.items()},
+        "remap_snr": remaps,
+    }
+    json_path = _write_json(out, "schedules.json", payload)
+    figs = plot_snr_curves(curves, out / "snr.png", pdf=pdf)
+    figs += plot_snr_ratio(ratios, out / "snr_ratio_modified.png", pdf=pdf)
+    figs += plot_remap_snr(remaps, out / "remap_snr.png", pdf=pdf)
+    click.echo(f"wrote {json_path} and {', '.join(map(str, figs))}")
+
+
+# --------------------------------------------------------------------------------------------
+METRICS = ("fid-digits", "fid-inception", "gmm", "psnr", "ssim")
+
+
+def _load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as err:
+        raise click.BadParameter(f"cannot read {path} as .npz: {err}", param_hint=what) from err
+
+
+def _array(data: dict, path: Path, keys: tuple[str, ...], what: str) -> torch.Tensor:
+    for key in keys:
+        if key in data:
+            return torch.as_tensor(data[key])
+    raise click.BadParameter(
+        f"{path} has no array {' or '.join(map(repr, keys))} (found {sorted(data)})", param_hint=what
+    )
+
+
+def _reference(ref: str, split: str) -> tuple[str, Any]:
+    """('digits', train images) | ('gmm', mixture) | ('file', images)."""
+    if ref == "digits":
+        from ..metrics.features import digits_split
+
+        return "digits", digits_split(split)[0]
+    if ref == "gmm":
+        from ..analysis.specs import reference_mixture
+
+        return "gmm", reference_mixture()
+    path = Path(ref)
+    if not path.is_file():
+        raise click.BadParameter(f"{ref!r} is neither 'digits', 'gmm' nor an existing .npz file", param_hint="--ref")
+    return "file", _array(_load_npz(path, "--ref"), path, ("samples", "images", "targets", "x"), "--ref").float()
+
+
+def _feature_net(path: Path | None, out: Path):
+    from ..metrics.features import load_feature_net, save_feature_net, train_feature_net
+
+    if path is not None:
+        try:
+            return load_feature_net(path)
+        except (FileNotFoundError, ValueError) as err:
+            raise click.BadParameter(str(err), param_hint="--features") from err
+    net, report = train_feature_net()
+    save_feature_net(net, out / "digits_features.safetensors", report)
+    click.echo(f"trained the digits feature net (held-out accuracy {report.test_accuracy:.4f}); saved in {out}")
+    return net, report.__dict__
+
+
+@click.command("evaluate")
+@click.argument("samples_file", metavar="SAMPLES", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--ref", required=True, help="reference: 'digits', 'gmm', or an .npz (key samples/images/targets/x)")
+@click.option(
+    "--metric", "metrics", multiple=True, type=click.Choice(METRICS), help="repeat for several (default by --ref)"
+)
+@click.option("--seeds", default="0,1,2", help=SEEDS_HELP)
+@click.option("--n", type=click.IntRange(min=2), default=None, help="FID-n: images per set (default: all that fit)")
+@click.option(
+    "--features",
+    "features_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="digits feature net from `etsdm features` (default: train one now, deterministic)",
+)
+@click.option(
+    "--inception-weights",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="LOCAL Inception-v3 weights for fid-inception (never downloaded; needs etsdm[inception])",
+)
+@click.option("--pdf", is_flag=True, help="also write figures as PDF")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("evaluate"), help="folder")
+def evaluate_cmd(samples_file, ref, metrics, seeds, n, features_path, inception_weights, pdf, out):
+    """Sample quality of SAMPLES (.npz from `etsdm sample`, key "samples", values in [-1, 1]).
+
+    fid-digits: Fréchet distance in the digits classifier's features, FID-n with the real-vs-real
+    floor (digits test split vs train split) at the same n. gmm: near-mode share, mode balance,
+    per-mode spread vs true std, exact log-likelihood, sliced W1, MMD², each with its
+    true-vs-true value. psnr / ssim: against "targets" in SAMPLES or the --ref .npz, pairwise.
+    Writes OUT/evaluate.json and a PNG of the samples.
+    """
+    from ..metrics import fid_with_floor, gmm_metrics, inception_fid, psnr, ssim
+    from ..plotting import sample_grid, scatter_2d
+
+    seed_list = _seeds(seeds)
+    data = _load_npz(samples_file, "SAMPLES")
+    x = _array(data, samples_file, ("samples",), "SAMPLES").float()
+    kind, reference = _reference(ref, "train")
+    metrics = metrics or {"digits": ("fid-digits",), "gmm": ("gmm",), "file": ("psnr", "ssim")}[kind]
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "samples": str(samples_file),
+        "ref": ref,
+        "n_samples": int(x.shape[0]),
+        "seeds": seed_list,
+    }
+    for metric in metrics:
+        if metric == "fid-digits":
+            if kind != "digits":
+                raise click.BadParameter("fid-digits needs --ref digits", param_hint="--metric")
+            net, report = _feature_net(features_path, out)
+            from ..metrics.features import digits_split
+
+            try:
+                res = fid_with_floor(x, reference, digits_split("test")[0], net, n=n, seeds=seed_list)
+            except ValueError as err:
+                raise click.BadParameter(str(err), param_hint="--n/SAMPLES") from err
+            res["feature_net"] = report
+            results[metric] = res
+            click.echo(
+                f"FID-{res['n']} (digits features): {res['fid']:.4g} ± {res['fid_std']:.2g}   "
+                f"real-vs-real floor at n={res['n']}: {res['floor']:.4g} ± {res['floor_std']:.2g}"
+            )
+        elif metric == "fid-inception":
+            if inception_weights is None:
+                raise click.BadParameter("fid-inception needs --inception-weights PATH (a local file)")
+            if kind == "gmm":
+                raise click.BadParameter("fid-inception needs an image reference (--ref digits or an .npz)")
+            try:
+                value = inception_fid(x, reference, inception_weights)
+            except (FileNotFoundError, ModuleNotFoundError) as err:
+                raise click.ClickException(str(err)) from err
+            results[metric] = {"fid": value, "n": int(x.shape[0]), "n_ref": int(reference.shape[0])}
+            click.echo(f"FID (Inception-v3, {x.shape[0]} vs {reference.shape[0]} images): {value:.4g}")
+        elif metric == "gmm":
+            if kind != "gmm":
+                raise click.BadParameter("metric gmm needs --ref gmm", param_hint="--metric")
+            res = gmm_metrics(x.double(), reference, seeds=seed_list)
+            results[metric] = res
+            for key, r in res.items():
+                click.echo(
+                    f"{key:<18} {r['value']:>10.4g} ± {r['value_std']:<8.2g} true-vs-true (n={r['n']}): "
+                    f"{r['true']:.4g} ± {r['true_std']:.2g}"
+                )
+        else:
+            target = _array(data, samples_file, ("targets",), "SAMPLES") if "targets" in data else reference
+            if kind == "gmm" or target.shape != x.shape:
+                raise click.BadParameter(
+                    f"{metric} needs targets of the samples' shape {tuple(x.shape)} "
+                    "('targets' in SAMPLES or --ref .npz)"
+                )
+            vals = (psnr if metric == "psnr" else ssim)(x, target.float())
+            results[metric] = {
+                "mean": float(vals.mean()),
+                "std_over_images": float(vals.std()),
+                "n": int(len(vals)),
+                "note": "deterministic: seeds do not change it",
+            }
+            click.echo(f"{metric.upper()}: {float(vals.mean()):.4g} ± {float(vals.std()):.2g} over {len(vals)} images")
+    json_path = _write_json(out, "evaluate.json", results)
+    if x.ndim == 4:
+        figs = sample_grid(x[:100], out / "samples.png", pdf=pdf)
+    else:
+        means = reference.means if kind == "gmm" else None
+        figs = scatter_2d(
+            x.reshape(x.shape[0], -1)[:, :2], out / "samples.png", means=means, title=str(samples_file.name), pdf=pdf
+        )
+    click.echo(f"wrote {json_path} and {', '.join(map(str, figs))}")
+
+
+# --------------------------------------------------------------------------------------------
+@click.command("features")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("digits_features.safetensors"),
+    help="safetensors file to write",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=30, help="training epochs")
+@click.option("--seed", type=int, default=0, help="seed (training is deterministic on CPU)")
+def features_cmd(out, epochs, seed):
+    """Train the digits feature network (the feature space of fid-digits) on the digits train split.
+
+    Deterministic, seconds on a CPU. Prints and stores (in the file's metadata and OUT.json) the
+    accuracy on the held-out test split.
+    """
+    from ..metrics.features import save_feature_net, train_feature_net
+
+    net, report = train_feature_net(epochs=epochs, seed=seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_feature_net(net, out, report)
+    out.with_suffix(".json").write_text(json.dumps(report.__dict__, indent=2) + "\n")
+    click.echo(
+        f"digits feature net: train accuracy {report.train_accuracy:.4f}, held-out (test, n={report.n_test}) "
+        f"accuracy {report.test_accuracy:.4f}; wrote {out}"
+    )
 
 
 def register(group: click.Group) -> None:
     """Add this module's commands to ``group``."""
+    for command in (lipschitz_cmd, stability_cmd, schedules_cmd, evaluate_cmd, features_cmd):
+        group.add_command(command)

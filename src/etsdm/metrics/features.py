@@ -43,9 +43,7 @@ def digits_split(split: str) -> tuple[Tensor, Tensor]:
 
     digits = load_digits()
     x = digits.images.astype(np.float32) / 8.0 - 1.0  # pixel values 0..16 -> [-1, 1]
-    idx_train, idx_test = train_test_split(
-        np.arange(len(x)), test_size=0.2, random_state=0, stratify=digits.target
-    )
+    idx_train, idx_test = train_test_split(np.arange(len(x)), test_size=0.2, random_state=0, stratify=digits.target)
     idx = idx_train if split == "train" else idx_test
     return torch.from_numpy(x[idx]).reshape(-1, 1, 8, 8), torch.from_numpy(digits.target[idx]).long()
 
@@ -105,9 +103,9 @@ def accuracy(net: DigitsFeatureNet, x: Tensor, y: Tensor) -> float:
         return float((net.logits(x).argmax(1) == y).float().mean())
 
 
-def train_feature_net(*, epochs: int = 30, seed: int = 0, batch_size: int = 64, lr: float = 2e-3) -> tuple[
-    DigitsFeatureNet, TrainReport
-]:
+def train_feature_net(
+    *, epochs: int = 30, seed: int = 0, batch_size: int = 64, lr: float = 2e-3
+) -> tuple[DigitsFeatureNet, TrainReport]:
     """Train the classifier on the digits train split, deterministically (CPU, fixed seed)."""
     x_tr, y_tr = digits_split("train")
     x_te, y_te = digits_split("test")
@@ -143,7 +141,9 @@ def load_feature_net(path: str | Path) -> tuple[DigitsFeatureNet, dict]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"digits feature net {path} does not exist; make one with `etsdm features --out {path}`")
+        raise FileNotFoundError(
+            f"digits feature net {path} does not exist; make one with `etsdm features --out {path}`"
+        )
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     if meta.get("format") != FORMAT:

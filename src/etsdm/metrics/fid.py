@@ -16,8 +16,8 @@ always carry n, because FD has an O(1/n) bias that dominates small-n comparisons
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -84,7 +84,9 @@ def fid_with_floor(
     limit = min(samples.shape[0], pool.shape[0] if held_out is not None else pool.shape[0] // 2)
     n = limit if n is None else int(n)
     if not 2 <= n <= limit:
-        raise ValueError(f"FID-n: n must be in [2, {limit}] (samples: {samples.shape[0]}, real pool: {pool.shape[0]}), got {n}")
+        raise ValueError(
+            f"FID-n: n must be in [2, {limit}] (samples: {samples.shape[0]}, real pool: {pool.shape[0]}), got {n}"
+        )
     values, floors = [], []
     for seed in seeds:
         gen = torch.Generator().manual_seed(int(seed))

@@ -25,7 +25,7 @@ Every value is mean ± std over seeds (each seed draws the reference samples and
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from scipy.stats import chi
@@ -69,7 +69,9 @@ def sample_stats(x: Tensor, gmm: GaussianMixture, near_quantile: float = 0.99) -
     }
 
 
-def sliced_wasserstein(a: Tensor, b: Tensor, *, projections: int = 128, generator: torch.Generator | None = None) -> float:
+def sliced_wasserstein(
+    a: Tensor, b: Tensor, *, projections: int = 128, generator: torch.Generator | None = None
+) -> float:
     """Sliced W1: mean over random unit directions θ of W1(θ·a, θ·b) (equal-size sets: sorted
     differences; otherwise quantiles on a common grid)."""
     a, b = a.to(torch.float64).flatten(1), b.to(torch.float64).flatten(1)

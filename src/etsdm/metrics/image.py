@@ -18,7 +18,9 @@ def _unit(x: Tensor) -> Tensor:
 
 def _check(pred: Tensor, target: Tensor) -> None:
     if pred.shape != target.shape or pred.ndim != 4:
-        raise ValueError(f"PSNR/SSIM need two (N, C, H, W) sets of equal shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"PSNR/SSIM need two (N, C, H, W) sets of equal shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
 
 
 def psnr(pred: Tensor, target: Tensor) -> Tensor:

@@ -1,0 +1,109 @@
+"""Loading what the measuring commands measure: ``etsdm.runs.load_model`` when it is available,
+and, always, the analytic specs that need no training:
+
+* ``gmm``        — the exact ε* of the 2-D ring Gaussian mixture (8 modes, radius 2, std 0.1) on
+  the discrete linear schedule (T = 1000): the ideal baseline.
+* ``gmm:etsdm``  — the exact E-TSDM optimum on the same mixture (t̃ = 100, n = 5), posterior
+  weighting (the true minimiser of the shared-condition loss).
+* ``gmm:etsdm-uniform`` — the same with Eq. (A15)'s uniform weighting.
+
+Each analytic spec is a real :class:`~etsdm.denoiser.Denoiser` whose "network" is the closed form
+evaluated at the condition it receives, so the condition map is applied exactly as for a
+trained model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..analytic import GaussianMixture
+from ..conditioning import Identity, TimestepSharing
+from ..denoiser import Denoiser
+from ..schedules import Schedule, make_schedule
+
+ANALYTIC_SPECS: tuple[str, ...] = ("gmm", "gmm:etsdm", "gmm:etsdm-uniform")
+
+
+def reference_mixture() -> GaussianMixture:
+    """The mixture of the ``gmm`` dataset (the data package's, when it defines one)."""
+    try:
+        from ..data import gaussian_mixture  # type: ignore[attr-defined]
+
+        return gaussian_mixture()
+    except (ImportError, AttributeError, TypeError):
+        return GaussianMixture.ring(8, 2.0, 0.1)
+
+
+@dataclass
+class AnalyticModel:
+    """The subset of ``etsdm.runs.LoadedModel`` the measuring commands use."""
+
+    denoiser: Denoiser
+    schedule: Schedule
+    name: str
+    data_name: str
+    mixture: GaussianMixture
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def dataset(self, split: str = "train", n: int = 4096, seed: int = 0) -> Tensor:
+        """Exact mixture samples (float64); split only changes the seed (train 0, test 1)."""
+        offset = {"train": 0, "test": 1}.get(split, 2)
+        return self.mixture.sample(n, torch.Generator().manual_seed(seed * 3 + offset))
+
+
+class _ClosedForm(torch.nn.Module):
+    """net(x, c): ε* at time c, or the shared E-TSDM optimum of the sub-interval starting at c."""
+
+    def __init__(self, gmm: GaussianMixture, schedule: Schedule, sharing: TimestepSharing | None, weighting: str):
+        super().__init__()
+        self.model = gmm.eps_model(schedule, sharing, weighting)  # type: ignore[arg-type]
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        return self.model(x, c.to(torch.float64))
+
+
+def analytic_model(spec: str) -> AnalyticModel:
+    """Build one of :data:`ANALYTIC_SPECS`."""
+    if spec not in ANALYTIC_SPECS:
+        raise ValueError(f"unknown analytic spec {spec!r}; allowed: {', '.join(ANALYTIC_SPECS)}")
+    gmm = reference_mixture()
+    schedule = make_schedule("linear", T=1000)
+    sharing = TimestepSharing(100, 5, T=1000) if spec != "gmm" else None
+    weighting = "uniform" if spec.endswith("uniform") else "posterior"
+    net = _ClosedForm(gmm, schedule, sharing, weighting)
+    denoiser = Denoiser(net, schedule, "eps", condition=sharing or Identity())
+    name = {"gmm": "exact ε* (baseline)", "gmm:etsdm": "exact E-TSDM optimum"}.get(spec, "exact E-TSDM (Eq. A15)")
+    return AnalyticModel(denoiser, schedule, name, "gmm", gmm, {"spec": spec})
+
+
+def load(spec: str, *, ema: bool = True, device: str = "cpu") -> Any:
+    """A model for ``spec``: an analytic spec, else ``etsdm.runs.load_model(spec)``."""
+    if spec in ANALYTIC_SPECS:
+        return analytic_model(spec)
+    try:
+        from ..runs import load_model  # type: ignore[import-not-found]
+    except ImportError as err:
+        raise ValueError(
+            f"cannot load {spec!r}: run loading (etsdm.runs) is not available in this install ({err}); "
+            f"analytic specs work: {', '.join(ANALYTIC_SPECS)}"
+        ) from err
+    return load_model(spec, ema=ema, device=device)
+
+
+def data_tensor(model: Any, split: str, n: int, seed: int) -> Tensor:
+    """n data samples of the model's own data as one tensor (random subset, fixed by seed)."""
+    if isinstance(model, AnalyticModel):
+        return model.dataset(split, n, seed)
+    data = model.dataset(split)
+    if isinstance(data, Tensor):
+        x = data
+    else:
+        items = [data[i] for i in range(len(data))]
+        x = torch.stack([item[0] if isinstance(item, (tuple, list)) else item for item in items])
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(x.shape[0], generator=gen)[:n] if n < x.shape[0] else torch.arange(x.shape[0])
+    return x[idx]

@@ -1,0 +1,138 @@
+"""K(t, t′) of Eq. (8) against functions with a known Lipschitz constant in t, and closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from etsdm import Denoiser, GaussianMixture, TimestepSharing, make_schedule
+from etsdm.analysis import lipschitz_curve, lipschitz_times
+
+SCHED = make_schedule("linear", T=1000)
+
+
+def _unit(d: int) -> torch.Tensor:
+    u = torch.arange(1.0, d + 1, dtype=torch.float64)
+    return u / u.norm()
+
+
+def _x0(n: int = 16, d: int = 3) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("a", [0.5, 3.0])
+@pytest.mark.parametrize("dt", [1.0, 7.0])
+def test_linear_in_t_gives_K_equal_a(a, dt):
+    u = _unit(3)
+
+    def eps(x, t):  # ε(x, t) = a t u: ‖ε(x, t + Δt) − ε(x, t)‖ / Δt = a for every x, t
+        return a * t[:, None] * u + 0 * x
+
+    times = lipschitz_times(SCHED, t_end=200, dt=dt, stride=10)
+    curve = lipschitz_curve(eps, _x0(), SCHED, times, dt=dt, batch_size=10)
+    torch.testing.assert_close(curve.K, torch.full_like(curve.K, a), rtol=1e-12, atol=0)
+    assert float(curve.K_sem.max()) < 1e-7  # sum-of-squares variance: float64 rounding only
+
+
+def test_continuous_time_and_default_dt():
+    sched = make_schedule("cosine", continuous=True)
+
+    def eps(x, t):
+        return 2.0 * torch.sin(t)[:, None] * _unit(3) + 0 * x  # K = 2 |sin(t+Δt) − sin t| / Δt
+
+    curve = lipschitz_curve(eps, _x0(), sched, lipschitz_times(sched, stride=100))
+    dt = 1e-3
+    expected = 2 * (torch.sin(curve.t + dt) - torch.sin(curve.t)).abs() / dt
+    assert curve.dt == dt
+    torch.testing.assert_close(curve.K, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_piecewise_constant_is_zero_inside_pieces_through_the_denoiser():
+    """A net that returns its condition: through E-TSDM's map K is 0 inside each sub-interval and
+    the jump at each boundary (20 = Δ of the sub-intervals, 80 -> 100 at t̃)."""
+    u = _unit(4)
+    den = Denoiser(lambda x, c: c.double()[:, None] * u + 0 * x, SCHED, "eps", TimestepSharing(100, 5, T=1000))
+    curve = lipschitz_curve(den, _x0(8, 4), SCHED, lipschitz_times(SCHED, t_end=120), batch_size=64)
+    k = curve.K
+    jumps = {19: 20.0, 39: 20.0, 59: 20.0, 79: 20.0, 99: 20.0}
+    for t in range(121):
+        want = jumps.get(t, 0.0 if t < 100 else 1.0)
+        assert float(k[t]) == pytest.approx(want, abs=1e-9), t
+
+
+def test_cost_is_exactly_two_evaluations_per_sample_and_time_and_same_x():
+    """2 N M example-evaluations in ⌈2NM/B⌉ calls, and the t- and t′-halves see the same x_t."""
+    calls = []
+
+    def eps(x, t):
+        k = x.shape[0] // 2
+        assert torch.equal(x[:k], x[k:])
+        torch.testing.assert_close(t[k:] - t[:k], torch.full((k,), 1.0, dtype=torch.float64))
+        calls.append(x.shape[0])
+        return x * t[:, None]
+
+    n, times, batch = 10, lipschitz_times(SCHED, t_end=36), 64
+    curve = lipschitz_curve(eps, _x0(n), SCHED, times, batch_size=batch)
+    m = len(times)
+    assert sum(calls) == curve.evaluations == 2 * n * m
+    assert len(calls) == curve.calls == math.ceil(2 * n * m / batch)
+    assert all(c == batch for c in calls[:-1])
+
+
+def test_forward_process_draw_gives_closed_form_for_standard_normal_data():
+    """Data N(0, I): q_t = N(0, I) for every t and ε*(x, t) = σ_t x (Eq. 7), so
+    K = |σ_{t′} − σ_t| / Δt · E‖x‖ with E‖x‖ = √2 Γ((D+1)/2) / Γ(D/2)."""
+    d, n = 6, 4000
+    gmm = GaussianMixture(torch.zeros(1, d), 1.0)
+    x0 = gmm.sample(n, torch.Generator().manual_seed(1))
+    times = torch.tensor([0.0, 5.0, 50.0, 400.0], dtype=torch.float64)
+    curve = lipschitz_curve(gmm.eps_model(SCHED), x0, SCHED, times, generator=torch.Generator().manual_seed(2))
+    e_norm = math.sqrt(2) * math.exp(math.lgamma((d + 1) / 2) - math.lgamma(d / 2))
+    expected = (SCHED.sigma(times + 1) - SCHED.sigma(times)).abs() * e_norm
+    torch.testing.assert_close(curve.K, expected, rtol=0.03, atol=0)
+
+
+def test_exact_etsdm_optimum_zero_inside_and_boundary_jump_closed_form():
+    """For N(0, I) data q_τ(x) does not depend on τ, so the E-TSDM optimum is mean_τ σ_τ · x over the
+    sub-interval (both weightings); K is 0 inside and |mean σ over [20,40) − mean over [0,20)| E‖x‖
+    at t = 19."""
+    d = 4
+    gmm = GaussianMixture(torch.zeros(1, d), 1.0)
+    x0 = gmm.sample(1000, torch.Generator().manual_seed(3))
+    sharing = TimestepSharing(100, 5, T=1000)
+    times = torch.tensor([0.0, 10.0, 19.0, 25.0], dtype=torch.float64)
+    e_norm = math.sqrt(2) * math.exp(math.lgamma((d + 1) / 2) - math.lgamma(d / 2))
+    grid = torch.arange(40, dtype=torch.float64)
+    jump = float((SCHED.sigma(grid[20:]).mean() - SCHED.sigma(grid[:20]).mean()).abs()) * e_norm
+    for weighting in ("posterior", "uniform"):
+        model = gmm.eps_model(SCHED, sharing, weighting)
+        k = lipschitz_curve(model, x0, SCHED, times, generator=torch.Generator().manual_seed(4)).K
+        assert float(k[0]) == 0 and float(k[1]) == 0 and float(k[3]) == 0
+        assert float(k[2]) == pytest.approx(jump, rel=0.03)
+
+
+def test_theorem_3_1_exact_eps_grows_like_inverse_sigma_near_zero():
+    """Continuous linear schedule on the ring mixture: K*(t) of the exact ε* grows without bound as
+    t -> 0 (Theorem 3.1); Modified-NS (dα/dt|0 = 0) keeps it bounded."""
+    gmm = GaussianMixture.ring()
+    x0 = gmm.sample(400, torch.Generator().manual_seed(5))
+    times = torch.tensor([1e-5, 1e-4, 1e-3, 1e-2], dtype=torch.float64)
+    out = {}
+    for modified in (False, True):
+        sched = make_schedule("linear", continuous=True, modified=modified)
+        out[modified] = lipschitz_curve(gmm.eps_model(sched), x0, sched, times, dt=1e-7).K
+    k = out[False]
+    assert bool((k[:-1] > 2 * k[1:]).all())  # at least doubling per decade towards 0
+    assert float(out[True][0]) < 1.5 * float(out[True][2])  # flat near 0: bounded
+    assert float(out[True][0]) < 0.1 * float(k[0])
+
+
+def test_bad_ranges_raise():
+    with pytest.raises(ValueError, match="whole number"):
+        lipschitz_times(SCHED, dt=0.5)
+    with pytest.raises(ValueError, match="t_max - dt"):
+        lipschitz_times(SCHED, t_end=999)
+    with pytest.raises(ValueError, match="dt must be > 0"):
+        lipschitz_times(SCHED, dt=-1)
