@@ -33,7 +33,7 @@ def test_modified_ns_snr_ratio_fig_a8():
     # first step: SNR ≈ 1/β, so the ratio is β_orig / β_mod = 1e-4 / (20.1 · 1e-3 / 1000)
     assert float(lin[0]) == pytest.approx(1e-4 / (20.1e-6), rel=1e-3)
     assert float(lin[-1]) == pytest.approx(1.0, rel=0.02)  # SNR at T kept (Appendix D.3.2)
-    assert float(ratios["quadratic"][1][500]) > 2  # quadratic: SNR raised almost everywhere
+    assert float(ratios["quadratic"][1][:800].min()) > 1.2  # quadratic: SNR raised almost everywhere
     assert float(ratios["cosine"][1][0]) > 1
 
 
