@@ -44,6 +44,6 @@ def test_remap_uniform_lambda_visits_high_snr_fig_a9():
     d = remap_snr("linear", T=T, kind="inverse")
     k = torch.arange(T, dtype=torch.float64)
     expected = (T / (T - k) - 1).round()
-    torch.testing.assert_close(torch.tensor(d["t_uniform_lambda"]), expected)
+    torch.testing.assert_close(torch.tensor(d["t_uniform_lambda"], dtype=torch.float64), expected)
     assert all(a >= b for a, b in zip(d["snr_uniform_lambda"], d["snr_uniform_t"], strict=True))
     assert sum(v > 1000 for v in d["snr_uniform_lambda"]) > T / 2  # most visits near t = 0
