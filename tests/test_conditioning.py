@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from etsdm import Identity, Remap, TimestepSharing, make_condition_map
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 def algorithm_a1(t: float, t_tilde: float, n: int) -> float:
     """Algorithm A1, lines 1 and 5-9, as a literal loop over the partition T = {t_0, ..., t_n}."""

@@ -16,6 +16,8 @@ from scipy import stats
 import etsdm
 from etsdm import Denoiser, Identity, Remap, TimestepSharing, diffusion_loss, make_schedule, sample_timesteps
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 F64 = torch.float64
 
 

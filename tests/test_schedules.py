@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from etsdm import SCHEDULE_NAMES, make_schedule
 from etsdm.schedules import ALPHA2_FLOOR
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 F64 = torch.float64
 BETA_MIN, BETA_MAX, S_COSINE = 0.1, 20.0, 0.008
 # (name, modified) pairs that exist: Modified-NS only for linear, quadratic, cosine (Appendix D.3.2)

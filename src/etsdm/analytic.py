@@ -52,7 +52,7 @@ class GaussianMixture:
         self.weights = w / w.sum()
 
     @classmethod
-    def ring(cls, k: int = 8, radius: float = 2.0, std: float = 0.1) -> "GaussianMixture":
+    def ring(cls, k: int = 8, radius: float = 2.0, std: float = 0.1) -> GaussianMixture:
         """K equal modes on a circle in 2-D (the usual toy benchmark)."""
         ang = torch.arange(k, dtype=torch.float64) * (2 * math.pi / k)
         return cls(torch.stack([radius * ang.cos(), radius * ang.sin()], 1), std)
@@ -141,14 +141,26 @@ class GaussianMixture:
         left = float(sharing(torch.tensor(t, dtype=torch.float64)))
         taus, quad_w = self._subinterval_nodes(left, sharing.delta, schedule, nodes)
         x64 = x.to(torch.float64)
-        eps = torch.stack([self.eps(x64, tau, schedule) for tau in taus])  # (M, N, D)
+        eps, logq = self._on_nodes(x64, torch.tensor(taus, dtype=torch.float64, device=x64.device), schedule)
+        quad_w = quad_w.to(x64.device)
         if weighting == "uniform":
             w = quad_w[:, None].expand(-1, x64.shape[0])
         else:
-            logq = torch.stack([self.log_prob(x64, tau, schedule) for tau in taus])  # (M, N)
-            w = torch.softmax(logq + quad_w.log()[:, None], 0)
+            w = torch.softmax(logq + quad_w.log()[:, None], 0)  # ∝ q_τ(x) dτ
         w = w / w.sum(0, keepdim=True)
         return (w[:, :, None] * eps).sum(0)
+
+    def _on_nodes(self, x: Tensor, taus: Tensor, schedule: Schedule) -> tuple[Tensor, Tensor]:
+        """ε*(x, τ) (M, N, D) and log q_τ(x) (M, N) at M times for N points, a few times per call."""
+        m, n = len(taus), x.shape[0]
+        chunk = max(1, 2**21 // max(1, n * self.means.shape[0] * self.dim))  # nodes per batched call
+        eps, logq = [], []
+        for start in range(0, m, chunk):
+            tau = taus[start : start + chunk]
+            xr, tr = x.repeat(len(tau), 1), tau.repeat_interleave(n)  # row k·N + j: x_j at τ_k
+            eps.append(self.eps(xr, tr, schedule).reshape(len(tau), n, -1))
+            logq.append(self.log_prob(xr, tr, schedule).reshape(len(tau), n))
+        return torch.cat(eps), torch.cat(logq)
 
     @staticmethod
     def _subinterval_nodes(left: float, delta: float, schedule: Schedule, nodes: int) -> tuple[list[float], Tensor]:
