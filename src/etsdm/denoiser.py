@@ -13,7 +13,8 @@ Samplers and losses therefore never branch on the prediction type or the conditi
 
 from __future__ import annotations
 
-from typing import Callable, Literal, NamedTuple
+from collections.abc import Callable
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn

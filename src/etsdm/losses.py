@@ -94,7 +94,8 @@ def diffusion_loss(
     """
     sched = denoiser.schedule
     if t is None:
-        t = sample_timesteps(denoiser, x0.shape[0], device=x0.device, generator=generator, sampling=sampling, t_eps=t_eps)
+        n = x0.shape[0]
+        t = sample_timesteps(denoiser, n, device=x0.device, generator=generator, sampling=sampling, t_eps=t_eps)
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
     x_t = diffuse(denoiser, x0, t, noise)
