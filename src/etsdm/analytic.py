@@ -85,11 +85,7 @@ class GaussianMixture:
         """log w_k N(x; α μ_k, v_k I) (N, K), the variances v_k (N, K) and x - α μ_k (N, K, D)."""
         var = alpha**2 * self.stds[None] ** 2 + sigma**2  # (N, K)
         diff = x[:, None, :] - alpha[:, :, None] * self.means[None]  # (N, K, D)
-        logp = (
-            self.weights.log()[None]
-            - 0.5 * (diff**2).sum(-1) / var
-            - 0.5 * self.dim * torch.log(2 * math.pi * var)
-        )
+        logp = self.weights.log()[None] - 0.5 * (diff**2).sum(-1) / var - 0.5 * self.dim * torch.log(2 * math.pi * var)
         return logp, var, diff
 
     def log_prob(self, x: Tensor, t: Tensor | float, schedule: Schedule) -> Tensor:
