@@ -1,0 +1,32 @@
+"""Data sets for etsdm: embedded digits, the analytic Gaussian mixture, image folders, SR pairs.
+
+Conventions: images are float32 (C, H, W) in [-1, 1] (``denormalize`` maps them to [0, 1]);
+Gaussian-mixture samples are float32 (D,); super-resolution items are dicts (see
+:mod:`etsdm.data.sr`). Build any of them with :func:`make_dataset`.
+"""
+
+from .digits import DigitsDataset, digits_arrays
+from .factory import DATASETS, data_shape, make_dataset
+from .folder import IMAGE_EXTENSIONS, BadImageError, ImageFolderDataset, scan_images
+from .gmm import GMMDataset, make_mixture
+from .sr import SuperResolutionDataset
+from .transforms import area_downsample, denormalize, resize_center_crop, upsample
+
+__all__ = [
+    "DATASETS",
+    "IMAGE_EXTENSIONS",
+    "BadImageError",
+    "DigitsDataset",
+    "GMMDataset",
+    "ImageFolderDataset",
+    "SuperResolutionDataset",
+    "area_downsample",
+    "data_shape",
+    "denormalize",
+    "digits_arrays",
+    "make_dataset",
+    "make_mixture",
+    "resize_center_crop",
+    "scan_images",
+    "upsample",
+]

@@ -1,0 +1,225 @@
+"""An image folder (PNG / JPEG, any size), the way FFHQ, CelebA-HQ, AFHQ or LSUN arrive.
+
+* Files: every ``.png``, ``.jpg``, ``.jpeg`` (any case) under ``root``, recursively, following
+  symlinks, in sorted path order; names starting with "." (e.g. macOS ``._x.jpg``) are ignored.
+* Each item: decode (PIL), convert to grey ("L", channels=1) or RGB (channels=3; an alpha channel
+  is dropped, 16-bit grey is scaled to 8 bits), resize the shorter side to ``resolution``
+  (bicubic, antialiased), centre-crop a square, scale to [-1, 1], optionally flip left-right with
+  probability 1/2 (torch's default generator). Large JPEGs are decoded at a reduced DCT scale
+  (PIL ``draft``) that still leaves both sides >= resolution.
+* Validation is cheap at construction and complete at use. ``verify="header"`` (default) reads the
+  first 8 bytes of each file and checks the PNG or JPEG signature (a 100k-image folder opens in
+  seconds); ``"full"`` decodes every file at construction (slow, thorough); ``"none"`` checks
+  nothing. Decoding errors at ``__getitem__`` are caught the same way.
+* A bad file (wrong signature, truncated or corrupt data) raises :class:`BadImageError` naming
+  it, unless ``skip_bad=True``: then it is skipped, counted in ``dataset.skipped`` (paths in
+  ``dataset.skipped_files``) and a warning is issued. At construction a skipped file is removed
+  from the list; at ``__getitem__`` (a file that passed the header check but does not decode) the
+  item is replaced by the next good file in order (index i+1, i+2, ... wrapping), so the
+  replacement is deterministic. With DataLoader workers, lazily found files are counted in the
+  worker's copy of the dataset only (the warning still appears).
+* Splits: ``holdout`` (a count, or a fraction in (0, 1)) reserves files for "test", chosen by a
+  fixed permutation (``split_seed``, default 0) of the sorted list, independent of the run's seed;
+  "train" is the rest and "all" every file. With holdout = 0, "train" is every file and "test"
+  is an error (point ``root`` at a separate test folder instead).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .transforms import pil_to_tensor, random_hflip, resize_center_crop
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"
+Verify = Literal["header", "full", "none"]
+FolderSplit = Literal["train", "test", "all"]
+# Everything PIL raises on a bad file: truncated / corrupt data (OSError, SyntaxError, EOFError,
+# ValueError, struct errors surface as these), decompression bombs.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+class BadImageError(ValueError):
+    """An image file that cannot be read; ``path`` names it."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(
+            f"unreadable image file {self.path}: {reason} "
+            "(fix or remove it, or set skip_bad=True / data.skip_bad: true to skip and count bad files)"
+        )
+
+
+def scan_images(root: str | os.PathLike) -> list[str]:
+    """Sorted paths of every PNG/JPEG under ``root`` (recursive). Raises if root is missing or holds none."""
+    root_path = Path(root).expanduser()
+    if not root_path.exists():
+        raise FileNotFoundError(f"image folder {str(root_path)!r} does not exist")
+    if not root_path.is_dir():
+        raise NotADirectoryError(f"image folder {str(root_path)!r} is not a directory")
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root_path, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
+                files.append(os.path.join(dirpath, name))
+    if not files:
+        raise ValueError(
+            f"image folder {str(root_path)!r} holds no images (searched recursively for {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    return sorted(files)
+
+
+def check_header(path: str) -> None:
+    """Raise BadImageError unless the file starts with a PNG or JPEG signature (reads 8 bytes)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise BadImageError(path, f"cannot open ({e.strerror or e})") from e
+    if not (head.startswith(PNG_SIGNATURE) or head.startswith(JPEG_SIGNATURE)):
+        raise BadImageError(path, "not a PNG or JPEG file (bad signature)")
+
+
+def _to_mode(img: Image.Image, channels: int) -> Image.Image:
+    if img.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grey: scale to 8 bits (convert() would clip)
+        arr = np.asarray(img, dtype=np.float64) * (255.0 / 65535.0)
+        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def load_image(path: str, resolution: int, channels: int) -> Tensor:
+    """Decode, convert, resize-and-centre-crop one file to float32 (C, R, R) in [-1, 1]; BadImageError if unreadable."""
+    try:
+        with Image.open(path) as img:
+            if img.format == "JPEG":
+                img.draft("L" if channels == 1 else "RGB", (resolution, resolution))
+            img.load()
+            out = resize_center_crop(_to_mode(img, channels), resolution)
+    except _DECODE_ERRORS as e:
+        raise BadImageError(path, f"{type(e).__name__}: {e}") from e
+    return pil_to_tensor(out)
+
+
+def holdout_indices(n: int, holdout: int | float, split_seed: int) -> np.ndarray:
+    """Indices (sorted) of the files reserved for "test" among n sorted files."""
+    count = round(holdout * n) if isinstance(holdout, float) and 0 < holdout < 1 else int(holdout)
+    if count < 0 or count >= n:
+        raise ValueError(f"folder: holdout must leave at least one training image (got holdout={holdout!r}, {n} files)")
+    return np.sort(np.random.default_rng(split_seed).permutation(n)[:count])
+
+
+class ImageFolderDataset(Dataset):
+    """Images from a folder as float32 (C, R, R) in [-1, 1] (conventions in the module docstring).
+
+    Args:
+        root: the folder (searched recursively).
+        split: "train", "test" or "all" (see ``holdout``).
+        resolution: output side R (required).
+        channels: 1 (grey) or 3 (RGB, default).
+        hflip: random left-right flips.
+        skip_bad: skip and count unreadable files instead of raising BadImageError.
+        verify: "header" (default), "full" or "none": what is checked at construction.
+        holdout: number (int) or fraction (float in (0, 1)) of files reserved for "test".
+        split_seed: seed of the holdout permutation (fixed default 0).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        split: FolderSplit = "train",
+        resolution: int | None = None,
+        channels: int | None = None,
+        hflip: bool = False,
+        skip_bad: bool = False,
+        verify: Verify = "header",
+        holdout: int | float = 0,
+        split_seed: int = 0,
+    ):
+        channels = 3 if channels is None else channels
+        if channels not in (1, 3):
+            raise ValueError(f"folder: channels must be 1 or 3, got {channels!r}")
+        if not isinstance(resolution, int) or resolution < 1:
+            raise ValueError(f"folder: resolution must be a positive integer (the output side), got {resolution!r}")
+        if verify not in ("header", "full", "none"):
+            raise ValueError(f"folder: verify must be 'header', 'full' or 'none', got {verify!r}")
+        self.root = str(root)
+        self.resolution, self.channels, self.hflip, self.skip_bad = resolution, channels, hflip, skip_bad
+        self.shape: tuple[int, ...] = (channels, resolution, resolution)
+        self.skipped = 0
+        self.skipped_files: list[str] = []
+        self._bad: set[int] = set()
+        self.files = self._select_split(scan_images(root), split, holdout, split_seed)
+        self.files = self._verify(self.files, verify)
+        if not self.files:
+            raise ValueError(f"image folder {self.root!r}: every image of split {split!r} was unreadable and skipped")
+
+    @staticmethod
+    def _select_split(files: list[str], split: str, holdout: int | float, split_seed: int) -> list[str]:
+        if split not in ("train", "test", "all"):
+            raise ValueError(f"folder: split must be 'train', 'test' or 'all', got {split!r}")
+        if split == "all":
+            return files
+        test = holdout_indices(len(files), holdout, split_seed)
+        if split == "test":
+            if len(test) == 0:
+                raise ValueError("folder: split 'test' needs holdout > 0 (or point root at a separate test folder)")
+            return [files[i] for i in test]
+        mask = np.ones(len(files), dtype=bool)
+        mask[test] = False
+        return [f for f, keep in zip(files, mask, strict=True) if keep]
+
+    def _verify(self, files: list[str], verify: str) -> list[str]:
+        if verify == "none":
+            return files
+        good, bad = [], []
+        for path in files:
+            try:
+                check_header(path) if verify == "header" else load_image(path, self.resolution, self.channels)
+                good.append(path)
+            except BadImageError:
+                if not self.skip_bad:
+                    raise
+                bad.append(path)
+        if bad:
+            self._record_skips(bad)
+        return good
+
+    def _record_skips(self, paths: list[str]) -> None:
+        self.skipped += len(paths)
+        self.skipped_files.extend(paths)
+        shown = ", ".join(paths[:3]) + (", ..." if len(paths) > 3 else "")
+        warnings.warn(f"image folder {self.root!r}: skipped {len(paths)} unreadable file(s): {shown}", stacklevel=3)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> Tensor:
+        n = len(self.files)
+        if not -n <= i < n:
+            raise IndexError(f"image folder index {i} out of range for {n} images")
+        for k in range(n):
+            j = (i + k) % n
+            if j in self._bad:
+                continue
+            try:
+                x = load_image(self.files[j], self.resolution, self.channels)
+            except BadImageError:
+                if not self.skip_bad:
+                    raise
+                self._bad.add(j)
+                self._record_skips([self.files[j]])
+                continue
+            return random_hflip(x) if self.hflip else x
+        raise ValueError(f"image folder {self.root!r}: no readable image left (all {n} files failed to decode)")
