@@ -11,6 +11,16 @@ from etsdm import Denoiser, GaussianMixture, TimestepSharing, make_schedule
 from etsdm.analysis import perturbation_error, relative_difference
 from etsdm.analysis.specs import analytic_model
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one intra-op thread is fastest, and robust to a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 SCHED = make_schedule("linear", T=1000)
 
 
@@ -37,7 +47,9 @@ def test_x0_prediction_net_linear_in_x_gives_s_times_c_rms_z():
 def test_eps_callable_converted_with_its_schedule():
     """ε(x, t) = k x gives x̂0 = (1 − σ k) x / α: error = s |1 − σ k| / α · RMS(z) per example."""
     k, t = 0.3, 100.0
-    res = perturbation_error(lambda x, tt: k * x, _x0(), SCHED, scales=[0.1], generator=torch.Generator().manual_seed(2))
+    res = perturbation_error(
+        lambda x, tt: k * x, _x0(), SCHED, scales=[0.1], generator=torch.Generator().manual_seed(2)
+    )
     gen = torch.Generator().manual_seed(2)
     torch.randn(64, 5, generator=gen, dtype=torch.float64)  # the forward-process ε
     z = torch.randn(64, 5, generator=gen, dtype=torch.float64)

@@ -218,7 +218,8 @@ def sample_grid(images: Tensor | np.ndarray, path: str | Path, *, nrow: int | No
         ) / 2
     fig = plt.figure(figsize=(grid.shape[2] / 12, grid.shape[1] / 12))
     ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(grid[0] if c == 1 else grid.permute(1, 2, 0), cmap="gray" if c == 1 else None, vmin=0, vmax=1)
+    img = (grid[0] if c == 1 else grid.permute(1, 2, 0)).numpy()
+    ax.imshow(img, cmap="gray" if c == 1 else None, vmin=0, vmax=1)
     ax.axis("off")
     return save_figure(fig, path, pdf)
 

@@ -29,13 +29,10 @@ ANALYTIC_SPECS: tuple[str, ...] = ("gmm", "gmm:etsdm", "gmm:etsdm-uniform")
 
 
 def reference_mixture() -> GaussianMixture:
-    """The mixture of the ``gmm`` dataset (the data package's, when it defines one)."""
-    try:
-        from ..data import gaussian_mixture  # type: ignore[attr-defined]
+    """The mixture of the default ``gmm`` data set (the 8-mode ring, radius 2, std 0.1)."""
+    from ..data import make_mixture
 
-        return gaussian_mixture()
-    except (ImportError, AttributeError, TypeError):
-        return GaussianMixture.ring(8, 2.0, 0.1)
+    return make_mixture(None)
 
 
 @dataclass
@@ -81,12 +78,16 @@ def analytic_model(spec: str) -> AnalyticModel:
 
 
 def load(spec: str, *, ema: bool = True, device: str = "cpu") -> Any:
-    """A model for ``spec``: an analytic spec, else ``etsdm.runs.load_model(spec)``."""
-    if spec in ANALYTIC_SPECS:
+    """A model for ``spec``: ``gmm:etsdm-uniform`` here, anything else by ``etsdm.runs.load_model``
+    (run folders, diffusers folders, ``gmm``, ``gmm:etsdm``); :func:`analytic_model` if etsdm.runs
+    is missing."""
+    if spec == "gmm:etsdm-uniform":
         return analytic_model(spec)
     try:
         from ..runs import load_model  # type: ignore[import-not-found]
     except ImportError as err:
+        if spec in ANALYTIC_SPECS:
+            return analytic_model(spec)
         raise ValueError(
             f"cannot load {spec!r}: run loading (etsdm.runs) is not available in this install ({err}); "
             f"analytic specs work: {', '.join(ANALYTIC_SPECS)}"
@@ -99,11 +100,11 @@ def data_tensor(model: Any, split: str, n: int, seed: int) -> Tensor:
     if isinstance(model, AnalyticModel):
         return model.dataset(split, n, seed)
     data = model.dataset(split)
-    if isinstance(data, Tensor):
-        x = data
-    else:
-        items = [data[i] for i in range(len(data))]
-        x = torch.stack([item[0] if isinstance(item, (tuple, list)) else item for item in items])
     gen = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(x.shape[0], generator=gen)[:n] if n < x.shape[0] else torch.arange(x.shape[0])
-    return x[idx]
+    idx = torch.randperm(len(data), generator=gen)[:n] if n < len(data) else torch.arange(len(data))
+    if isinstance(data, Tensor):
+        return data[idx]
+    items = [data[int(i)] for i in idx]
+    items = [item["x0"] if isinstance(item, dict) else item for item in items]  # SR pairs: the target
+    items = [item[0] if isinstance(item, (tuple, list)) else item for item in items]
+    return torch.stack(items)

@@ -55,7 +55,27 @@ def _load(spec: str, ema: bool) -> Any:
         raise click.BadParameter(str(err), param_hint=f"RUN {spec!r}") from err
 
 
-def _label(model: Any, spec: str) -> str:
+ANALYTIC_LABELS = {
+    "gmm": "exact ε* (baseline) [gmm]",
+    "gmm:etsdm": "exact E-TSDM optimum [gmm:etsdm]",
+    "gmm:etsdm-uniform": "exact E-TSDM, Eq. A15 weights [gmm:etsdm-uniform]",
+}
+
+
+def _labels(value: str | None, runs: tuple[str, ...]) -> list[str | None]:
+    if value is None:
+        return [None] * len(runs)
+    labels = [s.strip() for s in value.split(",")]
+    if len(labels) != len(runs):
+        raise click.BadParameter(f"give one label per RUN ({len(runs)}), got {len(labels)}", param_hint="--labels")
+    return labels
+
+
+def _label(model: Any, spec: str, given: str | None = None) -> str:
+    if given:
+        return given
+    if spec in ANALYTIC_LABELS:
+        return ANALYTIC_LABELS[spec]
     name = getattr(model, "name", None) or spec
     return name if name == spec or spec in name else f"{name} [{spec}]"
 
@@ -77,10 +97,11 @@ def _mean_std(rows: list) -> tuple[np.ndarray, np.ndarray]:
 @click.option("--seeds", default="0", help=SEEDS_HELP)
 @click.option("--split", default="train", help="data split the x_0 come from")
 @click.option("--yscale", type=click.Choice(["log", "linear"]), default="log", help="y axis of the figure")
+@click.option("--labels", default=None, help="comma-separated legend labels, one per RUN")
 @click.option("--ema/--no-ema", default=True, help="EMA weights of a trained run")
 @click.option("--pdf", is_flag=True, help="also write the figure as PDF")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("lipschitz"), help="folder")
-def lipschitz_cmd(runs, t_start, t_max, dt, stride, samples, batch_size, seeds, split, yscale, ema, pdf, out):
+def lipschitz_cmd(runs, t_start, t_max, dt, stride, samples, batch_size, seeds, split, yscale, labels, ema, pdf, out):
     """K(t, t′) = E‖ε(x_t, t) − ε(x_t, t′)‖₂ / Δt (Eq. 8) for every t, one curve per RUN.
 
     x_t is drawn from the forward process of each run's own data; the network is called through
@@ -91,9 +112,9 @@ def lipschitz_cmd(runs, t_start, t_max, dt, stride, samples, batch_size, seeds, 
     from ..analysis.specs import data_tensor
     from ..plotting import plot_lipschitz
 
-    seed_list = _seeds(seeds)
+    seed_list, label_list = _seeds(seeds), _labels(labels, runs)
     curves, continuous = [], False
-    for spec in runs:
+    for spec, given in zip(runs, label_list, strict=True):
         model = _load(spec, ema)
         schedule = model.schedule
         continuous = continuous or schedule.continuous
@@ -111,7 +132,7 @@ def lipschitz_cmd(runs, t_start, t_max, dt, stride, samples, batch_size, seeds, 
         k_mean, k_std = _mean_std([c.K.tolist() for c in per_seed])
         curve = {
             "run": spec,
-            "label": _label(model, spec),
+            "label": _label(model, spec, given),
             "schedule": schedule.config(),
             "condition": model.denoiser.condition.config(),
             "boundaries": sharing_boundaries(model.denoiser.condition),
@@ -147,10 +168,11 @@ def lipschitz_cmd(runs, t_start, t_max, dt, stride, samples, batch_size, seeds, 
 @click.option("--seeds", default="0,1,2", help=SEEDS_HELP)
 @click.option("--split", default="test", help="data split the x_0 come from")
 @click.option("--reference", type=click.IntRange(min=0), default=0, help="index of the RUN the others are compared to")
+@click.option("--labels", default=None, help="comma-separated legend labels, one per RUN")
 @click.option("--ema/--no-ema", default=True, help="EMA weights of a trained run")
 @click.option("--pdf", is_flag=True, help="also write the figure as PDF")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("stability"), help="folder")
-def stability_cmd(runs, t_tilde, scales, samples, batch_size, seeds, split, reference, ema, pdf, out):
+def stability_cmd(runs, t_tilde, scales, samples, batch_size, seeds, split, reference, labels, ema, pdf, out):
     """Error of the predicted x0 when x_t̃ is perturbed by N(0, s²I), per scale s (Fig. 2).
 
     All RUNs see the same x_t̃ and the same perturbations per seed; the figure labels each bar with
@@ -163,8 +185,9 @@ def stability_cmd(runs, t_tilde, scales, samples, batch_size, seeds, split, refe
     scale_list, seed_list = _floats(scales, "--scales"), _seeds(seeds)
     if reference >= len(runs):
         raise click.BadParameter(f"--reference must be < number of RUNs ({len(runs)})")
+    label_list = _labels(labels, runs)
     results = []
-    for spec in runs:
+    for spec, given in zip(runs, label_list, strict=True):
         model = _load(spec, ema)
         rows = []
         for seed in seed_list:
@@ -181,7 +204,7 @@ def stability_cmd(runs, t_tilde, scales, samples, batch_size, seeds, split, refe
         results.append(
             {
                 "run": spec,
-                "label": _label(model, spec),
+                "label": _label(model, spec, given),
                 "t": rows[0].t,
                 "scales": scale_list,
                 "error": mean.tolist(),
@@ -423,7 +446,7 @@ def evaluate_cmd(samples_file, ref, metrics, seeds, n, features_path, inception_
     default=Path("digits_features.safetensors"),
     help="safetensors file to write",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=30, help="training epochs")
+@click.option("--epochs", type=click.IntRange(min=1), default=20, help="training epochs")
 @click.option("--seed", type=int, default=0, help="seed (training is deterministic on CPU)")
 def features_cmd(out, epochs, seed):
     """Train the digits feature network (the feature space of fid-digits) on the digits train split.

@@ -1,0 +1,134 @@
+"""The measuring commands end to end on the analytic specs (no training) and tiny inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from etsdm.cli import main
+from etsdm.data import digits_arrays, make_mixture
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one intra-op thread is fastest, and robust to a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def test_lipschitz_two_analytic_specs_one_figure(tmp_path):
+    res = _run("lipschitz", "gmm", "gmm:etsdm", "--t-max", 120, "--samples", 8, "--out", tmp_path)
+    assert res.exit_code == 0, res.output
+    curves = json.loads((tmp_path / "lipschitz.json").read_text())["curves"]
+    assert [c["run"] for c in curves] == ["gmm", "gmm:etsdm"]
+    base, shared = (np.asarray(c["K"]) for c in curves)
+    assert len(base) == 121 and curves[0]["evaluations_per_seed"] == 2 * 8 * 121
+    inside = [t for t in range(100) if t % 20 != 19]
+    assert np.all(shared[inside] == 0) and np.all(shared[[19, 39, 59, 79, 99]] > 0)
+    assert np.all(base[:100] > 0)
+    np.testing.assert_allclose(shared[100:], base[100:], rtol=1e-5)  # t >= t̃: the same function
+    assert curves[1]["boundaries"] == [0, 20, 40, 60, 80, 100]
+    assert (tmp_path / "lipschitz.png").stat().st_size > 10_000
+
+
+def test_stability_two_specs_relative_difference(tmp_path):
+    res = _run(
+        "stability",
+        "gmm",
+        "gmm:etsdm",
+        "--t",
+        50,
+        "--samples",
+        32,
+        "--seeds",
+        "0,1",
+        "--labels",
+        "DDPM,E-TSDM",
+        "--out",
+        tmp_path,
+    )
+    assert res.exit_code == 0, res.output
+    out = json.loads((tmp_path / "stability.json").read_text())
+    a, b = out["results"]
+    assert a["label"] == "DDPM" and len(a["error_per_seed"]) == 2
+    np.testing.assert_allclose(b["relative_difference_to_reference"], np.array(b["error"]) / np.array(a["error"]) - 1)
+    assert (tmp_path / "stability.png").is_file()
+
+
+def test_schedules_table_and_figures(tmp_path):
+    res = _run("schedules", "--T", 200, "--out", tmp_path)
+    assert res.exit_code == 0, res.output
+    out = json.loads((tmp_path / "schedules.json").read_text())
+    assert {r["schedule"] for r in out["table"]} == {"linear", "quadratic", "cosine", "cosine-shift", "zero-snr"}
+    assert set(out["snr_ratio_modified"]) == {"linear", "quadratic", "cosine"}
+    for name in ("snr.png", "snr_ratio_modified.png", "remap_snr.png"):
+        assert (tmp_path / name).is_file()
+
+
+def test_evaluate_gmm_samples(tmp_path):
+    gmm = make_mixture(None)
+    x = gmm.sample(300, torch.Generator().manual_seed(0)).numpy().astype(np.float32)
+    np.savez(tmp_path / "s.npz", samples=x)
+    res = _run("evaluate", tmp_path / "s.npz", "--ref", "gmm", "--seeds", "0,1", "--out", tmp_path / "e")
+    assert res.exit_code == 0, res.output
+    out = json.loads((tmp_path / "e" / "evaluate.json").read_text())["gmm"]
+    assert out["spread_ratio"]["n"] == 300 and abs(out["spread_ratio"]["value"] - 1) < 0.15
+    assert "true-vs-true" in res.output
+
+
+def test_features_then_evaluate_digits_fid_with_floor(tmp_path):
+    res = _run("features", "--out", tmp_path / "f.safetensors", "--epochs", 3)
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "f.json").read_text())["n_test"] == 300
+    x_te, _ = digits_arrays("test")
+    noisy = np.clip(x_te[:, None] + 0.4 * np.random.default_rng(0).standard_normal(x_te[:, None].shape), -1, 1)
+    np.savez(tmp_path / "s.npz", samples=noisy.astype(np.float32))
+    res = _run(
+        "evaluate",
+        tmp_path / "s.npz",
+        "--ref",
+        "digits",
+        "--features",
+        tmp_path / "f.safetensors",
+        "--n",
+        100,
+        "--seeds",
+        "0,1",
+        "--out",
+        tmp_path / "e",
+    )
+    assert res.exit_code == 0, res.output
+    out = json.loads((tmp_path / "e" / "evaluate.json").read_text())["fid-digits"]
+    assert out["n"] == 100 and out["fid"] > out["floor"] > 0 and "FID-100" in res.output
+    assert (tmp_path / "e" / "samples.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["lipschitz", "no/such/run"], "no such run"),
+        (["lipschitz", "gmm", "--dt", "0.5"], "whole number"),
+        (["stability", "gmm", "--scales", "0.1,-2"], "positive"),
+        (["stability", "gmm", "--reference", "3"], "--reference"),
+    ],
+)
+def test_bad_input_is_a_clear_error(tmp_path, args, message):
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_evaluate_bad_samples_file(tmp_path):
+    np.savez(tmp_path / "s.npz", images=np.zeros((4, 2), np.float32))
+    result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "s.npz"), "--ref", "gmm", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "no array 'samples'" in result.output
