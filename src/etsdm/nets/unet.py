@@ -62,8 +62,7 @@ class UNet(nn.Module):
         self.lowres_upsample = lowres_upsample
 
     def forward(self, x: Tensor, c: Tensor | float, lowres: Tensor | None = None) -> Tensor:
-        timestep = torch.as_tensor(c, device=x.device)
-        timestep = timestep.to(torch.float32) * self.time_scale if timestep.is_floating_point() else timestep
+        timestep = torch.as_tensor(c, device=x.device).to(torch.float32) * self.time_scale
         return self.unet(self._input(x, lowres), timestep).sample
 
     def _input(self, x: Tensor, lowres: Tensor | None) -> Tensor:
