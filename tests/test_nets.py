@@ -193,4 +193,11 @@ def test_bad_options_are_named():
         make_net("transformer", in_channels=1)
     with pytest.raises(ValueError, match="in_channels"):
         make_net("unet", preset="tiny")
-    assert isinstance(UNet2DModel, type)
+
+
+def test_unet_round_trips_through_diffusers_save_pretrained(tmp_path):
+    net = _randomised(make_net("unet", preset="tiny", in_channels=1))
+    net.unet.save_pretrained(tmp_path / "unet")
+    loaded = UNet2DModel.from_pretrained(tmp_path / "unet")
+    x, c = torch.randn(2, 1, 8, 8), torch.tensor([5.0, 600.0])
+    assert torch.allclose(loaded(x, c).sample, net(x, c), atol=1e-6)

@@ -121,24 +121,18 @@ def build_unet(
     level_res = [resolution // 2**i for i in range(len(channels))]
     attn = [r in set(attention_resolutions) for r in level_res]
     _check_geometry(resolution, channels, attn, attention_head_dim, norm_num_groups)
-    plain_down, plain_up = (
-        ("ResnetDownsampleBlock2D", "ResnetUpsampleBlock2D")
-        if resnet_updown
-        else (
-            "DownBlock2D",
-            "UpBlock2D",
-        )
-    )
+    # BigGAN up/down (Table A1): resampling by a residual block; else diffusers' plain conv resampling.
+    plain = ("ResnetDownsampleBlock2D", "ResnetUpsampleBlock2D") if resnet_updown else ("DownBlock2D", "UpBlock2D")
     unet = UNet2DModel(
         sample_size=resolution,
         in_channels=in_channels + cond_channels,
         out_channels=out_channels,
         time_embedding_type="positional",
-        time_embedding_dim=time_embedding_dim,
+        time_embedding_dim=time_embedding_dim,  # Table A1 "timestep channels"
         flip_sin_to_cos=True,
         freq_shift=0,
-        down_block_types=tuple("AttnDownBlock2D" if a else plain_down for a in attn),
-        up_block_types=tuple("AttnUpBlock2D" if a else plain_up for a in reversed(attn)),
+        down_block_types=tuple("AttnDownBlock2D" if a else plain[0] for a in attn),
+        up_block_types=tuple("AttnUpBlock2D" if a else plain[1] for a in reversed(attn)),
         block_out_channels=tuple(channels),
         layers_per_block=layers_per_block,
         downsample_type="resnet" if resnet_updown else "conv",
@@ -147,7 +141,7 @@ def build_unet(
         attention_head_dim=attention_head_dim,
         norm_num_groups=norm_num_groups,
         attn_norm_num_groups=norm_num_groups,
-        resnet_time_scale_shift="scale_shift" if scale_shift else "default",
+        resnet_time_scale_shift="scale_shift" if scale_shift else "default",  # GroupNorm(h)(1 + s) + b
     )
     if zero_init:
         _zero_init(unet)
