@@ -40,10 +40,10 @@ EpsFn = Callable[[Tensor, Tensor], Tensor]
 def as_eps_fn(model: Any) -> EpsFn:
     """An ε-function ``(x, t) -> ε`` at physical time t from a Denoiser, a loaded run (anything
     with a ``.denoiser``) or a plain callable model(x, t) -> ε (e.g. GaussianMixture.eps_model)."""
-    if isinstance(model, Denoiser):
-        return model.eps
-    if isinstance(getattr(model, "denoiser", None), Denoiser):
-        return model.denoiser.eps
+    den = model if isinstance(model, Denoiser) else getattr(model, "denoiser", None)
+    if isinstance(den, Denoiser):
+        # an ε-network's output is ε itself: skip the conversion (and its α, σ lookups)
+        return den.net_output if den.prediction == "eps" else den.eps
     if callable(model):
         return model
     raise TypeError(f"expected a Denoiser, a loaded model or a callable eps(x, t); got {type(model).__name__}")
@@ -181,6 +181,8 @@ def lipschitz_curve(
     base_noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=device) if shared_noise else None
     total = torch.zeros(m, dtype=torch.float64, device=device)
     total_sq = torch.zeros(m, dtype=torch.float64, device=device)
+    alphas, sigmas = schedule.alpha(times).to(x0.dtype), schedule.sigma(times).to(x0.dtype)  # once per t
+    shape = (-1, *([1] * (x0.ndim - 1)))
     half = batch_size // 2
     starts = range(0, n * m, half)
     calls = 0
@@ -193,8 +195,7 @@ def lipschitz_curve(
             if base_noise is not None
             else torch.randn((len(pair), *x0.shape[1:]), generator=generator, dtype=x0.dtype, device=device)
         )
-        alpha, sigma = _coefficients(schedule, t, x0)
-        x_t = alpha * x0[si] + sigma * noise  # Eq. (1); the SAME x_t at t and t′
+        x_t = alphas[ti].reshape(shape) * x0[si] + sigmas[ti].reshape(shape) * noise  # Eq. (1); the SAME x_t at t, t′
         eps = eps_fn(torch.cat([x_t, x_t]), torch.cat([t, t + dt]))
         calls += 1
         k = len(pair)

@@ -1,0 +1,103 @@
+"""Lipschitz-curve speed: ``lipschitz_curve`` wall time / the same number of bare network forwards.
+
+The curve K(t, t + 1) over M timesteps with N data samples costs exactly ⌈2NM / B⌉ network calls
+of batch B (the last one partial). The floor is those same calls made directly on the raw
+network (inputs and conditions prebuilt, nothing else). The ratio is the overhead of drawing x_t,
+the condition map, the ε conversion and the norms; the target is within 10% (ratio <= 1.10).
+It also times the curve with a network that costs nothing (the overhead alone), and prints
+(bare + overhead) / bare, which a machine loaded by other processes distorts far less.
+
+Networks: etsdm's tiny UNet preset (diffusers UNet2DModel, 1x8x8 digits, ~1M parameters) and
+its tiny MLP preset on 2-D data, both behind a Denoiser with the E-TSDM condition map.
+Fastest of ``--repeats`` (interleaved) after a warm-up, under torch.inference_mode.
+
+    python bench/lipschitz.py                 # CPU, about a minute
+    python bench/lipschitz.py --device cuda --samples 256 --batch 4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+
+from etsdm import Denoiser, TimestepSharing, make_schedule
+from etsdm.analysis import lipschitz_curve, lipschitz_times
+from etsdm.nets.presets import make_net
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _time_pair(fns, repeats: int, device: str) -> list[float]:
+    """Fastest wall time of each function, interleaved (a, b, a, b, ...): on a shared machine,
+    other processes only ever add time, so the minimum is the least disturbed measurement."""
+    for fn in fns:  # warm-up
+        fn()
+    _sync(device)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[i].append(time.perf_counter() - start)
+    return [min(t) for t in times]
+
+
+def bench(name: str, net: torch.nn.Module, shape: tuple[int, ...], args: argparse.Namespace) -> None:
+    device = args.device
+    net = net.to(device).eval()
+    schedule = make_schedule("linear")
+    den = Denoiser(net, schedule, "eps", TimestepSharing(100, 5, T=1000))
+    x0 = torch.randn(args.samples, *shape, device=device).clamp(-1, 1)
+    times = lipschitz_times(schedule, t_end=args.t_end)
+    n_calls = math.ceil(2 * args.samples * len(times) / args.batch)
+    xb = torch.randn(args.batch, *shape, device=device)
+    cb = torch.randint(0, 1000, (args.batch,), device=device).float()
+    last = 2 * args.samples * len(times) - (n_calls - 1) * args.batch
+    xl, cl = xb[:last], cb[:last]
+
+    def bare() -> None:
+        for _ in range(n_calls - 1):
+            net(xb, cb)
+        net(xl, cl)
+
+    def curve(model=den) -> None:
+        gen = torch.Generator(device=device).manual_seed(0)
+        lipschitz_curve(model, x0, schedule, times, batch_size=args.batch, generator=gen)
+
+    # the same curve with a network that costs nothing: the estimator's own overhead, which is
+    # what the ratio measures, and which a loaded machine distorts far less than the forwards
+    free = Denoiser(lambda x, c: x, schedule, "eps", TimestepSharing(100, 5, T=1000))
+    with torch.inference_mode():
+        t_bare, t_curve, t_free = _time_pair([bare, curve, lambda: curve(free)], args.repeats, device)
+    print(
+        f"{name:<6} N={args.samples} M={len(times)} B={args.batch} calls={n_calls}: "
+        f"curve {t_curve * 1e3:8.1f} ms, bare forwards {t_bare * 1e3:8.1f} ms, ratio {t_curve / t_bare:.3f}; "
+        f"overhead alone {t_free * 1e3:.1f} ms -> (bare + overhead) / bare = {(t_bare + t_free) / t_bare:.3f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--samples", type=int, default=32, help="N data samples per timestep")
+    parser.add_argument("--t-end", type=int, default=199, help="last t (M = t_end + 1 timesteps)")
+    parser.add_argument("--batch", type=int, default=512, help="examples per network call")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    bench("unet", make_net("unet", preset="tiny", in_channels=1), (1, 8, 8), args)
+    bench("mlp", make_net("mlp", preset="tiny", dim=2), (2,), args)
+
+
+if __name__ == "__main__":
+    main()
