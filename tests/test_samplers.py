@@ -8,7 +8,8 @@
   float32 table's distance from ours. DPMSolverMultistep casts the sample to float32 in every
   step, so that comparison uses a float32-sized tolerance.
 * Convergence orders on the analytic Gaussian mixture against a DOP853 probability-flow solution.
-* DDPM / DDIM reproduce the mixture: sliced Wasserstein distance near the true-vs-true floor.
+* DDPM / DDIM reproduce the mixture: sliced Wasserstein distance (etsdm.metrics) near the
+  true-vs-true floor.
 * Exact NFE, order splits (Lu et al. Sec. 3.4), spacings, argument errors, v-prediction on
   zero-SNR, and a Denoiser with E-TSDM timestep sharing.
 """
@@ -34,6 +35,10 @@ from etsdm import (
     singlestep_orders,
     time_grid,
 )
+from etsdm.metrics import sliced_wasserstein
+from etsdm.samplers import t_from_lambda
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # many tiny tensor ops: one intra-op thread (conftest)
 
 T = 1000
 MIXTURE = GaussianMixture.ring(k=8, radius=2.0, std=0.1)
@@ -120,8 +125,9 @@ def test_ddim_matches_diffusers(discrete, eta):
     model, noise = _mixture_model(discrete), _noise()
     ref = _run_diffusers(sched, model, noise, eta=eta, generator=torch.Generator().manual_seed(1))
     times = [float(t) for t in sched.timesteps] + [-1.0]  # diffusers' grid, then the data point
-    ours, steps = _trace(model, noise, discrete, "ddim", 0, eta=eta, timesteps=times,
-                         generator=torch.Generator().manual_seed(1))
+    ours, steps = _trace(
+        model, noise, discrete, "ddim", 0, eta=eta, timesteps=times, generator=torch.Generator().manual_seed(1)
+    )
     for (_, _, x), x_ref in zip(steps, ref, strict=True):
         torch.testing.assert_close(x, x_ref, rtol=1e-10, atol=1e-10)
 
@@ -135,8 +141,16 @@ def test_ddpm_matches_diffusers(discrete, variance, their_variance):
     model, noise = _mixture_model(discrete), _noise()
     ref = _run_diffusers(sched, model, noise, generator=torch.Generator().manual_seed(3))
     times = [float(t) for t in sched.timesteps] + [-1.0]
-    _, steps = _trace(model, noise, discrete, "ddpm", 0, variance=variance, timesteps=times,
-                      generator=torch.Generator().manual_seed(3))
+    _, steps = _trace(
+        model,
+        noise,
+        discrete,
+        "ddpm",
+        0,
+        variance=variance,
+        timesteps=times,
+        generator=torch.Generator().manual_seed(3),
+    )
     for (_, _, x), x_ref in zip(steps, ref, strict=True):
         torch.testing.assert_close(x, x_ref, rtol=1e-9, atol=1e-9)
 
@@ -158,8 +172,14 @@ def _singlestep_reference(discrete, order: int, steps: int):
     algorithm_type="dpmsolver" refuses final_sigmas_type="zero", so its last step lands on
     σ_min, i.e. our t = 0 (not the data point t = -1).
     """
-    sched = DPMSolverSinglestepScheduler(beta_schedule="linear", solver_order=order, algorithm_type="dpmsolver",
-                                         solver_type="midpoint", lower_order_final=True, final_sigmas_type="sigma_min")
+    sched = DPMSolverSinglestepScheduler(
+        beta_schedule="linear",
+        solver_order=order,
+        algorithm_type="dpmsolver",
+        solver_type="midpoint",
+        lower_order_final=True,
+        final_sigmas_type="sigma_min",
+    )
     sched.set_timesteps(steps)
     _inject_sigmas(sched, discrete, last=math.sqrt((1 - discrete.alphas_cumprod()[0]) / discrete.alphas_cumprod()[0]))
     model, noise = _mixture_model(discrete), _noise()
@@ -172,8 +192,16 @@ def test_dpm_solver_singlestep_matches_diffusers(discrete, order, steps):
     orders = _groups(sched.order_list)
     times = [float(t) for t in sched.timesteps] + [0.0]
     ends = np.cumsum(orders) - 1  # diffusers' sample index where each of our steps ends
-    _, trace = _trace(model, noise, discrete, f"dpm-solver-{order}", 0, timesteps=times, orders=orders,
-                      third_order_intermediate="midpoint")
+    _, trace = _trace(
+        model,
+        noise,
+        discrete,
+        f"dpm-solver-{order}",
+        0,
+        timesteps=times,
+        orders=orders,
+        third_order_intermediate="midpoint",
+    )
     assert len(trace) == len(orders)
     for (_, s, x), k in zip(trace, ends, strict=True):
         assert s == times[k + 1]
@@ -192,8 +220,14 @@ def test_dpm_solver_3_lu_intermediate_differs_from_diffusers(discrete):
 @pytest.mark.parametrize("steps", [10, 20])
 def test_dpm_solver_pp_2m_matches_diffusers(discrete, steps):
     """diffusers casts the sample to float32 each step (scheduling_dpmsolver_multistep.step): float32 tolerance."""
-    sched = DPMSolverMultistepScheduler(beta_schedule="linear", algorithm_type="dpmsolver++", solver_order=2,
-                                        solver_type="midpoint", lower_order_final=True, final_sigmas_type="zero")
+    sched = DPMSolverMultistepScheduler(
+        beta_schedule="linear",
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        solver_type="midpoint",
+        lower_order_final=True,
+        final_sigmas_type="zero",
+    )
     sched.set_timesteps(steps)
     _inject_sigmas(sched, discrete, last=0.0)
     used: list[int] = []  # which update diffusers applies at each step
@@ -249,8 +283,7 @@ def test_convergence_order(continuous, flow_reference, sampler, order, nfes, ext
     model = MIXTURE.eps_model(continuous)
     errs = []
     for nfe in nfes:
-        out = sample(model, x1, continuous, sampler, nfe, spacing="logSNR", denoise_to_zero=False, t_end=T_END,
-                     **extra)
+        out = sample(model, x1, continuous, sampler, nfe, spacing="logSNR", denoise_to_zero=False, t_end=T_END, **extra)
         errs.append(float((out - ref).pow(2).mean().sqrt()))
     slope = -np.polyfit(np.log(nfes), np.log(errs), 1)[0]
     assert abs(slope - order) < 0.35, (sampler, errs, slope)
@@ -259,25 +292,17 @@ def test_convergence_order(continuous, flow_reference, sampler, order, nfes, ext
 # ---------------------------------------------------------------------------------------------
 # 4. DDPM / DDIM reproduce the mixture (sliced Wasserstein near the true-vs-true floor)
 # ---------------------------------------------------------------------------------------------
-def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, n_proj: int = 128, seed: int = 0) -> float:
-    """SW_1 between two equal-size point clouds: the mean over random unit directions of the 1-D
-    W_1 distance of the projections (mean |difference| of the sorted projections).
-
-    W_1 rather than W_2: on the ring, W_2 is dominated by the multinomial fluctuation of the mode
-    weights and barely sees a wrong mode width (measured)."""
-    dirs = torch.randn(a.shape[1], n_proj, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    dirs = dirs / dirs.norm(dim=0, keepdim=True)
-    pa, pb = (a.double() @ dirs).sort(0).values, (b.double() @ dirs).sort(0).values
-    return float((pa - pb).abs().mean())
-
-
 def _sw_over_floor(samples: torch.Tensor, g: torch.Generator, n: int = 2000) -> float:
-    """Mean SW(samples_k, true) / mean SW(true', true) over the len(samples) // n chunks of size n."""
+    """Mean SW(samples_k, true) / mean SW(true', true) over the len(samples) // n chunks of size n.
+
+    Sliced W_1 (etsdm.metrics), not W_2: on the ring, W_2 is dominated by the multinomial fluctuation
+    of the mode weights and barely sees a wrong mode width (measured)."""
     dist, floor = [], []
     for k in range(len(samples) // n):
         true_a, true_b = MIXTURE.sample(n, g), MIXTURE.sample(n, g)
-        dist.append(sliced_wasserstein(samples[k * n : (k + 1) * n], true_a, seed=k))
-        floor.append(sliced_wasserstein(true_b, true_a, seed=k))
+        chunk = samples[k * n : (k + 1) * n]
+        dist.append(sliced_wasserstein(chunk, true_a, generator=torch.Generator().manual_seed(k)))
+        floor.append(sliced_wasserstein(true_b, true_a, generator=torch.Generator().manual_seed(k)))
     return float(np.mean(dist) / np.mean(floor))
 
 
@@ -288,8 +313,14 @@ SW_FACTOR = 1.5  # a ring with std 0.2 instead of 0.1, or radius 2.1 instead of 
 def test_sampler_reproduces_mixture(discrete, sampler, nfe):
     """3 seeds x 2000 samples, drawn in one batch; exact ε* of the mixture as the model."""
     g = torch.Generator().manual_seed(100)
-    x = sample(MIXTURE.eps_model(discrete), torch.randn(6000, 2, generator=g, dtype=torch.float64), discrete,
-               sampler, nfe, generator=g)
+    x = sample(
+        MIXTURE.eps_model(discrete),
+        torch.randn(6000, 2, generator=g, dtype=torch.float64),
+        discrete,
+        sampler,
+        nfe,
+        generator=g,
+    )
     assert _sw_over_floor(x, g) < SW_FACTOR
 
 
@@ -320,8 +351,16 @@ def test_nfe_exact(kind, denoise_to_zero, request):
     for sampler in SAMPLERS:
         for nfe in [*range(1, 13), 20, 50]:
             model = Counting()
-            out = sample(model, torch.ones(4, 2), schedule, sampler, nfe, denoise_to_zero=denoise_to_zero,
-                         spacing="logSNR", generator=torch.Generator().manual_seed(0))
+            out = sample(
+                model,
+                torch.ones(4, 2),
+                schedule,
+                sampler,
+                nfe,
+                denoise_to_zero=denoise_to_zero,
+                spacing="logSNR",
+                generator=torch.Generator().manual_seed(0),
+            )
             assert model.calls == nfe, (sampler, nfe)
             assert torch.isfinite(out).all()
             times, orders = plan(schedule, sampler, nfe, denoise_to_zero=denoise_to_zero)
@@ -357,6 +396,16 @@ def test_spacings_monotone_and_exact(kind, request):
         else:
             step = (grid - schedule.t_data).sqrt().diff()
         torch.testing.assert_close(step, step[0].expand_as(step), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine", "zero-snr"])
+def test_closed_form_lambda_inverse_matches_bisection(name):
+    """samplers.t_from_lambda (closed form on discrete tables) vs Schedule.t_from_lambda (bisection)."""
+    schedule = make_schedule(name, T=T)
+    t = torch.cat([torch.linspace(-0.9, 990.3, 401, dtype=torch.float64), torch.arange(-1.0, 991.0)])
+    lam = schedule.lambda_(t)
+    torch.testing.assert_close(t_from_lambda(schedule, lam), schedule.t_from_lambda(lam), rtol=0, atol=1e-9)
+    torch.testing.assert_close(t_from_lambda(schedule, lam), t, rtol=0, atol=1e-9)
 
 
 def test_singlestep_intermediate_points_split_lambda(continuous):
@@ -416,8 +465,15 @@ def test_v_prediction_on_zero_snr_is_finite(continuous_time):
     schedule = make_schedule("zero-snr", T=T, continuous=continuous_time)
     denoiser = Denoiser(TinyNet(), schedule, prediction="v")
     for sampler in SAMPLERS:
-        out = sample(denoiser, torch.randn(8, 2, generator=torch.Generator().manual_seed(0)), schedule, sampler, 12,
-                     spacing="logSNR", generator=torch.Generator().manual_seed(1))
+        out = sample(
+            denoiser,
+            torch.randn(8, 2, generator=torch.Generator().manual_seed(0)),
+            schedule,
+            sampler,
+            12,
+            spacing="logSNR",
+            generator=torch.Generator().manual_seed(1),
+        )
         assert torch.isfinite(out).all(), sampler
 
 
@@ -426,8 +482,15 @@ def test_denoiser_with_timestep_sharing_sees_shared_conditions(discrete):
     for sampler in SAMPLERS:
         net = TinyNet()
         times, orders = plan(discrete, sampler, 30, spacing="time-quadratic")
-        out = sample(Denoiser(net, discrete, condition=sharing), torch.randn(4, 2), discrete, sampler, 30,
-                     spacing="time-quadratic", generator=torch.Generator().manual_seed(0))
+        out = sample(
+            Denoiser(net, discrete, condition=sharing),
+            torch.randn(4, 2),
+            discrete,
+            sampler,
+            30,
+            spacing="time-quadratic",
+            generator=torch.Generator().manual_seed(0),
+        )
         assert torch.isfinite(out).all() and len(net.seen) == 30
         seen = torch.stack([c[0] for c in net.seen]).double()
         evaluated = torch.tensor(times[:-1], dtype=torch.float64)  # every point but the last is evaluated

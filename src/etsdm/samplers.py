@@ -96,6 +96,20 @@ def as_estimator(model: Callable[[Tensor, float], Tensor], schedule: Schedule) -
 # ---------------------------------------------------------------------------------------------
 # Time grids and order lists
 # ---------------------------------------------------------------------------------------------
+def t_from_lambda(schedule: Schedule, lam: Tensor) -> Tensor:
+    """Inverse of λ_t. Discrete tables in closed form: α² = sigmoid(2λ) gives log α = -½ softplus(-2λ),
+    and log α is linear between integer steps; continuous schedules use the schedule's bisection."""
+    if schedule.continuous:
+        return schedule.t_from_lambda(lam)
+    grid = torch.arange(-1, schedule.T, dtype=torch.float64)  # t_data .. t_max
+    table = schedule.log_alpha(grid)  # non-increasing
+    target = (-0.5 * torch.nn.functional.softplus(-2.0 * lam)).clamp(float(table[-1]), 0.0)
+    k = torch.searchsorted(-table, -target).clamp(1, schedule.T)  # table[k-1] >= target >= table[k]
+    left, right = table[k - 1], table[k]
+    frac = torch.where(left > right, (left - target) / (left - right), torch.zeros_like(target))
+    return grid[k - 1] + frac
+
+
 def time_grid(schedule: Schedule, steps: int, spacing: Spacing, t_start: float, t_end: float) -> list[float]:
     """``steps + 1`` decreasing times from t_start to t_end, uniform in t, in λ, or in sqrt(t - t_data)."""
     if spacing not in SPACINGS:
@@ -105,7 +119,7 @@ def time_grid(schedule: Schedule, steps: int, spacing: Spacing, t_start: float, 
     elif spacing == "logSNR":
         lam_start, lam_end = float(schedule.lambda_(t_start)), float(schedule.lambda_(t_end))
         lam = torch.linspace(lam_start, lam_end, steps + 1, dtype=torch.float64)
-        grid = schedule.t_from_lambda(lam)
+        grid = t_from_lambda(schedule, lam)
     else:  # time-quadratic (DPM-Solver's "time_quadratic"), in u = t - t_data
         u0, u1 = t_start - schedule.t_data, t_end - schedule.t_data
         grid = torch.linspace(math.sqrt(u0), math.sqrt(u1), steps + 1, dtype=torch.float64) ** 2 + schedule.t_data
@@ -128,14 +142,15 @@ def singlestep_orders(order: int, nfe: int) -> list[int]:
 
 
 def _singlestep_times(schedule: Schedule, outer: list[float], orders: list[int]) -> list[float]:
-    """Insert the intermediate points (r = 1/2, or 1/3 and 2/3, of each step in λ)."""
-    lam = schedule.lambda_(torch.tensor(outer, dtype=torch.float64))
+    """Insert the intermediate points (r = 1/2, or 1/3 and 2/3, of each step in λ); one inversion of λ."""
+    lam = schedule.lambda_(torch.tensor(outer, dtype=torch.float64)).tolist()
+    fractions = {1: [], 2: [0.5], 3: [1 / 3, 2 / 3]}
+    inner = [lam[j] + r * (lam[j + 1] - lam[j]) for j, order in enumerate(orders) for r in fractions[order]]
+    inner_t = iter(t_from_lambda(schedule, torch.tensor(inner, dtype=torch.float64)).tolist()) if inner else iter(())
     times: list[float] = []
     for j, order in enumerate(orders):
         times.append(outer[j])
-        rs = {1: [], 2: [0.5], 3: [1 / 3, 2 / 3]}[order]
-        for r in rs:
-            times.append(float(schedule.t_from_lambda(lam[j] + r * (lam[j + 1] - lam[j]))))
+        times.extend(next(inner_t) for _ in fractions[order])
     times.append(outer[-1])
     return times
 
@@ -315,8 +330,16 @@ def sample(
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     if timesteps is None:
-        timesteps, orders = plan(schedule, sampler, nfe, spacing=spacing, t_start=t_start, t_end=t_end,
-                                 denoise_to_zero=denoise_to_zero, lower_order_final=lower_order_final)
+        timesteps, orders = plan(
+            schedule,
+            sampler,
+            nfe,
+            spacing=spacing,
+            t_start=t_start,
+            t_end=t_end,
+            denoise_to_zero=denoise_to_zero,
+            lower_order_final=lower_order_final,
+        )
     orders = list(orders if orders is not None else [1] * (len(timesteps) - 1))
     _check_plan(sampler, timesteps, orders)
     pts = _points(schedule, timesteps)
