@@ -13,6 +13,7 @@ Samplers and losses therefore never branch on the prediction type or the conditi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal, NamedTuple
 
@@ -84,8 +85,9 @@ class Denoiser(nn.Module):
     # --- conversions ------------------------------------------------------------------------
     def coefficients(self, t: Tensor | float, x: Tensor) -> tuple[Tensor | float, Tensor | float]:
         """α_t, σ_t shaped to broadcast over x (Python floats when t is a Python number)."""
-        if isinstance(t, (int, float)):
-            return float(self.schedule.alpha(float(t))), float(self.schedule.sigma(float(t)))
+        if isinstance(t, (int, float)):  # samplers' fast path: one schedule call, then Python math
+            log_a = float(self.schedule.log_alpha(float(t)))
+            return math.exp(log_a), math.sqrt(-math.expm1(2.0 * log_a))  # as Schedule.alpha / .sigma
         tt = _expand_time(t, x)
         return _bcast(self.schedule.alpha(tt), x), _bcast(self.schedule.sigma(tt), x)
 
