@@ -392,6 +392,12 @@ def test_nfe_exact(kind, denoise_to_zero, request):
             assert (times[-1] == schedule.t_data) == denoise_to_zero
 
 
+def test_ddpm_with_nfe_T_walks_algorithm_a2(discrete):
+    """NFE = T: every integer timestep T-1 .. 0, then the data point -1 (Alg. A2's T .. 1, 0)."""
+    times, orders = plan(discrete, "ddpm", T)
+    assert times == [float(t) for t in range(T - 1, -2, -1)] and orders == [1] * T
+
+
 def test_order_splits_follow_lu_et_al():
     """Lu et al. (2022) Sec. 3.4. Order 3 also equals diffusers' singlestep order_list (grouped)."""
     for nfe in range(1, 60):
