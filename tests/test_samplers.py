@@ -37,7 +37,7 @@ from etsdm import (
     time_grid,
 )
 from etsdm.metrics import sliced_wasserstein
-from etsdm.samplers import t_from_lambda
+from etsdm.schedules import Schedule
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # many tiny tensor ops: one intra-op thread (conftest)
 
@@ -429,12 +429,13 @@ def test_spacings_monotone_and_exact(kind, request):
 
 @pytest.mark.parametrize("name", ["linear", "cosine", "zero-snr"])
 def test_closed_form_lambda_inverse_matches_bisection(name):
-    """samplers.t_from_lambda (closed form on discrete tables) vs Schedule.t_from_lambda (bisection)."""
+    """DiscreteSchedule.t_from_lambda (closed form) vs the generic Schedule.t_from_lambda (bisection)."""
     schedule = make_schedule(name, T=T)
     t = torch.cat([torch.linspace(-0.9, 990.3, 401, dtype=torch.float64), torch.arange(-1.0, 991.0)])
     lam = schedule.lambda_(t)
-    torch.testing.assert_close(t_from_lambda(schedule, lam), schedule.t_from_lambda(lam), rtol=0, atol=1e-9)
-    torch.testing.assert_close(t_from_lambda(schedule, lam), t, rtol=0, atol=1e-9)
+    bisection = Schedule.t_from_lambda(schedule, lam)
+    torch.testing.assert_close(schedule.t_from_lambda(lam), bisection, rtol=0, atol=1e-9)
+    torch.testing.assert_close(schedule.t_from_lambda(lam), t, rtol=0, atol=1e-9)
 
 
 def test_singlestep_intermediate_points_split_lambda(continuous):

@@ -78,10 +78,16 @@ class _Point:
 
 
 def _points(schedule: Schedule, times: Sequence[float]) -> list[_Point]:
+    """α, σ, λ at each time; ``t_data`` is the data exactly (α = 1, σ = 0), even for schedules such
+    as cosine-shift whose clipped log-SNR leaves σ(0) slightly above 0."""
     t = torch.tensor([float(v) for v in times], dtype=torch.float64)
     alpha, sigma = schedule.alpha(t).tolist(), schedule.sigma(t).tolist()
-    lam = [math.log(a / s) if s > 0 else math.inf for a, s in zip(alpha, sigma, strict=True)]
-    return [_Point(float(v), a, s, lm) for v, a, s, lm in zip(times, alpha, sigma, lam, strict=True)]
+    points = []
+    for v, a, s in zip(times, alpha, sigma, strict=True):
+        if float(v) == schedule.t_data:
+            a, s = 1.0, 0.0
+        points.append(_Point(float(v), a, s, math.log(a / s) if s > 0 else math.inf))
+    return points
 
 
 def as_estimator(model: Callable[[Tensor, float], Tensor], schedule: Schedule) -> Estimator:
@@ -103,20 +109,6 @@ def as_estimator(model: Callable[[Tensor, float], Tensor], schedule: Schedule) -
 # ---------------------------------------------------------------------------------------------
 # Time grids and order lists
 # ---------------------------------------------------------------------------------------------
-def t_from_lambda(schedule: Schedule, lam: Tensor) -> Tensor:
-    """Inverse of λ_t. Discrete tables in closed form: α² = sigmoid(2λ) gives log α = -½ softplus(-2λ),
-    and log α is linear between integer steps; continuous schedules use the schedule's bisection."""
-    if schedule.continuous:
-        return schedule.t_from_lambda(lam)
-    grid = torch.arange(-1, schedule.T, dtype=torch.float64)  # t_data .. t_max
-    table = schedule.log_alpha(grid)  # non-increasing
-    target = (-0.5 * torch.nn.functional.softplus(-2.0 * lam)).clamp(float(table[-1]), 0.0)
-    k = torch.searchsorted(-table, -target).clamp(1, schedule.T)  # table[k-1] >= target >= table[k]
-    left, right = table[k - 1], table[k]
-    frac = torch.where(left > right, (left - target) / (left - right), torch.zeros_like(target))
-    return grid[k - 1] + frac
-
-
 def time_grid(schedule: Schedule, steps: int, spacing: Spacing, t_start: float, t_end: float) -> list[float]:
     """``steps + 1`` decreasing times from t_start to t_end, uniform in t, in λ, or in sqrt(t - t_data)."""
     if spacing not in SPACINGS:
@@ -128,7 +120,7 @@ def time_grid(schedule: Schedule, steps: int, spacing: Spacing, t_start: float, 
     elif spacing == "logSNR":
         lam_start, lam_end = float(schedule.lambda_(t_start)), float(schedule.lambda_(t_end))
         lam = torch.linspace(lam_start, lam_end, steps + 1, dtype=torch.float64)
-        grid = t_from_lambda(schedule, lam)
+        grid = schedule.t_from_lambda(lam)
     else:  # time-quadratic (DPM-Solver's "time_quadratic"), in u = t - t_data
         u0, u1 = t_start - schedule.t_data, t_end - schedule.t_data
         grid = torch.linspace(math.sqrt(u0), math.sqrt(u1), steps + 1, dtype=torch.float64) ** 2 + schedule.t_data
@@ -155,7 +147,7 @@ def _singlestep_times(schedule: Schedule, outer: list[float], orders: list[int])
     lam = schedule.lambda_(torch.tensor(outer, dtype=torch.float64)).tolist()
     fractions = {1: [], 2: [0.5], 3: [1 / 3, 2 / 3]}
     inner = [lam[j] + r * (lam[j + 1] - lam[j]) for j, order in enumerate(orders) for r in fractions[order]]
-    inner_t = iter(t_from_lambda(schedule, torch.tensor(inner, dtype=torch.float64)).tolist()) if inner else iter(())
+    inner_t = iter(schedule.t_from_lambda(torch.tensor(inner, dtype=torch.float64)).tolist()) if inner else iter(())
     times: list[float] = []
     for j, order in enumerate(orders):
         times.append(outer[j])

@@ -317,6 +317,17 @@ class DiscreteSchedule(Schedule):
     def alphas_cumprod(self) -> Tensor:
         return (2.0 * self._table[1:]).exp()
 
+    def t_from_lambda(self, lam: Tensor | float) -> Tensor:
+        """Inverse of λ_t in closed form: α² = sigmoid(2λ) gives log α = -½ softplus(-2λ), and
+        log α is linear between integer steps."""
+        lam = _as_f64(lam)
+        table = self._table  # log α at t = -1 .. T-1, non-increasing
+        target = (-0.5 * torch.nn.functional.softplus(-2.0 * lam)).clamp(float(table[-1]), 0.0)
+        k = torch.searchsorted(-table, -target).clamp(1, self.T)  # table[k-1] >= target >= table[k]
+        left, right = table[k - 1], table[k]
+        frac = torch.where(left > right, (left - target) / (left - right), torch.zeros_like(target))
+        return (k - 2).to(torch.float64) + frac
+
 
 def _vp_betas(beta_bar: Any, tau: Tensor, T: int) -> Tensor:
     return beta_bar(tau) / T  # β_t = β̄(τ) / T (Appendix C.1.1)
