@@ -151,14 +151,18 @@ def plot_stability(
             label=res["label"] + (" (reference)" if i == reference and len(results) > 1 else ""),
             capsize=2,
         )
-        for bar, e, r in zip(bars, err, ref, strict=True):
+        tops = err + (0 if std is None else np.asarray(std, dtype=float))  # above the error bar
+        for bar, e, r, top in zip(bars, err, ref, tops, strict=True):
             text = f"{e:.3g}" if i == reference else f"{e:.3g}\n({100 * (e / r - 1):+.1f}%)"
+            x_mid = bar.get_x() + bar.get_width() / 2
             ax.annotate(
-                text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=7
+                text, (x_mid, top), ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points"
             )
     ax.set_xticks(pos, [f"{s:g}" for s in scales])
     ax.margins(y=0.18)
-    _style(ax, title, "perturbation standard deviation", "error of predicted x0 (RMS)")
+    has_std = any(res.get("error_std") is not None for res in results)
+    ylabel = "error of predicted x0 (RMS)" + (", ± std over seeds" if has_std else "")
+    _style(ax, title, "perturbation standard deviation", ylabel)
     ax.legend(fontsize=8)
     return save_figure(fig, path, pdf)
 
@@ -166,9 +170,13 @@ def plot_stability(
 def plot_snr_curves(curves: dict, path: str | Path, *, title: str = "SNR α²/σ² of each schedule", pdf: bool = False):
     """SNR(t) on a log scale over the discrete timesteps, one line per schedule."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for i, (label, (t, snr)) in enumerate(curves.items()):
+    bases: list[str] = []
+    for label, (t, snr) in curves.items():
+        base = label.split(" (")[0]
+        bases += [] if base in bases else [base]
         ls = "--" if "Modified" in label else "-"
-        ax.plot(np.asarray(t) + 1, np.asarray(snr), ls, color=COLORS[i // 2 % len(COLORS)], lw=1.3, label=label)
+        color = COLORS[bases.index(base) % len(COLORS)]
+        ax.plot(np.asarray(t) + 1, np.asarray(snr), ls, color=color, lw=1.3, label=label)
     ax.set_yscale("log")
     _style(ax, title, "timestep (DDPM index t + 1)", "SNR (log scale)")
     ax.legend(fontsize=8)
@@ -194,8 +202,8 @@ def plot_remap_snr(data: Sequence[dict], path: str | Path, *, pdf: bool = False)
     idx = np.asarray(first["index"]) + 1
     ax.plot(idx, first["snr_uniform_t"], color=COLORS[0], lw=1.5, label="uniformly sampling t")
     for i, d in enumerate(data):
-        name = "1/t" if d["remap"] == "inverse" else "sigmoid⁻¹"
-        ax.plot(idx, d["snr_uniform_lambda"], color=COLORS[i + 1], lw=1.5, label=f"uniformly sampling λ, f = {name}")
+        name = "f(t) = 1/t" if d["remap"] == "inverse" else "f⁻¹(λ) = sigmoid(λ)"
+        ax.plot(idx, d["snr_uniform_lambda"], color=COLORS[i + 1], lw=1.5, label=f"uniformly sampling λ, {name}")
     ax.set_yscale("log")
     _style(ax, f"Remap: SNR of the visited times, {first['schedule']} schedule (Fig. A9)", "k-th visited time", "SNR")
     ax.legend(fontsize=8)

@@ -83,13 +83,16 @@ def lipschitz_times(
     t_end: float | None = None,
     dt: float | None = None,
     stride: int = 1,
+    log_points: int | None = None,
 ) -> Tensor:
     """The times t at which K(t, t + Δt) is measured: every t on the Δt grid from ``t_start``
-    (default 0 discrete, Δt continuous) to ``t_end`` (default t_max − Δt), every ``stride``-th.
+    (default 0 discrete, Δt continuous) to ``t_end`` (default t_max − Δt), every ``stride``-th;
+    or, with ``log_points``, that many log-spaced times in [t_start, t_end] (rounded to distinct
+    timesteps in discrete time), to resolve t -> 0 in continuous time cheaply.
 
     Raises:
         ValueError: Δt ≤ 0 (or not a whole number of timesteps in discrete time), stride < 1,
-            or a range outside [t_data, t_max − Δt].
+            or a range outside [t_data, t_max − Δt] (log spacing: t_start > 0).
     """
     dt = default_dt(schedule) if dt is None else float(dt)
     if not dt > 0:
@@ -105,8 +108,17 @@ def lipschitz_times(
             f"time range [{start:g}, {end:g}] with dt={dt:g} must satisfy "
             f"{schedule.t_data:g} <= t_start <= t_end <= t_max - dt = {schedule.t_max - dt:g}"
         )
+    if log_points is not None:
+        return _log_times(schedule, start, end, log_points)
     count = int(math.floor((end - start) / (dt * stride) + 1e-9)) + 1
     return start + dt * stride * torch.arange(count, dtype=torch.float64)
+
+
+def _log_times(schedule: Schedule, start: float, end: float, points: int) -> Tensor:
+    if points < 2 or start <= 0:
+        raise ValueError(f"log spacing needs log_points >= 2 and t_start > 0, got {points} and {start:g}")
+    t = torch.logspace(math.log10(start), math.log10(end), points, dtype=torch.float64)
+    return t if schedule.continuous else t.round().unique()
 
 
 @dataclass

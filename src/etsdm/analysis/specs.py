@@ -6,6 +6,9 @@ and, always, the analytic specs that need no training:
 * ``gmm:etsdm``  — the exact E-TSDM optimum on the same mixture (t̃ = 100, n = 5), posterior
   weighting (the true minimiser of the shared-condition loss).
 * ``gmm:etsdm-uniform`` — the same with Eq. (A15)'s uniform weighting.
+* ``...:continuous`` (``gmm:continuous``, ``gmm:etsdm:continuous``,
+  ``gmm:etsdm-uniform:continuous``) — the same on the continuous-time linear schedule
+  (t ∈ [0, 1], t̃ = 0.1, n = 5), where Theorem 3.1's blow-up as t -> 0 is unbounded.
 
 Each analytic spec is a real :class:`~etsdm.denoiser.Denoiser` whose "network" is the closed form
 evaluated at the condition it receives, so the condition map is applied exactly as for a
@@ -25,7 +28,8 @@ from ..conditioning import Identity, TimestepSharing
 from ..denoiser import Denoiser
 from ..schedules import Schedule, make_schedule
 
-ANALYTIC_SPECS: tuple[str, ...] = ("gmm", "gmm:etsdm", "gmm:etsdm-uniform")
+_BASE_SPECS: tuple[str, ...] = ("gmm", "gmm:etsdm", "gmm:etsdm-uniform")
+ANALYTIC_SPECS: tuple[str, ...] = _BASE_SPECS + tuple(f"{s}:continuous" for s in _BASE_SPECS)
 
 
 def reference_mixture() -> GaussianMixture:
@@ -63,17 +67,28 @@ class _ClosedForm(torch.nn.Module):
         return self.model(x, c.to(torch.float64))
 
 
+class _Float64Denoiser(Denoiser):
+    """Hands the closed form its condition in float64 (no float32 rounding of t), so that K at a
+    tiny Δt in continuous time stays exact."""
+
+    def net_condition(self, t: Tensor | float, x: Tensor) -> Tensor:
+        tt = torch.as_tensor(t, dtype=torch.float64, device=x.device)
+        return self.condition(tt.expand(x.shape[0]) if tt.ndim == 0 else tt).to(torch.float64)
+
+
 def analytic_model(spec: str) -> AnalyticModel:
     """Build one of :data:`ANALYTIC_SPECS`."""
     if spec not in ANALYTIC_SPECS:
         raise ValueError(f"unknown analytic spec {spec!r}; allowed: {', '.join(ANALYTIC_SPECS)}")
     gmm = reference_mixture()
-    schedule = make_schedule("linear", T=1000)
-    sharing = TimestepSharing(100, 5, T=1000) if spec != "gmm" else None
-    weighting = "uniform" if spec.endswith("uniform") else "posterior"
+    continuous = spec.endswith(":continuous")
+    base = spec.removesuffix(":continuous")
+    schedule = make_schedule("linear", T=1000, continuous=continuous)
+    sharing = None if base == "gmm" else TimestepSharing(0.1, 5, T=None) if continuous else TimestepSharing(100, 5)
+    weighting = "uniform" if base.endswith("uniform") else "posterior"
     net = _ClosedForm(gmm, schedule, sharing, weighting)
-    denoiser = Denoiser(net, schedule, "eps", condition=sharing or Identity())
-    name = {"gmm": "exact ε* (baseline)", "gmm:etsdm": "exact E-TSDM optimum"}.get(spec, "exact E-TSDM (Eq. A15)")
+    denoiser = _Float64Denoiser(net, schedule, "eps", condition=sharing or Identity())
+    name = {"gmm": "exact ε* (baseline)", "gmm:etsdm": "exact E-TSDM optimum"}.get(base, "exact E-TSDM (Eq. A15)")
     return AnalyticModel(denoiser, schedule, name, "gmm", gmm, {"spec": spec})
 
 
@@ -81,7 +96,7 @@ def load(spec: str, *, ema: bool = True, device: str = "cpu") -> Any:
     """A model for ``spec``: ``gmm:etsdm-uniform`` here, anything else by ``etsdm.runs.load_model``
     (run folders, diffusers folders, ``gmm``, ``gmm:etsdm``); :func:`analytic_model` if etsdm.runs
     is missing."""
-    if spec == "gmm:etsdm-uniform":
+    if spec in ANALYTIC_SPECS and spec not in ("gmm", "gmm:etsdm"):
         return analytic_model(spec)
     try:
         from ..runs import load_model  # type: ignore[import-not-found]

@@ -53,6 +53,8 @@ def _load(spec: str, ema: bool) -> Any:
         return load(spec, ema=ema)
     except (ValueError, FileNotFoundError) as err:
         raise click.BadParameter(str(err), param_hint=f"RUN {spec!r}") from err
+    except RuntimeError as err:  # e.g. weights that do not fit the network the config builds
+        raise click.ClickException(f"cannot load {spec!r}: {str(err).splitlines()[0]}") from err
 
 
 ANALYTIC_LABELS = {
@@ -74,8 +76,9 @@ def _labels(value: str | None, runs: tuple[str, ...]) -> list[str | None]:
 def _label(model: Any, spec: str, given: str | None = None) -> str:
     if given:
         return given
-    if spec in ANALYTIC_LABELS:
-        return ANALYTIC_LABELS[spec]
+    base = spec.removesuffix(":continuous")
+    if base in ANALYTIC_LABELS:
+        return ANALYTIC_LABELS[base].replace(f"[{base}]", f"[{spec}]")
     name = getattr(model, "name", None) or spec
     return name if name == spec or spec in name else f"{name} [{spec}]"
 
@@ -92,6 +95,7 @@ def _mean_std(rows: list) -> tuple[np.ndarray, np.ndarray]:
 @click.option("--t-max", type=float, default=None, help="last t (default t_max − Δt: the whole range)")
 @click.option("--dt", type=float, default=None, help="Δt = t′ − t (default 1 timestep, 1/T continuous)")
 @click.option("--stride", type=click.IntRange(min=1), default=1, help="measure every stride-th t")
+@click.option("--log-points", type=click.IntRange(min=2), default=None, help="instead: this many log-spaced t")
 @click.option("--samples", type=click.IntRange(min=1), default=64, help="data samples x_0 per t")
 @click.option("--batch-size", type=click.IntRange(min=2), default=1024, help="examples per network call")
 @click.option("--seeds", default="0", help=SEEDS_HELP)
@@ -101,7 +105,9 @@ def _mean_std(rows: list) -> tuple[np.ndarray, np.ndarray]:
 @click.option("--ema/--no-ema", default=True, help="EMA weights of a trained run")
 @click.option("--pdf", is_flag=True, help="also write the figure as PDF")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("lipschitz"), help="folder")
-def lipschitz_cmd(runs, t_start, t_max, dt, stride, samples, batch_size, seeds, split, yscale, labels, ema, pdf, out):
+def lipschitz_cmd(
+    runs, t_start, t_max, dt, stride, log_points, samples, batch_size, seeds, split, yscale, labels, ema, pdf, out
+):
     """K(t, t′) = E‖ε(x_t, t) − ε(x_t, t′)‖₂ / Δt (Eq. 8) for every t, one curve per RUN.
 
     x_t is drawn from the forward process of each run's own data; the network is called through
@@ -119,7 +125,7 @@ def lipschitz_cmd(runs, t_start, t_max, dt, stride, samples, batch_size, seeds, 
         schedule = model.schedule
         continuous = continuous or schedule.continuous
         try:
-            times = lipschitz_times(schedule, t_start=t_start, t_end=t_max, dt=dt, stride=stride)
+            times = lipschitz_times(schedule, t_start=t_start, t_end=t_max, dt=dt, stride=stride, log_points=log_points)
         except ValueError as err:
             raise click.BadParameter(str(err), param_hint="--t-start/--t-max/--dt") from err
         per_seed = []
@@ -251,7 +257,7 @@ def schedules_cmd(T, pdf, out):
         name = row["schedule"] + (" Modified-NS" if row["modified"] else "")
         cf = row["dalpha_dt_0_closed_form"]
         click.echo(
-            f"{name:<24}{row['dalpha_dt_0']:>11.4g}{'—' if cf is None else f'{cf:.4g}':>13}"
+            f"{name:<24}{row['dalpha_dt_0'] + 0.0:>11.4g}{'—' if cf is None else f'{cf + 0.0:.4g}':>13}"
             f"{row['sigma'][1]:>10.4g}{row['dsigma_dt'][0]:>13.4g}{row['dsigma_dt'][2]:>13.4g}"
         )
     curves = {}
