@@ -146,3 +146,24 @@ def test_bad_ranges_raise():
         lipschitz_times(SCHED, t_end=999)
     with pytest.raises(ValueError, match="dt must be > 0"):
         lipschitz_times(SCHED, dt=-1)
+
+
+def test_log_spaced_times_and_continuous_analytic_specs():
+    from etsdm.analysis.specs import analytic_model
+
+    disc = lipschitz_times(SCHED, t_start=1, t_end=998, log_points=50)
+    assert bool((disc[1:] > disc[:-1]).all()) and bool((disc == disc.round()).all()) and disc[-1] == 998
+    base, shared = analytic_model("gmm:continuous"), analytic_model("gmm:etsdm:continuous")
+    sched = base.schedule
+    assert sched.continuous
+    times = lipschitz_times(sched, t_start=1e-4, t_end=0.5, dt=1e-6, log_points=6)
+    x0 = base.dataset("train", 64)
+    k_base, k_shared = (
+        lipschitz_curve(m, x0, sched, times, dt=1e-6, generator=torch.Generator().manual_seed(0)).K
+        for m in (base, shared)
+    )
+    below = times < 0.1 - 1e-6  # inside shared sub-intervals (none of these t straddles a boundary)
+    assert bool((k_shared[below] == 0).all()) and bool((k_base[below] > 0).all())
+    torch.testing.assert_close(k_shared[~below], k_base[~below])
+    with pytest.raises(ValueError, match="log spacing"):
+        lipschitz_times(sched, t_start=0.0, log_points=5)
