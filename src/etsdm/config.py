@@ -59,6 +59,10 @@ class DataConfig:
     sr_factor: int | None = field(default=None, metadata=_rng(1, None, help="super-resolution factor (sr data)"))
     gmm: dict[str, Any] | None = field(default=None, metadata=_h("Gaussian-mixture options (gmm data)"))
     num_samples: int | None = field(default=None, metadata=_rng(1, None, help="data set size (gmm data)"))
+    sr_base: Literal["digits", "folder"] | None = field(
+        default=None, metadata=_h("sr data: high-resolution source (null: folder if root is set, else digits)")
+    )
+    holdout: float = field(default=0, metadata=_rng(0, None, help="folder data: test files (count or fraction)"))
     num_workers: int = field(default=0, metadata=_rng(0, None, help="DataLoader worker processes"))
 
 
@@ -127,7 +131,9 @@ class TrainConfig:
     """Optimisation, EMA, precision, checkpointing and logging."""
 
     steps: int = field(default=10000, metadata=_rng(0, None, help="optimiser steps"))
-    batch_size: int = field(default=64, metadata=_rng(1, None, help="per-process micro-batch"))
+    batch_size: int = field(
+        default=64, metadata=_rng(1, None, help="global batch per optimiser step (split over processes x grad_accum)")
+    )
     lr: float = field(default=1e-4, metadata=_rng(0.0, None, lo_open=True, help="Adam learning rate"))
     adam_betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=_h("Adam β1, β2"))
     weight_decay: float = field(default=0.0, metadata=_rng(0.0, None, help="Adam weight decay"))
@@ -298,8 +304,9 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"schedule.modified applies to linear, quadratic, cosine; not {cfg.schedule.name!r}")
     if cfg.diffusion.time_sampling == "remap-lambda" and cfg.diffusion.condition.kind != "remap":
         raise ConfigError("diffusion.time_sampling: 'remap-lambda' needs diffusion.condition.kind: remap")
-    if cfg.data.name in ("folder", "sr") and not cfg.data.root:
-        raise ConfigError(f"data.root: required for data.name={cfg.data.name!r} (a folder of images)")
+    d = cfg.data
+    if (d.name == "folder" or (d.name == "sr" and d.sr_base == "folder")) and not d.root:
+        raise ConfigError(f"data.root: required for data.name={d.name!r} (a folder of images)")
     cfg.build_condition()  # t_tilde / n consistency (raises ConfigError)
     return cfg
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +52,15 @@ def build_dataset(cfg: RunConfig, split: str = "train"):
     from .data import make_dataset
 
     d = cfg.data
+    extra: dict[str, Any] = {}
+    if d.sr_base is not None:
+        extra["sr_base"] = d.sr_base
+    if d.holdout:
+        extra["holdout"] = int(d.holdout) if float(d.holdout).is_integer() else d.holdout
     return make_dataset(
         d.name, split=split, root=d.root, resolution=d.resolution, channels=d.channels,
         hflip=d.hflip if split == "train" else False, skip_bad=d.skip_bad, sr_factor=d.sr_factor, gmm=d.gmm,
-        num_samples=d.num_samples, seed=cfg.train.seed,
+        num_samples=d.num_samples, seed=cfg.train.seed, **extra,
     )
 
 
@@ -77,10 +83,10 @@ def build_net(cfg: RunConfig, shape: tuple[int, ...]) -> nn.Module:
     opts = dict(m.overrides)
     if cfg.schedule.continuous:
         opts.setdefault("time_scale", float(cfg.schedule.T))
-    if m.name == "mlp":
-        if len(shape) != 1:
-            raise ConfigError(f"model.name: 'mlp' needs vector data (D,), got data of shape {shape}")
-        return make_net("mlp", preset=m.preset, in_channels=shape[0], dim=shape[0], **opts)
+    if m.name == "mlp":  # vectors (D,), or images flattened to D = C·H·W
+        if cfg.data.name == "sr":
+            raise ConfigError("model.name: 'mlp' takes no low-resolution input; use model.name: unet for sr data")
+        return make_net("mlp", preset=m.preset, dim=math.prod(shape), **opts)
     if len(shape) != 3:
         raise ConfigError(f"model.name: 'unet' needs image data (C, H, W), got shape {shape}; use model.name: mlp")
     cond = shape[0] if cfg.data.name == "sr" else 0

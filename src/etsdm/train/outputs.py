@@ -1,0 +1,78 @@
+"""What a person looks at: sample grids (PIL), 2-D scatter plots and loss curves (matplotlib)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def image_grid(x: Tensor, nrow: int | None = None, pad: int = 1, upscale: int | None = None) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> an (H', W', C) uint8 grid, white padding, nearest upscaling
+    of small images (8x8 digits become 32x32) so a person can read them."""
+    x = x.detach().float().cpu().clamp(-1, 1).add(1).div(2)  # denormalise to [0, 1]
+    n, c, h, w = x.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    up = upscale or max(1, 32 // max(h, w))
+    if up > 1:
+        x = x.repeat_interleave(up, 2).repeat_interleave(up, 3)
+        h, w = h * up, w * up
+    rows = math.ceil(n / nrow)
+    grid = torch.ones(c, rows * (h + pad) + pad, nrow * (w + pad) + pad)
+    for i in range(n):
+        r, q = divmod(i, nrow)
+        grid[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = x[i]
+    arr = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return arr[..., 0] if c == 1 else arr[..., :3]
+
+
+def save_samples_png(x: Tensor, path: str | Path, nrow: int | None = None) -> Path:
+    """Images (N, C, H, W) as a PNG grid; vectors (N, D) as a scatter of the first two coordinates."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if x.ndim == 4:
+        from PIL import Image
+
+        Image.fromarray(image_grid(x, nrow)).save(path)
+        return path
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    v = x.detach().float().cpu().reshape(len(x), -1).numpy()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(v[:, 0], v[:, 1] if v.shape[1] > 1 else np.zeros(len(v)), s=2, alpha=0.5)
+    ax.set_aspect("equal")
+    ax.set_title(f"{len(v)} samples")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_loss_curve(metrics: str | Path, path: str | Path) -> Path:
+    """Training loss against step (log scale) from a metrics.jsonl file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, loss = [], []
+    for line in Path(metrics).read_text().splitlines():
+        rec = json.loads(line)
+        if "loss" in rec:
+            steps.append(rec["step"])
+            loss.append(rec["loss"])
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot(steps, loss, lw=1.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (mean over the logging window)")
+    ax.grid(True, alpha=0.3)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)

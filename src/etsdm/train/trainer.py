@@ -1,0 +1,303 @@
+"""The Trainer: Eq. (4) / Eq. (9) minimised with Adam on Hugging Face ``accelerate``.
+
+The same code runs on a CPU, one GPU, or several GPUs under ``accelerate launch`` (DDP), with
+mixed precision and gradient accumulation from the config. The loss is
+:func:`etsdm.losses.diffusion_loss` through the run's :class:`~etsdm.denoiser.Denoiser`, so
+E-TSDM is only the Denoiser's condition map (Alg. A1 line 5-9): nothing here knows about it.
+
+Determinism: the batch of micro-step k (:class:`StepBatchSampler`), the training times, the noise
+and the global torch RNG of step k are all seeded from (seed, rank, k). A run stopped after step k
+and resumed from its checkpoint therefore continues bit for bit like an uninterrupted run (CPU),
+whatever the number of processes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..config import RunConfig, dump_config, save_config
+from ..denoiser import Denoiser
+from ..losses import LossOutput, diffusion_loss, sample_timesteps
+from .checkpoint import (
+    latest_checkpoint,
+    load_state,
+    load_weights,
+    read_meta,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from .ema import EMA
+from .sampler import StepBatchSampler
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stopped without saving the bad weights."""
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.train` returns."""
+
+    run_dir: Path
+    step: int
+    last_checkpoint: Path | None
+    final_loss: float | None
+    seconds: float
+
+
+def _seed_for(seed: int, rank: int, step: int, stream: int) -> int:
+    """A distinct 63-bit seed for each (seed, rank, step, stream)."""
+    return ((seed * 1_000_003 + step) * 64 + rank * 4 + stream) % (2**63 - 1)
+
+
+def _split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
+    if isinstance(batch, dict):
+        return batch["x0"], batch.get("lowres")
+    return batch, None
+
+
+class Trainer:
+    """Train one run.
+
+    Args:
+        cfg: the run's config.
+        run_dir: output folder (config.yaml, metrics.jsonl, checkpoints/, samples/, tb/).
+        resume: continue from the run's latest checkpoint (error if there is none).
+        net, dataset: inject a network / data set instead of building them from ``cfg``.
+        accelerator: an existing Accelerator (default: one built from ``cfg.train``).
+        progress: show a tqdm bar (main process only).
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_dir: str | Path,
+        *,
+        resume: bool = False,
+        net: nn.Module | None = None,
+        dataset: Any = None,
+        accelerator: Accelerator | None = None,
+        progress: bool = True,
+    ):
+        from ..runs import build_dataset, build_net, dataset_shape
+
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        tc = cfg.train
+        self.acc = accelerator or Accelerator(mixed_precision=tc.mixed_precision,
+                                              gradient_accumulation_steps=tc.grad_accum)
+        self.progress = progress and self.acc.is_main_process
+        self.dataset = dataset if dataset is not None else build_dataset(cfg, "train")
+        self.shape = dataset_shape(self.dataset) if dataset is None else tuple(_split_batch(self.dataset[0])[0].shape)
+        torch.manual_seed(tc.seed)  # identical initial weights on every rank
+        raw = net if net is not None else build_net(cfg, self.shape)
+        self.schedule = cfg.build_schedule()
+        self.ema = EMA(raw, tc.ema_rate, tc.ema_warmup)
+        opt = torch.optim.Adam(raw.parameters(), lr=tc.lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
+        warm = tc.warmup_steps
+        self.lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warm) if warm else 1.0)
+        world = self.acc.num_processes * tc.grad_accum
+        if tc.batch_size % world:
+            raise ValueError(f"train.batch_size ({tc.batch_size}) must be divisible by processes x train.grad_accum "
+                             f"({self.acc.num_processes} x {tc.grad_accum})")
+        self.micro_batch = tc.batch_size // world
+        self.step = 0
+        if resume:
+            self._resume(raw, opt)
+        self.net, self.opt = self.acc.prepare(raw, opt)
+        if resume:
+            self.opt.load_state_dict(self._resume_opt_state)
+            del self._resume_opt_state
+        self.ema.module.to(self.acc.device)
+        self._lowres: Tensor | None = None
+        # The Denoiser calls the (possibly DDP-wrapped) network through self._call_net, so
+        # the condition map and DDP's gradient hooks both apply.
+        self.denoiser = Denoiser(self._call_net, self.schedule, cfg.diffusion.prediction, cfg.build_condition())
+        self.gen_t = torch.Generator()  # training times (CPU: sample_timesteps draws on CPU)
+        self.gen_noise = torch.Generator(device=self.acc.device)
+        self.writer = None
+
+    # --- pieces ---------------------------------------------------------------------------------
+    def _call_net(self, x: Tensor, c: Tensor) -> Tensor:
+        if self._lowres is not None:
+            return self.net(x, c, lowres=self._lowres)
+        return self.net(x, c)
+
+    def _resume(self, raw: nn.Module, opt: torch.optim.Optimizer) -> None:
+        ckpt = latest_checkpoint(self.run_dir)
+        if ckpt is None:
+            raise FileNotFoundError(f"--resume: {self.run_dir} has no complete checkpoint")
+        meta = read_meta(ckpt)
+        raw.load_state_dict(load_weights(ckpt, ema=False))
+        if (ckpt / "ema.safetensors").exists():
+            self.ema.load_state_dict(load_weights(ckpt, ema=True), meta["ema_updates"])
+        state = load_state(ckpt)
+        self._resume_opt_state = state["optimizer"]
+        self.lr_sched.load_state_dict(state["lr_scheduler"])
+        set_rng_state(state["rng"])
+        self.step = int(meta["step"])
+
+    def _loader(self) -> DataLoader:
+        tc = self.cfg.train
+        sampler = StepBatchSampler(len(self.dataset), self.micro_batch, seed=tc.seed, rank=self.acc.process_index,
+                                   world_size=self.acc.num_processes, start=self.step * tc.grad_accum)
+        return DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.cfg.data.num_workers,
+                          pin_memory=self.acc.device.type == "cuda", persistent_workers=False)
+
+    def loss(self, x0: Tensor, micro_step: int) -> LossOutput:
+        """The per-example loss of one micro-batch (times and noise seeded by the micro-step)."""
+        rank, seed = self.acc.process_index, self.cfg.train.seed
+        self.gen_t.manual_seed(_seed_for(seed, rank, micro_step, 0))
+        self.gen_noise.manual_seed(_seed_for(seed, rank, micro_step, 1))
+        d = self.cfg.diffusion
+        t = sample_timesteps(self.denoiser, x0.shape[0], device=x0.device, generator=self.gen_t,
+                             sampling=d.time_sampling)
+        noise = torch.randn(x0.shape, generator=self.gen_noise, device=x0.device, dtype=x0.dtype)
+        return diffusion_loss(self.denoiser, x0, t=t, noise=noise, reg_weight=d.reg_weight)
+
+    def _checkpoint(self) -> Path | None:
+        self.acc.wait_for_everyone()
+        path = None
+        if self.acc.is_main_process:
+            state = {"optimizer": self.opt.state_dict(), "lr_scheduler": self.lr_sched.state_dict(), "rng": rng_state()}
+            path = save_checkpoint(self.run_dir, self.step, model=self.acc.unwrap_model(self.net),
+                                   ema=self.ema.module, ema_updates=self.ema.num_updates, state=state,
+                                   config_yaml=dump_config(self.cfg), keep_last=self.cfg.train.keep_last)
+            meta_path = path / "meta.json"
+            meta = json.loads(meta_path.read_text())
+            meta["data_shape"] = list(self.shape)
+            meta_path.write_text(json.dumps(meta))
+        self.acc.wait_for_everyone()
+        return path
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.acc.is_main_process:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.writer.add_scalar(f"train/{k}", v, record["step"])
+
+    def _open_writer(self) -> None:
+        if self.cfg.train.tensorboard and self.acc.is_main_process:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tb"))
+
+    # --- the loop -------------------------------------------------------------------------------
+    def train(self) -> TrainResult:
+        """Train to ``cfg.train.steps``; checkpoint, log, preview samples; return a summary."""
+        tc = self.cfg.train
+        if self.acc.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.run_dir / "config.yaml")
+        self._open_writer()
+        self.net.train()
+        start, t0 = self.step, time.perf_counter()
+        last_ckpt = latest_checkpoint(self.run_dir)
+        window: list[float] = []
+        window_t, final_loss = time.perf_counter(), None
+        bar = tqdm(total=tc.steps, initial=start, desc="train", disable=not self.progress, dynamic_ncols=True)
+        data = iter(self._loader()) if self.step < tc.steps else iter(())
+        try:
+            while self.step < tc.steps:
+                loss_value = self._one_step(data)
+                window.append(loss_value)
+                self.step += 1
+                bar.update(1)
+                if self.step % tc.log_every == 0 or self.step == tc.steps:
+                    final_loss = self._log_window(window, window_t)
+                    bar.set_postfix(loss=f"{final_loss:.4f}")
+                    window, window_t = [], time.perf_counter()
+                if self.step % tc.checkpoint_every == 0 or self.step == tc.steps:
+                    last_ckpt = self._checkpoint() or last_ckpt
+                if tc.sample_every and self.step % tc.sample_every == 0 and self.step != tc.steps:
+                    self.preview()
+        except NonFiniteLossError as err:
+            where = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
+            raise NonFiniteLossError(f"{err}; stopped, {where}") from None
+        finally:
+            bar.close()
+            if self.writer is not None:
+                self.writer.flush()
+        if self.acc.is_main_process and self.step > start:
+            self.preview()
+            self.plot_loss()
+        return TrainResult(self.run_dir, self.step, last_ckpt, final_loss, time.perf_counter() - t0)
+
+    def _one_step(self, data) -> float:
+        """One optimiser step over ``grad_accum`` micro-batches; returns the mean loss."""
+        tc = self.cfg.train
+        total = 0.0
+        torch.manual_seed(_seed_for(tc.seed, self.acc.process_index, self.step, 2))  # dropout, augmentations
+        for j in range(tc.grad_accum):
+            micro = self.step * tc.grad_accum + j
+            x0, lowres = _split_batch(next(data))
+            x0 = x0.to(self.acc.device, non_blocking=True)
+            self._lowres = None if lowres is None else lowres.to(self.acc.device, non_blocking=True)
+            with self.acc.accumulate(self.net):
+                loss = self.loss(x0, micro).total.mean()
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise NonFiniteLossError(f"non-finite loss ({value}) at step {self.step + 1}")
+                self.acc.backward(loss)
+                if tc.grad_clip is not None and self.acc.sync_gradients:
+                    self.acc.clip_grad_norm_(self.net.parameters(), tc.grad_clip)
+                self.opt.step()
+                self.opt.zero_grad(set_to_none=True)
+            total += value
+        self.lr_sched.step()
+        self.ema.update(self.acc.unwrap_model(self.net))
+        return total / tc.grad_accum
+
+    def _log_window(self, window: list[float], since: float) -> float:
+        mean = torch.tensor(sum(window) / max(len(window), 1), device=self.acc.device)
+        mean = float(self.acc.reduce(mean, "mean")) if self.acc.num_processes > 1 else float(mean)
+        dt = time.perf_counter() - since
+        self._log({"step": self.step, "loss": mean, "lr": self.lr_sched.get_last_lr()[0],
+                   "ema_decay": self.ema.decay(), "steps_per_s": len(window) / dt if dt > 0 else None,
+                   "time": time.time()})
+        return mean
+
+    # --- outputs --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def preview(self) -> Path | None:
+        """A sample grid (images) or scatter plot (vectors) from the EMA weights: samples/step_K.png."""
+        from ..runs import LoadedModel, build_dataset, build_denoiser, generate
+        from .outputs import save_samples_png
+
+        sc = self.cfg.sample
+        den = build_denoiser(self.cfg, self.ema.module, self.schedule).eval()
+        model = LoadedModel(den, self.schedule, self.cfg, self.cfg.name, self.cfg.data.name, shape=self.shape)
+        lowres = None
+        if self.cfg.data.name == "sr":
+            test = build_dataset(self.cfg, "test")
+            lowres = torch.stack([test[i]["lowres"] for i in range(min(sc.num, len(test)))])
+        num = sc.num if lowres is None else len(lowres)
+        x = generate(model, num, sampler=sc.sampler, nfe=sc.nfe, seed=self.cfg.train.seed, batch=sc.batch,
+                     device=self.acc.device, lowres=lowres)
+        path = self.run_dir / "samples" / f"step_{self.step:08d}.png"
+        save_samples_png(x, path)
+        np.savez_compressed(path.with_suffix(".npz"), samples=x.numpy())
+        return path
+
+    def plot_loss(self) -> Path:
+        """loss.png: the training loss curve from metrics.jsonl."""
+        from .outputs import plot_loss_curve
+
+        return plot_loss_curve(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")

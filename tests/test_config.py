@@ -1,0 +1,139 @@
+"""Typed configs: YAML round trip, overrides, errors that name the field, and the configs/ folder."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from etsdm.conditioning import Identity, Remap, TimestepSharing
+from etsdm.config import ConfigError, RunConfig, configs_dir, dump_config, from_dict, load_config, to_dict
+
+CONFIGS = sorted(configs_dir().rglob("*.yaml"))
+
+
+def test_defaults_and_round_trip(tmp_path):
+    cfg = load_config(None)  # the no-config default: E-TSDM on digits
+    assert cfg.data.name == "digits" and cfg.diffusion.condition.kind == "etsdm"
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_config(cfg))
+    again = load_config(path)
+    assert again == cfg
+    assert to_dict(again) == yaml.safe_load(path.read_text())
+
+
+def test_overrides_coerce_types():
+    cfg = load_config(None, ["train.steps=12", "train.lr=3e-4", "schedule.continuous=true",
+                             "diffusion.condition.kind=etsdm", "diffusion.condition.t_tilde=0.2",
+                             "diffusion.condition.n=4", "train.adam_betas=[0.8, 0.99]",
+                             "model.overrides={base_channels: 16}", "train.grad_clip=null"])
+    assert cfg.train.steps == 12 and isinstance(cfg.train.steps, int)
+    assert cfg.train.lr == 3e-4 and cfg.schedule.continuous is True
+    assert cfg.train.adam_betas == (0.8, 0.99) and cfg.model.overrides == {"base_channels": 16}
+    assert cfg.train.grad_clip is None
+    cond = cfg.build_condition()
+    assert isinstance(cond, TimestepSharing) and cond.T is None and cond.t_tilde == 0.2 and cond.n == 4
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.stepz=3", r"unknown field train\.stepz; allowed: steps, batch_size"),
+        ("nope=1", r"unknown field nope; allowed: name, data"),
+        ("diffusion.condition.kind=etsd", r"condition\.kind: 'etsd' is not allowed; allowed: identity, etsdm, remap"),
+        ("schedule.name=cosin", r"schedule\.name: 'cosin' is not allowed; allowed: linear, quadratic, cosine"),
+        ("train.lr=0", r"train\.lr: 0\.0 is out of range; allowed \(0, inf\)"),
+        ("train.ema_rate=1.5", r"train\.ema_rate: 1\.5 is out of range; allowed \[0, 1\]"),
+        ("train.steps=2.5", r"train\.steps: expected an integer"),
+        ("train.steps=many", r"train\.steps: expected an integer"),
+        ("schedule.continuous=maybe", r"schedule\.continuous: expected true or false"),
+        ("train.steps", r"expected key=value"),
+        ("diffusion.condition.n=3", r"diffusion\.condition: .*multiple of n"),  # t̃ = 100 is not a multiple of 3
+        ("diffusion.time_sampling=remap-lambda", r"diffusion\.time_sampling: 'remap-lambda' needs"),
+        ("data.name=folder", r"data\.root: required"),
+        ("train.adam_betas=[0.9]", r"train\.adam_betas: expected a list of 2"),
+    ],
+)
+def test_invalid_fields_name_the_path_and_the_allowed_values(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {steps: [1, 2}\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("train:\n  stesp: 3\n")
+    with pytest.raises(ConfigError, match=r"typo\.yaml: unknown field train\.stesp"):
+        load_config(typo)
+
+
+def test_condition_maps_built_from_config():
+    assert isinstance(from_dict({}).build_condition(), Identity)
+    remap = from_dict({"diffusion": {"condition": {"kind": "remap", "remap": "inverse-sigmoid"}}}).build_condition()
+    assert isinstance(remap, Remap) and remap.kind == "inverse-sigmoid" and remap.T == 1000
+    etsdm = from_dict({"diffusion": {"condition": {"kind": "etsdm"}}}).build_condition()
+    assert (etsdm.t_tilde, etsdm.n, etsdm.T) == (100, 5, 1000)
+
+
+# --- the configs/ folder ----------------------------------------------------------------------------
+def test_there_is_a_config_per_experiment():
+    names = {p.relative_to(configs_dir()).as_posix() for p in CONFIGS}
+    for ds in ("ffhq", "celebahq", "afhq-cat", "afhq-wild", "lsun-church", "lsun-cat"):
+        assert {f"paper/{ds}_baseline.yaml", f"paper/{ds}_etsdm.yaml"} <= names
+    for sched in ("linear", "quadratic", "cosine", "cosine-shift", "zero-snr"):
+        for kind in ("discrete", "continuous"):
+            assert f"paper/schedules/ffhq_{sched}_{kind}_etsdm.yaml" in names
+    for toy in ("digits", "gmm"):
+        assert {f"{toy}_baseline.yaml", f"{toy}_etsdm.yaml"} <= names
+    assert "paper/ffhq_large_etsdm.yaml" in names
+    assert "paper/super-resolution/ffhq_sr64-256_etsdm.yaml" in names
+    assert "paper/v-prediction/ffhq_v_etsdm.yaml" in names
+    assert "paper/alternatives/ffhq_ddpm-r.yaml" in names
+    assert "paper/alternatives/ffhq_remap-inverse_lambda.yaml" in names
+    assert "paper/alternatives/ffhq_modified-ns_cosine.yaml" in names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(configs_dir()).as_posix())
+def test_every_config_loads_and_builds_its_schedule(path: Path):
+    cfg = load_config(path)
+    assert isinstance(cfg, RunConfig)
+    sched = cfg.build_schedule()
+    assert sched.continuous == cfg.schedule.continuous and sched.T == cfg.schedule.T
+    cfg.build_condition()
+
+
+PAIRS = [p for p in CONFIGS if p.name.endswith("_etsdm.yaml")]
+
+
+@pytest.mark.parametrize("etsdm_path", PAIRS, ids=lambda p: p.relative_to(configs_dir()).as_posix())
+def test_baseline_and_etsdm_differ_only_in_the_condition_map(etsdm_path: Path):
+    base_path = etsdm_path.with_name(etsdm_path.name.replace("_etsdm.yaml", "_baseline.yaml"))
+    assert base_path.exists(), f"{etsdm_path.name} has no baseline partner"
+    e, b = to_dict(load_config(etsdm_path)), to_dict(load_config(base_path))
+    assert b["diffusion"]["condition"]["kind"] == "identity"
+    assert e["diffusion"]["condition"]["kind"] == "etsdm"
+    e2, b2 = copy.deepcopy(e), copy.deepcopy(b)
+    del e2["diffusion"]["condition"], b2["diffusion"]["condition"]
+    assert e2 == b2
+    # the paper's E-TSDM setting everywhere: t̃ = 100 of T = 1000 (0.1 in continuous time), n = 5
+    cond = load_config(etsdm_path).build_condition()
+    assert cond.n == 5 and cond.t_tilde == (0.1 if e["schedule"]["continuous"] else 100)
+
+
+def test_paper_configs_follow_table_a1():
+    for p in CONFIGS:
+        if "paper/" not in p.as_posix():
+            continue
+        cfg = load_config(p)
+        large = cfg.model.preset == "large"
+        assert cfg.model.preset in ("normal", "large")
+        assert (cfg.train.lr, cfg.train.ema_rate, cfg.train.warmup_steps) == (1e-4, 0.9999, 0)
+        assert cfg.train.batch_size == (64 if large else 96)
+        assert cfg.schedule.T == 1000 and cfg.data.resolution == 256
