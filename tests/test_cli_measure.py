@@ -132,3 +132,21 @@ def test_evaluate_bad_samples_file(tmp_path):
     np.savez(tmp_path / "s.npz", images=np.zeros((4, 2), np.float32))
     result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "s.npz"), "--ref", "gmm", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "no array 'samples'" in result.output
+
+
+def test_metric_names_in_sync_and_library_evaluate_psnr(tmp_path):
+    from etsdm.cli.measure import METRICS as CLI_METRICS
+    from etsdm.metrics import evaluate_samples, format_results
+    from etsdm.metrics.evaluate import METRICS
+
+    assert CLI_METRICS == METRICS
+    target = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    res = evaluate_samples(target + 0.02, target, seeds=(0,))
+    assert set(res) >= {"psnr", "ssim"} and res["psnr"]["mean"] == pytest.approx(40.0, abs=0.2)
+    assert any(line.startswith("PSNR") for line in format_results(res))
+    with pytest.raises(ValueError, match="paired targets"):
+        evaluate_samples(target[:2], target, ["psnr"])
+    np.savez(tmp_path / "sr.npz", samples=(target + 0.02).numpy(), targets=target.numpy())
+    np.savez(tmp_path / "ref.npz", images=target.numpy())
+    out = _run("evaluate", tmp_path / "sr.npz", "--ref", tmp_path / "ref.npz", "--out", tmp_path / "e")
+    assert out.exit_code == 0 and "PSNR: 40" in out.output, out.output

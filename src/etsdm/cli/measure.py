@@ -16,6 +16,9 @@ import click
 import numpy as np
 import torch
 
+# = etsdm.metrics.evaluate.METRICS (kept here so that `etsdm --help` does not import scipy)
+METRICS = ("fid-digits", "fid-inception", "gmm", "psnr", "ssim")
+
 SEEDS_HELP = "comma-separated seeds; every number is reported as mean ± std over them"
 
 
@@ -283,7 +286,6 @@ def schedules_cmd(T, pdf, out):
 
 
 # --------------------------------------------------------------------------------------------
-METRICS = ("fid-digits", "fid-inception", "gmm", "psnr", "ssim")
 
 
 def _load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
@@ -324,13 +326,14 @@ def _feature_net(path: Path | None, out: Path):
 
     if path is not None:
         try:
-            return load_feature_net(path)
+            net, report = load_feature_net(path)
         except (FileNotFoundError, ValueError) as err:
             raise click.BadParameter(str(err), param_hint="--features") from err
+        return net, {"file": str(path), **report}
     net, report = train_feature_net()
     save_feature_net(net, out / "digits_features.safetensors", report)
     click.echo(f"trained the digits feature net (held-out accuracy {report.test_accuracy:.4f}); saved in {out}")
-    return net, report.__dict__
+    return net, {"file": str(out / "digits_features.safetensors"), **report.__dict__}
 
 
 @click.command("evaluate")
@@ -365,74 +368,38 @@ def evaluate_cmd(samples_file, ref, metrics, seeds, n, features_path, inception_
     true-vs-true value. psnr / ssim: against "targets" in SAMPLES or the --ref .npz, pairwise.
     Writes OUT/evaluate.json and a PNG of the samples.
     """
-    from ..metrics import fid_with_floor, gmm_metrics, inception_fid, psnr, ssim
+    from ..metrics.evaluate import evaluate_samples, format_results
     from ..plotting import sample_grid, scatter_2d
 
     seed_list = _seeds(seeds)
     data = _load_npz(samples_file, "SAMPLES")
     x = _array(data, samples_file, ("samples",), "SAMPLES").float()
     kind, reference = _reference(ref, "train")
-    metrics = metrics or {"digits": ("fid-digits",), "gmm": ("gmm",), "file": ("psnr", "ssim")}[kind]
+    targets = _array(data, samples_file, ("targets",), "SAMPLES").float() if "targets" in data else None
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {
-        "samples": str(samples_file),
-        "ref": ref,
-        "n_samples": int(x.shape[0]),
-        "seeds": seed_list,
-    }
-    for metric in metrics:
-        if metric == "fid-digits":
-            if kind != "digits":
-                raise click.BadParameter("fid-digits needs --ref digits", param_hint="--metric")
-            net, report = _feature_net(features_path, out)
-            from ..metrics.features import digits_split
-
-            try:
-                res = fid_with_floor(x, reference, digits_split("test")[0], net, n=n, seeds=seed_list)
-            except ValueError as err:
-                raise click.BadParameter(str(err), param_hint="--n/SAMPLES") from err
-            res["feature_net"] = report
-            results[metric] = res
-            click.echo(
-                f"FID-{res['n']} (digits features): {res['fid']:.4g} ± {res['fid_std']:.2g}   "
-                f"real-vs-real floor at n={res['n']}: {res['floor']:.4g} ± {res['floor_std']:.2g}"
-            )
-        elif metric == "fid-inception":
-            if inception_weights is None:
-                raise click.BadParameter("fid-inception needs --inception-weights PATH (a local file)")
-            if kind == "gmm":
-                raise click.BadParameter("fid-inception needs an image reference (--ref digits or an .npz)")
-            try:
-                value = inception_fid(x, reference, inception_weights)
-            except (FileNotFoundError, ModuleNotFoundError) as err:
-                raise click.ClickException(str(err)) from err
-            results[metric] = {"fid": value, "n": int(x.shape[0]), "n_ref": int(reference.shape[0])}
-            click.echo(f"FID (Inception-v3, {x.shape[0]} vs {reference.shape[0]} images): {value:.4g}")
-        elif metric == "gmm":
-            if kind != "gmm":
-                raise click.BadParameter("metric gmm needs --ref gmm", param_hint="--metric")
-            res = gmm_metrics(x.double(), reference, seeds=seed_list)
-            results[metric] = res
-            for key, r in res.items():
-                click.echo(
-                    f"{key:<18} {r['value']:>10.4g} ± {r['value_std']:<8.2g} true-vs-true (n={r['n']}): "
-                    f"{r['true']:.4g} ± {r['true_std']:.2g}"
-                )
-        else:
-            target = _array(data, samples_file, ("targets",), "SAMPLES") if "targets" in data else reference
-            if kind == "gmm" or target.shape != x.shape:
-                raise click.BadParameter(
-                    f"{metric} needs targets of the samples' shape {tuple(x.shape)} "
-                    "('targets' in SAMPLES or --ref .npz)"
-                )
-            vals = (psnr if metric == "psnr" else ssim)(x, target.float())
-            results[metric] = {
-                "mean": float(vals.mean()),
-                "std_over_images": float(vals.std()),
-                "n": int(len(vals)),
-                "note": "deterministic: seeds do not change it",
-            }
-            click.echo(f"{metric.upper()}: {float(vals.mean()):.4g} ± {float(vals.std()):.2g} over {len(vals)} images")
+    net, report = None, None
+    if kind == "digits" and (not metrics or "fid-digits" in metrics):
+        net, report = _feature_net(features_path, out)
+    try:
+        results = evaluate_samples(
+            x,
+            "digits" if kind == "digits" else reference,
+            metrics or None,
+            seeds=seed_list,
+            n=n,
+            feature_net=net,
+            inception_weights=inception_weights,
+            targets=targets,
+        )
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--metric/--ref/--n") from err
+    except (FileNotFoundError, ModuleNotFoundError) as err:
+        raise click.ClickException(str(err)) from err
+    results = {"samples": str(samples_file), "ref": ref, **results}
+    if "fid-digits" in results:
+        results["fid-digits"]["feature_net"] = report
+    for line in format_results(results):
+        click.echo(line)
     json_path = _write_json(out, "evaluate.json", results)
     if x.ndim == 4:
         figs = sample_grid(x[:100], out / "samples.png", pdf=pdf)
