@@ -150,3 +150,27 @@ def test_metric_names_in_sync_and_library_evaluate_psnr(tmp_path):
     np.savez(tmp_path / "ref.npz", images=target.numpy())
     out = _run("evaluate", tmp_path / "sr.npz", "--ref", tmp_path / "ref.npz", "--out", tmp_path / "e")
     assert out.exit_code == 0 and "PSNR: 40" in out.output, out.output
+
+
+def test_diffusers_folder_needs_and_takes_data(tmp_path):
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=4,
+    )
+    unet.save_pretrained(tmp_path / "unet")
+    res = CliRunner().invoke(main, ["lipschitz", str(tmp_path / "unet"), "--t-max", "3", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "--data" in res.output, res.output
+    args = ["--data", "digits", "--t-max", 3, "--samples", 2, "--out", tmp_path / "o"]
+    res = _run("lipschitz", tmp_path / "unet", *args)
+    assert res.exit_code == 0, res.output
+    curve = json.loads((tmp_path / "o" / "lipschitz.json").read_text())["curves"][0]
+    assert len(curve["K"]) == 4 and all(k > 0 for k in curve["K"])

@@ -110,11 +110,16 @@ def load(spec: str, *, ema: bool = True, device: str = "cpu") -> Any:
     return load_model(spec, ema=ema, device=device)
 
 
-def data_tensor(model: Any, split: str, n: int, seed: int) -> Tensor:
-    """n data samples of the model's own data as one tensor (random subset, fixed by seed)."""
-    if isinstance(model, AnalyticModel):
+def data_tensor(model: Any, split: str, n: int, seed: int, data: str | None = None) -> Tensor:
+    """n data samples as one tensor (random subset, fixed by seed): of the model's own data, or of
+    ``data`` when given — a data set name for ``etsdm.data.make_dataset`` (digits, gmm) or an .npz
+    file with an array ``samples`` (for a diffusers model, which carries no data set)."""
+    if data is not None:
+        data = _named_data(data, split)
+    elif isinstance(model, AnalyticModel):
         return model.dataset(split, n, seed)
-    data = model.dataset(split)
+    else:
+        data = model.dataset(split)
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(data), generator=gen)[:n] if n < len(data) else torch.arange(len(data))
     if isinstance(data, Tensor):
@@ -123,3 +128,16 @@ def data_tensor(model: Any, split: str, n: int, seed: int) -> Tensor:
     items = [item["x0"] if isinstance(item, dict) else item for item in items]  # SR pairs: the target
     items = [item[0] if isinstance(item, (tuple, list)) else item for item in items]
     return torch.stack(items)
+
+
+def _named_data(data: str, split: str) -> Any:
+    if data.endswith(".npz"):
+        import numpy as np
+
+        with np.load(data, allow_pickle=False) as f:
+            if "samples" not in f.files:
+                raise ValueError(f"--data {data}: no array 'samples' (found {sorted(f.files)})")
+            return torch.as_tensor(f["samples"]).float()
+    from ..data import make_dataset
+
+    return make_dataset(data, split=split)

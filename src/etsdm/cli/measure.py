@@ -86,6 +86,15 @@ def _label(model: Any, spec: str, given: str | None = None) -> str:
     return name if name == spec or spec in name else f"{name} [{spec}]"
 
 
+def _x0(model: Any, split: str, n: int, seed: int, data: str | None) -> torch.Tensor:
+    from ..analysis.specs import data_tensor
+
+    try:
+        return data_tensor(model, split, n, seed, data)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        raise click.BadParameter(f"{err} (give --data for a model without a data set)", param_hint="--data") from err
+
+
 def _mean_std(rows: list) -> tuple[np.ndarray, np.ndarray]:
     arr = np.asarray(rows, dtype=float)
     return arr.mean(0), (arr.std(0, ddof=1) if len(arr) > 1 else np.zeros(arr.shape[1:]))
@@ -103,13 +112,14 @@ def _mean_std(rows: list) -> tuple[np.ndarray, np.ndarray]:
 @click.option("--batch-size", type=click.IntRange(min=2), default=1024, help="examples per network call")
 @click.option("--seeds", default="0", help=SEEDS_HELP)
 @click.option("--split", default="train", help="data split the x_0 come from")
+@click.option("--data", default=None, help="data for x_0 instead of the run's own: digits | gmm | FILE.npz")
 @click.option("--yscale", type=click.Choice(["log", "linear"]), default="log", help="y axis of the figure")
 @click.option("--labels", default=None, help="comma-separated legend labels, one per RUN")
 @click.option("--ema/--no-ema", default=True, help="EMA weights of a trained run")
 @click.option("--pdf", is_flag=True, help="also write the figure as PDF")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("lipschitz"), help="folder")
 def lipschitz_cmd(
-    runs, t_start, t_max, dt, stride, log_points, samples, batch_size, seeds, split, yscale, labels, ema, pdf, out
+    runs, t_start, t_max, dt, stride, log_points, samples, batch_size, seeds, split, data, yscale, labels, ema, pdf, out
 ):
     """K(t, t′) = E‖ε(x_t, t) − ε(x_t, t′)‖₂ / Δt (Eq. 8) for every t, one curve per RUN.
 
@@ -118,7 +128,6 @@ def lipschitz_cmd(
     seed. Writes OUT/lipschitz.json and OUT/lipschitz.png (all RUNs in one figure).
     """
     from ..analysis.lipschitz import lipschitz_curve, lipschitz_times, sharing_boundaries
-    from ..analysis.specs import data_tensor
     from ..plotting import plot_lipschitz
 
     seed_list, label_list = _seeds(seeds), _labels(labels, runs)
@@ -133,7 +142,7 @@ def lipschitz_cmd(
             raise click.BadParameter(str(err), param_hint="--t-start/--t-max/--dt") from err
         per_seed = []
         for seed in seed_list:
-            x0 = data_tensor(model, split, samples, seed)
+            x0 = _x0(model, split, samples, seed, data)
             gen = torch.Generator(device=x0.device).manual_seed(seed)
             per_seed.append(
                 lipschitz_curve(model, x0, schedule, times, dt=dt, batch_size=batch_size, generator=gen, progress=True)
@@ -176,18 +185,18 @@ def lipschitz_cmd(
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, help="examples per network call")
 @click.option("--seeds", default="0,1,2", help=SEEDS_HELP)
 @click.option("--split", default="test", help="data split the x_0 come from")
+@click.option("--data", default=None, help="data for x_0 instead of the run's own: digits | gmm | FILE.npz")
 @click.option("--reference", type=click.IntRange(min=0), default=0, help="index of the RUN the others are compared to")
 @click.option("--labels", default=None, help="comma-separated legend labels, one per RUN")
 @click.option("--ema/--no-ema", default=True, help="EMA weights of a trained run")
 @click.option("--pdf", is_flag=True, help="also write the figure as PDF")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("stability"), help="folder")
-def stability_cmd(runs, t_tilde, scales, samples, batch_size, seeds, split, reference, labels, ema, pdf, out):
+def stability_cmd(runs, t_tilde, scales, samples, batch_size, seeds, split, data, reference, labels, ema, pdf, out):
     """Error of the predicted x0 when x_t̃ is perturbed by N(0, s²I), per scale s (Fig. 2).
 
     All RUNs see the same x_t̃ and the same perturbations per seed; the figure labels each bar with
     its relative difference to the reference RUN. Writes OUT/stability.json and OUT/stability.png.
     """
-    from ..analysis.specs import data_tensor
     from ..analysis.stability import perturbation_error, relative_difference
     from ..plotting import plot_stability
 
@@ -200,7 +209,7 @@ def stability_cmd(runs, t_tilde, scales, samples, batch_size, seeds, split, refe
         model = _load(spec, ema)
         rows = []
         for seed in seed_list:
-            x0 = data_tensor(model, split, samples, seed)
+            x0 = _x0(model, split, samples, seed, data)
             gen = torch.Generator(device=x0.device).manual_seed(seed)
             try:
                 res = perturbation_error(
