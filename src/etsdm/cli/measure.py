@@ -158,7 +158,8 @@ def lipschitz_cmd(
             "dt": per_seed[0].dt,
             "K": k_mean.tolist(),
             "K_std_over_seeds": k_std.tolist(),
-            "K_sem": per_seed[0].K_sem.tolist() if len(seed_list) == 1 else k_std.tolist(),
+            # the band of the figure: ±2 standard errors, over samples (one seed) or over seeds
+            "K_sem": (per_seed[0].K_sem.numpy() if len(seed_list) == 1 else k_std / len(seed_list) ** 0.5).tolist(),
             "K_per_seed": [c.K.tolist() for c in per_seed],
             "n_samples": samples,
             "seeds": seed_list,
