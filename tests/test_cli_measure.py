@@ -146,6 +146,11 @@ def test_metric_names_in_sync_and_library_evaluate_psnr(tmp_path):
     assert any(line.startswith("PSNR") for line in format_results(res))
     with pytest.raises(ValueError, match="paired targets"):
         evaluate_samples(target[:2], target, ["psnr"])
+    from etsdm.metrics import psnr
+
+    overshoot = 3 * target  # image metrics clamp to [-1, 1], as saving the images would
+    clamped = float(psnr(overshoot.clamp(-1, 1), target).mean())
+    assert evaluate_samples(overshoot, target, ["psnr"])["psnr"]["mean"] == pytest.approx(clamped, rel=1e-12)
     np.savez(tmp_path / "sr.npz", samples=(target + 0.02).numpy(), targets=target.numpy())
     np.savez(tmp_path / "ref.npz", images=target.numpy())
     out = _run("evaluate", tmp_path / "sr.npz", "--ref", tmp_path / "ref.npz", "--out", tmp_path / "e")

@@ -7,6 +7,9 @@
 ``reference`` is ``"digits"`` (train split as the FID reference, test split for the floor),
 ``"gmm"`` (the default ring mixture) or a :class:`~etsdm.analytic.GaussianMixture`, or a tensor
 of reference images (``psnr`` / ``ssim`` targets, or the Inception-v3 FID reference).
+
+Image metrics (FID, PSNR, SSIM) clamp the samples to [-1, 1] first, as saving them as images
+would; the mixture metrics use the raw vectors.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ def evaluate_samples(
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; allowed: {', '.join(METRICS)}")
     x = samples.float()
+    images = x.clamp(-1, 1)  # image metrics see the samples as they would be saved (the sampler may overshoot)
     out: dict[str, Any] = {"n_samples": int(x.shape[0]), "seeds": list(seeds), "reference": kind}
     for metric in metrics:
         if metric == "fid-digits":
@@ -90,13 +94,13 @@ def evaluate_samples(
             from .features import digits_split
 
             out[metric] = {
-                **fid_with_floor(x, ref, digits_split("test")[0], net, n=n, seeds=seeds),
+                **fid_with_floor(images, ref, digits_split("test")[0], net, n=n, seeds=seeds),
                 "feature_net": report,
             }
         elif metric == "fid-inception":
             if kind == "gmm" or inception_weights is None:
                 raise ValueError("fid-inception needs image references and a local --inception-weights file")
-            value = inception_fid(x, ref, inception_weights)
+            value = inception_fid(images, ref, inception_weights)
             out[metric] = {"fid": value, "n": int(x.shape[0]), "n_ref": int(ref.shape[0])}
         elif metric == "gmm":
             if kind != "gmm":
@@ -106,7 +110,7 @@ def evaluate_samples(
             target = targets if targets is not None else ref
             if kind == "gmm" or not isinstance(target, Tensor) or target.shape != x.shape:
                 raise ValueError(f"{metric} needs paired targets of the samples' shape {tuple(x.shape)}")
-            vals = (psnr if metric == "psnr" else ssim)(x, target.float())
+            vals = (psnr if metric == "psnr" else ssim)(images, target.float())
             out[metric] = {
                 "mean": float(vals.mean()),
                 "std_over_images": float(vals.std()) if len(vals) > 1 else 0.0,
