@@ -17,6 +17,26 @@ def _fail(err: Exception) -> click.ClickException:
     return click.ClickException(str(err))
 
 
+THREADS_HELP = ("CPU threads for torch: a number, or 'auto' = all cores when the machine is idle, 1 when it is "
+                "busy (load average >= cores - 0.5: on a shared CPU, intra-op threads slow PyTorch many-fold).")
+
+
+def _set_threads(threads: str) -> None:
+    """Apply --threads (see THREADS_HELP)."""
+    import os
+
+    import torch
+
+    if threads == "auto":
+        cores = os.cpu_count() or 1
+        n = 1 if os.getloadavg()[0] >= cores - 0.5 else torch.get_num_threads()
+    else:
+        n = int(threads) if threads.isdigit() else 0
+        if n < 1:
+            raise click.BadParameter(f"{threads!r}: expected 'auto' or a positive integer", param_hint="--threads")
+    torch.set_num_threads(n)
+
+
 @click.command("train")
 @click.argument("config", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -26,17 +46,24 @@ def _fail(err: Exception) -> click.ClickException:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit without training.")
+@click.option("--fields", is_flag=True, help="List every config field (for --set) and exit.")
+@click.option("--threads", default="auto", help=THREADS_HELP)
 def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None, resume: bool, progress: bool,
-              print_config: bool) -> None:
+              print_config: bool, fields: bool, threads: str) -> None:
     """Train a diffusion model (baseline or E-TSDM) from CONFIG.
 
     Without CONFIG: E-TSDM (t̃ = 100, n = 5) on the embedded sklearn digits, a few minutes on a
     laptop CPU. Writes OUT/config.yaml, metrics.jsonl, tb/, checkpoints/ (safetensors), a sample
-    grid samples/step_*.png and loss.png. Multi-GPU: `accelerate launch -m etsdm.cli train CONFIG`.
+    grid samples/step_*.png and loss.png. Several GPUs, same flags:
+    `accelerate launch --num_processes 4 $(which etsdm) train CONFIG`.
     """
-    from ..config import ConfigError, dump_config, load_config
+    from ..config import ConfigError, dump_config, field_help, load_config
     from ..train.trainer import NonFiniteLossError, Trainer
 
+    if fields:
+        for path, text in field_help():
+            click.echo(f"{path:32s} {text}")
+        return
     if resume and out is None:
         raise click.UsageError("--resume needs --out RUN_DIR (the run to continue)")
     if resume and config is None and (out / "config.yaml").is_file():
@@ -51,6 +78,7 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
     out = out or Path("runs") / (config.stem if config else "digits_etsdm")
     if not resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
         raise click.UsageError(f"{out} already holds checkpoints: pass --resume to continue it, or another --out")
+    _set_threads(threads)
     t0 = time.perf_counter()
     try:
         result = Trainer(cfg, out, resume=resume, progress=progress).train()
@@ -76,8 +104,9 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
 @click.option("--spacing", type=click.Choice(SPACINGS), default="time-uniform", help="Time-step spacing.")
 @click.option("--eta", type=click.FloatRange(min=0), default=0.0, help="DDIM η (0 = deterministic).")
 @click.option("--device", default="cpu", help="torch device, e.g. cpu or cuda.")
+@click.option("--threads", default="auto", help=THREADS_HELP)
 def sample_cmd(run: str, sampler: str, nfe: int, num: int, seed: int, out: Path | None, batch: int, ema: bool,
-               spacing: str, eta: float, device: str) -> None:
+               spacing: str, eta: float, device: str, threads: str) -> None:
     """Draw samples from RUN (a run dir, checkpoint dir, diffusers folder, or gmm / gmm:etsdm).
 
     The run's own condition map (E-TSDM or not) is applied automatically by its Denoiser.
@@ -89,6 +118,7 @@ def sample_cmd(run: str, sampler: str, nfe: int, num: int, seed: int, out: Path 
     from ..runs import generate, load_model
     from ..train.outputs import save_samples_png
 
+    _set_threads(threads)
     try:
         model = load_model(run, ema=ema, device=device)
     except (FileNotFoundError, ValueError) as err:

@@ -227,7 +227,9 @@ class Trainer:
                 if self.step % tc.checkpoint_every == 0 or self.step == tc.steps:
                     last_ckpt = self._checkpoint() or last_ckpt
                 if tc.sample_every and self.step % tc.sample_every == 0 and self.step != tc.steps:
-                    self.preview()
+                    if self.acc.is_main_process:
+                        self.preview()
+                    self.acc.wait_for_everyone()
         except NonFiniteLossError as err:
             where = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
             raise NonFiniteLossError(f"{err}; stopped, {where}") from None
