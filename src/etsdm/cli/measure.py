@@ -101,7 +101,7 @@ def _mean_std(rows: list) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------
-@click.command("lipschitz")
+@click.command("lipschitz", short_help="Lipschitz constants K(t, t′) of ε in t (Eq. 8), all RUNs in one figure.")
 @click.argument("runs", nargs=-1, required=True)
 @click.option("--t-start", type=float, default=None, help="first t (default 0, or Δt in continuous time)")
 @click.option("--t-max", type=float, default=None, help="last t (default t_max − Δt: the whole range)")
@@ -178,7 +178,7 @@ def lipschitz_cmd(
 
 
 # --------------------------------------------------------------------------------------------
-@click.command("stability")
+@click.command("stability", short_help="Error of the predicted x0 under input perturbations at t̃ (Fig. 2).")
 @click.argument("runs", nargs=-1, required=True)
 @click.option("--t", "t_tilde", type=float, default=None, help="time t̃ of the perturbation (default 100 / 0.1)")
 @click.option("--scales", default="0.05,0.1,0.2,0.3", help="comma-separated perturbation std devs")
@@ -249,7 +249,7 @@ def stability_cmd(runs, t_tilde, scales, samples, batch_size, seeds, split, data
 
 
 # --------------------------------------------------------------------------------------------
-@click.command("schedules")
+@click.command("schedules", short_help="dα/dt at 0, σ and dσ/dt near 0, SNR curves, Fig. A8 and A9.")
 @click.option("--T", "T", type=click.IntRange(min=2), default=1000, help="discrete timesteps")
 @click.option("--pdf", is_flag=True, help="also write the figures as PDF")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("schedules"), help="folder")
@@ -346,7 +346,7 @@ def _feature_net(path: Path | None, out: Path):
     return net, {"file": str(out / "digits_features.safetensors"), **report.__dict__}
 
 
-@click.command("evaluate")
+@click.command("evaluate", short_help="Sample quality: FID-n with its floor, mixture metrics, PSNR/SSIM.")
 @click.argument("samples_file", metavar="SAMPLES", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--ref", required=True, help="reference: 'digits', 'gmm', or an .npz (key samples/images/targets/x)")
 @click.option(
@@ -422,7 +422,7 @@ def evaluate_cmd(samples_file, ref, metrics, seeds, n, features_path, inception_
 
 
 # --------------------------------------------------------------------------------------------
-@click.command("features")
+@click.command("features", short_help="Train the digits feature network used by FID on digits.")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
