@@ -67,13 +67,13 @@ def test_stability_two_specs_relative_difference(tmp_path):
 
 
 def test_schedules_table_and_figures(tmp_path):
-    res = _run("schedules", "--T", 200, "--out", tmp_path)
+    res = _run("schedules", "--T", 200, "--pdf", "--out", tmp_path)
     assert res.exit_code == 0, res.output
     out = json.loads((tmp_path / "schedules.json").read_text())
     assert {r["schedule"] for r in out["table"]} == {"linear", "quadratic", "cosine", "cosine-shift", "zero-snr"}
     assert set(out["snr_ratio_modified"]) == {"linear", "quadratic", "cosine"}
-    for name in ("snr.png", "snr_ratio_modified.png", "remap_snr.png"):
-        assert (tmp_path / name).is_file()
+    for name in ("snr", "snr_ratio_modified", "remap_snr"):
+        assert (tmp_path / f"{name}.png").is_file() and (tmp_path / f"{name}.pdf").is_file()
 
 
 def test_evaluate_gmm_samples(tmp_path):

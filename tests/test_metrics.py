@@ -157,6 +157,15 @@ def test_psnr_closed_form_and_ssim():
         psnr(pred, target[:2])
 
 
+def test_inception_input_conversion():
+    from etsdm.metrics.fid import _to_uint8_rgb
+
+    x = torch.tensor([-1.0, 0.0, 1.0, 2.0]).reshape(1, 1, 2, 2)
+    out = _to_uint8_rgb(x)
+    assert out.dtype == torch.uint8 and out.shape == (1, 3, 2, 2)
+    assert out[0, 0].flatten().tolist() == [0, 128, 255, 255] and torch.equal(out[0, 0], out[0, 2])
+
+
 def test_inception_fid_needs_local_weights_and_optional_extra(tmp_path):
     x = torch.zeros(4, 1, 8, 8)
     with pytest.raises(FileNotFoundError, match="never downloads"):

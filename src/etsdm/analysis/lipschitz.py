@@ -132,7 +132,7 @@ class LipschitzCurve:
         K_sem: its standard error over samples, (M,).
         n_samples: N, data samples per time.
         evaluations: example-evaluations of the model, = 2 N M.
-        calls: batched model calls, = ⌈2 N M / batch_size⌉.
+        calls: batched model calls, = ⌈N M / ⌊B/2⌋⌉ (⌈2 N M / B⌉ for an even batch size B).
     """
 
     t: Tensor
@@ -178,7 +178,8 @@ def lipschitz_curve(
         schedule: the model's schedule (α_t, σ_t of the forward process).
         times: the times t (physical); t′ = t + Δt.
         dt: Δt (default 1 timestep, or 1/T in continuous time).
-        batch_size: examples per model call (even, >= 2); t- and t′-halves share one call.
+        batch_size: B, examples per model call (>= 2; an odd B uses B − 1); the t- and t′-halves
+            of each call hold the same x_t.
         generator: for the forward-process noise ε (on x0's device).
         shared_noise: one ε per sample reused at every t (common random numbers).
         progress: a tqdm bar over the calls.
