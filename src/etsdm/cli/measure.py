@@ -3,7 +3,8 @@
 Each writes a JSON file with every number and a PNG figure into ``--out`` (a folder), and
 prints a short table. RUN arguments are anything ``etsdm.runs.load_model`` accepts (a run
 folder, a diffusers folder) or an analytic spec: ``gmm`` (exact ε*), ``gmm:etsdm`` (exact E-TSDM
-optimum), ``gmm:etsdm-uniform`` (Eq. A15 weighting) — these need no training.
+optimum), ``gmm:etsdm-uniform`` (Eq. A15 weighting), and each with ``:continuous`` for the
+continuous-time linear schedule — these need no training.
 """
 
 from __future__ import annotations
@@ -135,7 +136,9 @@ def lipschitz_cmd(
     for spec, given in zip(runs, label_list, strict=True):
         model = _load(spec, ema)
         schedule = model.schedule
-        continuous = continuous or schedule.continuous
+        if curves and schedule.continuous != continuous:
+            raise click.BadParameter("RUNs mix discrete and continuous time; draw them in separate calls")
+        continuous = schedule.continuous
         try:
             times = lipschitz_times(schedule, t_start=t_start, t_end=t_max, dt=dt, stride=stride, log_points=log_points)
         except ValueError as err:
