@@ -11,18 +11,19 @@ import torch
 from torch import Tensor
 
 
-def image_grid(x: Tensor, nrow: int | None = None, pad: int = 1, upscale: int | None = None) -> np.ndarray:
-    """(N, C, H, W) in [-1, 1] -> an (H', W', C) uint8 grid, white padding, nearest upscaling
-    of small images (8x8 digits become 32x32) so a person can read them."""
+def image_grid(x: Tensor, nrow: int | None = None, pad: int | None = None, upscale: int | None = None) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> an (H', W', C) uint8 grid with mid-grey padding, nearest
+    upscaling of small images (8x8 digits become 64x64) so a person can read them."""
     x = x.detach().float().cpu().clamp(-1, 1).add(1).div(2)  # denormalise to [0, 1]
     n, c, h, w = x.shape
     nrow = nrow or math.ceil(math.sqrt(n))
-    up = upscale or max(1, 32 // max(h, w))
+    up = upscale or max(1, 64 // max(h, w))
     if up > 1:
         x = x.repeat_interleave(up, 2).repeat_interleave(up, 3)
         h, w = h * up, w * up
+    pad = pad if pad is not None else max(1, min(h, w) // 16)
     rows = math.ceil(n / nrow)
-    grid = torch.ones(c, rows * (h + pad) + pad, nrow * (w + pad) + pad)
+    grid = torch.full((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), 0.5)
     for i in range(n):
         r, q = divmod(i, nrow)
         grid[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = x[i]
