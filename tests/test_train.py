@@ -161,10 +161,12 @@ def test_batch_must_split_over_accumulation(tmp_path):
 
 
 def test_grad_accumulation_and_mlp_on_gmm(tmp_path):
-    cfg = load_config(None, ["data.name=gmm", "data.num_samples=64", "model.name=mlp", "model.preset=tiny",
-                             "train.steps=2", "train.batch_size=16", "train.grad_accum=2", "train.tensorboard=false",
-                             "sample.sampler=ddim", "sample.nfe=3", "sample.num=8",
-                             "schedule.continuous=true", "diffusion.prediction=v"])
+    from etsdm.config import configs_dir
+
+    sets = ["data.num_samples=64", "model.preset=tiny", "train.steps=2", "train.batch_size=16", "train.grad_accum=2",
+            "train.tensorboard=false", "sample.sampler=ddim", "sample.nfe=3", "sample.num=8",
+            "schedule.continuous=true", "diffusion.prediction=v"]
+    cfg = load_config(configs_dir() / "gmm_etsdm.yaml", sets)
     res = Trainer(cfg, tmp_path, progress=False).train()
     assert res.step == 2 and res.final_loss is not None
     assert (tmp_path / "samples" / "step_00000002.png").exists()
