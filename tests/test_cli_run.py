@@ -152,3 +152,8 @@ def test_gmm_specs_are_exact_denoisers():
     torch.testing.assert_close(etsdm.denoiser.eps(x, 20.0), etsdm.denoiser.eps(x, 39.0))  # one shared condition
     assert etsdm.denoiser.condition.config()["kind"] == "etsdm" and base.mixture is not None
     assert len(base.dataset("test")) > 0
+    cont = load_model("gmm:etsdm:continuous")
+    csched = make_schedule("linear", continuous=True)
+    ref = mix.shared_eps(x, 0.05, csched, TimestepSharing(0.1, 5, T=None))
+    torch.testing.assert_close(cont.denoiser.eps(x, 0.05), ref)
+    assert cont.schedule.continuous and load_model("gmm:continuous").denoiser.condition.config() == {"kind": "identity"}

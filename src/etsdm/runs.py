@@ -11,8 +11,9 @@
     ``etsdm.json`` sidecar if present, else from ``scheduler_config.json`` (diffusers' own table,
     so identical), else DDPM's linear schedule; the prediction type likewise; the condition map
     is the identity unless the sidecar says otherwise;
-  - ``"gmm"`` / ``"gmm:etsdm"``: the exact ε* of the analytic Gaussian mixture, or the exact
-    E-TSDM optimum (Theorem 4.1), wrapped as a Denoiser.
+  - ``"gmm"`` / ``"gmm:etsdm"``: the exact ε* of the analytic Gaussian mixture (8-mode ring), or
+    the exact E-TSDM optimum (Theorem 4.1, t̃ = 100, n = 5), wrapped as a Denoiser, on the discrete
+    linear schedule; with ``:continuous`` appended, on the continuous one (t̃ = 0.1).
 
 * :func:`export_diffusers` writes a run as a diffusers folder (``UNet2DModel.save_pretrained``,
   a ``DDPMScheduler`` config with the run's exact β table, and ``etsdm.json`` with the condition
@@ -40,6 +41,7 @@ from .schedules import DiscreteSchedule, Schedule, make_schedule, schedule_from_
 from .train.checkpoint import latest_checkpoint, load_weights, read_meta
 
 SIDECAR = "etsdm.json"
+GMM_SPECS = ("gmm", "gmm:etsdm", "gmm:continuous", "gmm:etsdm:continuous")
 _PRED_FROM_DIFFUSERS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 _PRED_TO_DIFFUSERS = {v: k for k, v in _PRED_FROM_DIFFUSERS.items()}
 
@@ -204,7 +206,7 @@ def load_model(spec: str | Path, *, ema: bool = True, device: str | torch.device
     """Load a trained model (see the module docstring for what ``spec`` may be).
 
     Args:
-        spec: run dir, checkpoint dir, diffusers folder, or "gmm" / "gmm:etsdm".
+        spec: run dir, checkpoint dir, diffusers folder, or one of :data:`GMM_SPECS`.
         ema: use the EMA weights (default) when the checkpoint has them.
         device: where the network lives.
         config: for "gmm" specs only: a RunConfig whose schedule / data.gmm / condition (t̃, n) to use.
@@ -213,7 +215,7 @@ def load_model(spec: str | Path, *, ema: bool = True, device: str | torch.device
         FileNotFoundError: no such path, or a run without checkpoints. ValueError: unrecognised folder.
     """
     s = str(spec)
-    if s in ("gmm", "gmm:etsdm"):
+    if s in GMM_SPECS:
         return _load_gmm(s, config, device)
     path = Path(s)
     if not path.exists():
@@ -234,8 +236,12 @@ def load_model(spec: str | Path, *, ema: bool = True, device: str | torch.device
 def _load_gmm(spec: str, config: RunConfig | None, device: str | torch.device) -> LoadedModel:
     from .data.gmm import make_mixture
 
-    cfg = config if config is not None else from_dict({"name": spec, "data": {"name": "gmm"}, "model": {"name": "mlp"}})
-    etsdm = spec.endswith(":etsdm")
+    if config is None:
+        continuous = spec.endswith(":continuous")
+        config = from_dict({"name": spec, "data": {"name": "gmm"}, "model": {"name": "mlp"},
+                            "schedule": {"continuous": continuous}})
+    cfg = config
+    etsdm = spec.startswith("gmm:etsdm")
     schedule = cfg.build_schedule()
     mixture = make_mixture(cfg.data.gmm)
     c = cfg.diffusion.condition
