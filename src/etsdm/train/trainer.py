@@ -120,7 +120,9 @@ class Trainer:
         self.net, self.opt = self.acc.prepare(raw, opt)
         if resume:
             self.opt.load_state_dict(self._resume_opt_state)
-            del self._resume_opt_state
+            if self._resume_scaler_state and getattr(self.acc, "scaler", None) is not None:
+                self.acc.scaler.load_state_dict(self._resume_scaler_state)  # fp16 loss scale
+            del self._resume_opt_state, self._resume_scaler_state
         self.ema.module.to(self.acc.device)
         self._lowres: Tensor | None = None
         # The Denoiser calls the (possibly DDP-wrapped) network through self._call_net, so
@@ -146,6 +148,7 @@ class Trainer:
             self.ema.load_state_dict(load_weights(ckpt, ema=True), meta["ema_updates"])
         state = load_state(ckpt)
         self._resume_opt_state = state["optimizer"]
+        self._resume_scaler_state = state.get("scaler")
         self.lr_sched.load_state_dict(state["lr_scheduler"])
         set_rng_state(state["rng"])
         self.step = int(meta["step"])
@@ -172,7 +175,9 @@ class Trainer:
         self.acc.wait_for_everyone()
         path = None
         if self.acc.is_main_process:
-            state = {"optimizer": self.opt.state_dict(), "lr_scheduler": self.lr_sched.state_dict(), "rng": rng_state()}
+            scaler = getattr(self.acc, "scaler", None)
+            state = {"optimizer": self.opt.state_dict(), "lr_scheduler": self.lr_sched.state_dict(), "rng": rng_state(),
+                     "scaler": scaler.state_dict() if scaler is not None else None}
             path = save_checkpoint(self.run_dir, self.step, model=self.acc.unwrap_model(self.net),
                                    ema=self.ema.module, ema_updates=self.ema.num_updates, state=state,
                                    config_yaml=dump_config(self.cfg), keep_last=self.cfg.train.keep_last)
