@@ -44,6 +44,7 @@ from etsdm.analysis import lipschitz_curve
 from etsdm.analysis.lipschitz import sharing_boundaries
 from etsdm.metrics import format_pm, gmm_metrics, summarize
 from etsdm.plotting import COLORS, plot_lipschitz, save_figure
+from etsdm.samplers import SPACINGS
 from etsdm.schedules import Schedule
 
 F64 = torch.float64
@@ -159,9 +160,12 @@ def discrete_models(cfg: Config) -> list[ModelSpec]:
 # ---------------------------------------------------------------------------------------------
 # 1 + 4: samples, quality metrics and ODE-solver error
 # ---------------------------------------------------------------------------------------------
-def draw(model, noise: Tensor, schedule: Schedule, sampler: str, nfe: int, seed: int) -> Tensor:
+def draw(
+    model, noise: Tensor, schedule: Schedule, sampler: str, nfe: int, seed: int, spacing: str = "time-uniform"
+) -> Tensor:
     """One sampler run from ``noise``; ancestral noise (ddpm) from its own seeded generator."""
-    return sample(model, noise, schedule, sampler, nfe, generator=torch.Generator().manual_seed(10_000 + seed))
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    return sample(model, noise, schedule, sampler, nfe, spacing=spacing, generator=gen)
 
 
 def quality_and_solver(
@@ -175,6 +179,7 @@ def quality_and_solver(
     reference_nfe: int | None,
     log: Callable[[str], None],
     main_models: int = 3,
+    spacing: str = "time-uniform",
 ) -> dict:
     """Metrics of every (model, sampler) over seeds: the first ``main_models`` models with
     ``samplers``, the rest with ``other_samplers``. For the main models (when ``reference_nfe`` is
@@ -193,15 +198,15 @@ def quality_and_solver(
             model = spec.build(gm, schedule)
             start = time.time()
             with_ref = reference_nfe is not None and i < main_models
-            ref = draw(model, noise, schedule, "dpm-solver-3", reference_nfe, seed) if with_ref else None
+            ref = draw(model, noise, schedule, "dpm-solver-3", reference_nfe, seed, spacing) if with_ref else None
             if ref is not None:
                 refs[seed][spec.label] = ref
                 if seed == seeds[0]:  # accuracy of the reference: an independent solver at the same NFE
-                    alt = draw(model, noise, schedule, "dpm-solver-2", reference_nfe, seed)
+                    alt = draw(model, noise, schedule, "dpm-solver-2", reference_nfe, seed, spacing)
                     ref_check[spec.label] = float((alt - ref).norm(dim=1).mean())
             for sampler, nfe in samplers if i < main_models else other_samplers:
                 key = f"{sampler} {nfe}"
-                x = draw(model, noise, schedule, sampler, nfe, seed)
+                x = draw(model, noise, schedule, sampler, nfe, seed, spacing)
                 if not bool(torch.isfinite(x).all()):
                     raise RuntimeError(f"non-finite samples: {spec.label}, {key}, seed {seed}")
                 metrics = gmm_metrics(x, gm, seeds=(seed,))
@@ -219,6 +224,7 @@ def quality_and_solver(
     return {
         "n_samples": n_samples,
         "seeds": list(seeds),
+        "spacing": spacing,
         "metrics": {
             m: {k: {n: summarize("value", v) for n, v in r.items()} for k, r in d.items()} for m, d in per.items()
         },
@@ -578,6 +584,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3, help="number of noise seeds 0..S-1 (>= 1)")
     p.add_argument("--n-samples", type=int, default=None, help="samples per quality cell (default 1000, quick 64)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: shared CPU)")
+    p.add_argument("--spacing", choices=SPACINGS, default="time-uniform", help="step spacing of every sampler")
+    p.add_argument("--only-samplers", action="store_true", help="only parts 1 and 4 (samplers), discrete time")
     p.add_argument("--no-figures", action="store_true", help="skip the PNGs")
     p.add_argument("--replot", action="store_true", help="only redraw the figures from <out>/analytic.json")
     args = p.parse_args(argv)
@@ -609,6 +617,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     schedule = make_schedule("linear", T=1000)
     specs = discrete_models(cfg)
     results: dict = {
+        "spacing": args.spacing,
         "config": {k: v for k, v in vars(cfg).items()},
         "seeds": seeds,
         "quick": args.quick,
@@ -619,23 +628,37 @@ def main(argv: Sequence[str] | None = None) -> dict:
         log(f"{name}: samplers (discrete linear, T = 1000)")
         res = {
             "quality": quality_and_solver(
-                gm, schedule, specs, cfg.samplers, cfg.other_samplers, seeds, cfg.n_samples, cfg.reference_nfe, log
+                gm,
+                schedule,
+                specs,
+                cfg.samplers,
+                cfg.other_samplers,
+                seeds,
+                cfg.n_samples,
+                cfg.reference_nfe,
+                log,
+                spacing=args.spacing,
             )
         }
+        results["mixtures"][name] = res
+        title = f"{name}, discrete linear T=1000, {args.spacing} steps"
+        tables += [
+            quality_table(res["quality"], title),
+            solver_table(res["quality"], title),
+            paired_table(res["quality"], name),
+            per_mode_table(res["quality"], gm, name),
+        ]
+        if args.only_samplers:
+            continue
         log(f"{name}: Lipschitz curves")
         res["lipschitz"] = lipschitz_part(gm, schedule, specs[:3], cfg, seed=0)
         log(f"{name}: Theorem 4.1")
         res["theorem41"] = theorem_part(gm, schedule, cfg, seed=0)
-        results["mixtures"][name] = res
         tables += [
-            quality_table(res["quality"], f"{name}, discrete linear T=1000"),
-            solver_table(res["quality"], f"{name}, discrete linear T=1000"),
-            paired_table(res["quality"], name),
-            per_mode_table(res["quality"], gm, name),
             lipschitz_table(res["lipschitz"], name),
             theorem_table(res["theorem41"], f"{name}, t̃ = {cfg.bound_t_tilde}"),
         ]
-    if cfg.continuous:
+    if cfg.continuous and not args.only_samplers:
         log("ring: samplers (continuous linear)")
         cont = make_schedule("linear", continuous=True)
         cspecs = [
@@ -645,7 +668,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         ]
         gm = mixtures()["ring"]
         results["continuous_ring"] = quality_and_solver(
-            gm, cont, cspecs, cfg.continuous_samplers, [], seeds, cfg.n_samples, None, log
+            gm, cont, cspecs, cfg.continuous_samplers, [], seeds, cfg.n_samples, None, log, spacing=args.spacing
         )
         tables.append(quality_table(results["continuous_ring"], "ring, continuous linear (t in [0, 1])"))
         tables.append(paired_table(results["continuous_ring"], "ring, continuous linear"))
@@ -661,6 +684,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 def write_figures(results: dict, figs: Path) -> None:
     for name, res in results["mixtures"].items():
+        if "lipschitz" not in res:  # --only-samplers
+            continue
         plot_lipschitz(
             res["lipschitz"], figs / f"analytic_lipschitz_{name}.png",
             title=f"{name}: K(t, t+1) of ε* vs ideal E-TSDM (Fig. 1b analogue)",
