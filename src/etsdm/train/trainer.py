@@ -42,6 +42,39 @@ from .checkpoint import (
 from .ema import EMA
 from .sampler import StepBatchSampler
 
+IN_MEMORY_BYTES = 2**30  # data sets up to 1 GiB without random augmentation are stacked into one tensor
+
+
+class InMemory(torch.utils.data.Dataset):
+    """A data set's items stacked into one tensor; a batch is one fancy-indexing op
+    (``__getitems__``), not ``batch_size`` Python calls and a collate. Same items, same order."""
+
+    def __init__(self, items: Tensor):
+        self.items = items
+
+    def __len__(self) -> int:
+        return self.items.shape[0]
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.items[i]
+
+    def __getitems__(self, indices: list[int]) -> Tensor:
+        return self.items[torch.as_tensor(indices)]
+
+
+def _as_batch(batch: Tensor) -> Tensor:
+    return batch
+
+
+def _maybe_in_memory(ds: Any, cfg: RunConfig) -> Any:
+    """Stack a small, augmentation-free data set of plain tensors (digits, gmm) into memory."""
+    if cfg.data.hflip or cfg.data.name not in ("digits", "gmm") or isinstance(ds, InMemory):
+        return ds
+    first = ds[0]
+    if not isinstance(first, Tensor) or len(ds) * first.numel() * first.element_size() > IN_MEMORY_BYTES:
+        return ds
+    return InMemory(torch.stack([ds[i] for i in range(len(ds))]))
+
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped without saving the bad weights."""
@@ -100,7 +133,7 @@ class Trainer:
         self.acc = accelerator or Accelerator(mixed_precision=tc.mixed_precision,
                                               gradient_accumulation_steps=tc.grad_accum)
         self.progress = progress and self.acc.is_main_process
-        self.dataset = dataset if dataset is not None else build_dataset(cfg, "train")
+        self.dataset = dataset if dataset is not None else _maybe_in_memory(build_dataset(cfg, "train"), cfg)
         self.shape = dataset_shape(self.dataset) if dataset is None else tuple(_split_batch(self.dataset[0])[0].shape)
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
         raw = net if net is not None else build_net(cfg, self.shape)
@@ -157,6 +190,9 @@ class Trainer:
         tc = self.cfg.train
         sampler = StepBatchSampler(len(self.dataset), self.micro_batch, seed=tc.seed, rank=self.acc.process_index,
                                    world_size=self.acc.num_processes, start=self.step * tc.grad_accum)
+        if isinstance(self.dataset, InMemory):
+            return DataLoader(self.dataset, batch_sampler=sampler, collate_fn=_as_batch,
+                              pin_memory=self.acc.device.type == "cuda")
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.cfg.data.num_workers,
                           pin_memory=self.acc.device.type == "cuda", persistent_workers=False)
 
