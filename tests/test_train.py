@@ -234,3 +234,17 @@ def test_two_cpu_processes_see_different_data_and_stay_in_sync(tmp_path):
     for k in range(3):  # step by step, the two ranks read different examples
         assert not set(seen0[4 * k : 4 * k + 4]) & set(seen1[4 * k : 4 * k + 4])
     assert latest_checkpoint(tmp_path / "run").name == "step_00000003"
+
+
+def test_in_memory_batches_equal_the_data_set_items(tmp_path):
+    from etsdm.runs import build_dataset
+    from etsdm.train.trainer import InMemory
+
+    cfg = tiny_cfg(1)
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    assert isinstance(trainer.dataset, InMemory)
+    ds = build_dataset(cfg)
+    sampler = StepBatchSampler(len(ds), 8, seed=cfg.train.seed)
+    batches = iter(trainer._loader())
+    for k in range(200):  # crosses an epoch boundary (187 batches of 8)
+        assert torch.equal(next(batches), torch.stack([ds[i] for i in sampler.indices(k)]))
