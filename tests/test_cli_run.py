@@ -157,3 +157,26 @@ def test_gmm_specs_are_exact_denoisers():
     ref = mix.shared_eps(x, 0.05, csched, TimestepSharing(0.1, 5, T=None))
     torch.testing.assert_close(cont.denoiser.eps(x, 0.05), ref)
     assert cont.schedule.continuous and load_model("gmm:continuous").denoiser.condition.config() == {"kind": "identity"}
+
+
+def test_sample_evaluate_reports_mixture_metrics_with_their_floor(tmp_path):
+    """`etsdm sample --evaluate` on the exact mixture: metrics beside their true-vs-true values; exact
+    ε* with DDPM gives a near-mode share close to the true one, a 1-step sampler does not."""
+    shares = {}
+    for nfe in (1, 200):
+        out = tmp_path / f"g{nfe}.npz"
+        res = CliRunner().invoke(main, ["sample", "gmm", "--sampler", "ddpm", "--nfe", str(nfe), "--num", "400",
+                                        "--out", str(out), "--evaluate", "--eval-seeds", "0,1", "--threads", "1"])
+        assert res.exit_code == 0, res.output
+        results = json.loads(out.with_suffix(".eval.json").read_text())
+        gmm = results["gmm"]
+        shares[nfe] = (gmm["near_mode"]["value"], gmm["near_mode"]["true"])
+    true_share = shares[200][1]
+    assert abs(shares[200][0] - true_share) < 0.05
+    assert shares[1][0] < true_share - 0.2
+
+
+def test_sample_evaluate_rejects_bad_seeds(tmp_path):
+    res = CliRunner().invoke(main, ["sample", "gmm", "--num", "4", "--nfe", "2", "--out", str(tmp_path / "a.npz"),
+                                    "--evaluate", "--eval-seeds", "x"])
+    assert res.exit_code != 0 and "--eval-seeds" in res.output
