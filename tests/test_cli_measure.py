@@ -12,14 +12,7 @@ from click.testing import CliRunner
 from etsdm.cli import main
 from etsdm.data import digits_arrays, make_mixture
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is fastest, and robust to a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # small tensors: one thread is fastest
 
 
 def _run(*args):

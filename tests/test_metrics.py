@@ -27,14 +27,7 @@ from etsdm.metrics import (
     train_feature_net,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is fastest, and robust to a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # small tensors: one thread is fastest
 
 
 @pytest.fixture(scope="module")

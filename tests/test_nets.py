@@ -14,14 +14,7 @@ from diffusers import UNet2DModel
 from etsdm import Denoiser, TimestepSharing, make_schedule
 from etsdm.nets import MLP, NET_PRESETS, UNet, count_parameters, make_net
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions run fastest on one thread (several threads spin badly on a shared CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny convolutions: one thread is fastest
 
 
 def _adm_parameter_count(

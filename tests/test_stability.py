@@ -11,14 +11,7 @@ from etsdm import Denoiser, GaussianMixture, TimestepSharing, make_schedule
 from etsdm.analysis import perturbation_error, relative_difference
 from etsdm.analysis.specs import analytic_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is fastest, and robust to a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # small tensors: one thread is fastest
 
 
 SCHED = make_schedule("linear", T=1000)

@@ -9,14 +9,7 @@ import torch
 
 from etsdm.analysis import remap_snr, schedule_table, snr_ratio_modified
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is fastest, and robust to a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # small tensors: one thread is fastest
 
 
 def test_table_dalpha_dt_matches_appendix_c1_and_modified_ns_is_zero():
