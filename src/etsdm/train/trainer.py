@@ -59,7 +59,7 @@ class InMemory(torch.utils.data.Dataset):
         return self.items[i]
 
     def __getitems__(self, indices: list[int]) -> Tensor:
-        return self.items[torch.as_tensor(indices)]
+        return self.items[torch.as_tensor(indices, device=self.items.device)]
 
 
 def _as_batch(batch: Tensor) -> Tensor:
@@ -190,9 +190,9 @@ class Trainer:
         tc = self.cfg.train
         sampler = StepBatchSampler(len(self.dataset), self.micro_batch, seed=tc.seed, rank=self.acc.process_index,
                                    world_size=self.acc.num_processes, start=self.step * tc.grad_accum)
-        if isinstance(self.dataset, InMemory):
-            return DataLoader(self.dataset, batch_sampler=sampler, collate_fn=_as_batch,
-                              pin_memory=self.acc.device.type == "cuda")
+        if isinstance(self.dataset, InMemory):  # small: kept on the training device, no per-step copy
+            self.dataset.items = self.dataset.items.to(self.acc.device)
+            return DataLoader(self.dataset, batch_sampler=sampler, collate_fn=_as_batch)
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.cfg.data.num_workers,
                           pin_memory=self.acc.device.type == "cuda", persistent_workers=False)
 
