@@ -24,6 +24,7 @@ last step is unchanged; s = 0 for cosine.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,7 +43,7 @@ def _as_f64(t: Tensor | float) -> Tensor:
     return torch.tensor(float(t), dtype=torch.float64)
 
 
-class Schedule:
+class Schedule(ABC):
     """A VP noise schedule. Subclasses define ``_log_alpha`` and ``_dlog_alpha_dt``.
 
     Attributes:
@@ -72,12 +73,14 @@ class Schedule:
         """Smallest noisy time a sampler stops at before the final denoising step."""
         return 1e-3 if self.continuous else 0.0
 
-    # --- to implement -----------------------------------------------------------------------
-    def _log_alpha(self, t: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    # --- what a schedule defines ------------------------------------------------------------
+    @abstractmethod
+    def _log_alpha(self, t: Tensor) -> Tensor:
+        """log α_t, unclamped (float64 in, float64 out)."""
 
-    def _dlog_alpha_dt(self, t: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _dlog_alpha_dt(self, t: Tensor) -> Tensor:
+        """d log α_t / dt (one-sided from the right at grid points)."""
 
     # --- public interface -------------------------------------------------------------------
     def log_alpha(self, t: Tensor | float) -> Tensor:
