@@ -94,19 +94,11 @@ def analytic_model(spec: str) -> AnalyticModel:
 
 def load(spec: str, *, ema: bool = True, device: str = "cpu") -> Any:
     """A model for ``spec``: ``gmm:etsdm-uniform`` here, anything else by ``etsdm.runs.load_model``
-    (run folders, diffusers folders, ``gmm``, ``gmm:etsdm``); :func:`analytic_model` if etsdm.runs
-    is missing."""
+    (run folders, diffusers folders, ``gmm``, ``gmm:etsdm``)."""
+    from ..runs import load_model
+
     if spec in ANALYTIC_SPECS and spec not in ("gmm", "gmm:etsdm"):
         return analytic_model(spec)
-    try:
-        from ..runs import load_model  # type: ignore[import-not-found]
-    except ImportError as err:
-        if spec in ANALYTIC_SPECS:
-            return analytic_model(spec)
-        raise ValueError(
-            f"cannot load {spec!r}: run loading (etsdm.runs) is not available in this install ({err}); "
-            f"analytic specs work: {', '.join(ANALYTIC_SPECS)}"
-        ) from err
     return load_model(spec, ema=ema, device=device)
 
 

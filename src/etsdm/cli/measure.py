@@ -54,11 +54,17 @@ def _load(spec: str, ema: bool) -> Any:
     from ..analysis.specs import load
 
     try:
-        return load(spec, ema=ema)
+        model = load(spec, ema=ema)
     except (ValueError, FileNotFoundError) as err:
         raise click.BadParameter(str(err), param_hint=f"RUN {spec!r}") from err
     except RuntimeError as err:  # e.g. weights that do not fit the network the config builds
         raise click.ClickException(f"cannot load {spec!r}: {str(err).splitlines()[0]}") from err
+    if getattr(model, "data_name", None) == "sr":
+        raise click.BadParameter(
+            "super-resolution runs need their low-resolution input at every evaluation, which the Lipschitz "
+            "and stability measurements do not pass yet; evaluate them with `etsdm sample` + `etsdm evaluate "
+            "--metric psnr`", param_hint=f"RUN {spec!r}")
+    return model
 
 
 ANALYTIC_LABELS = {
