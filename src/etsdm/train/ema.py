@@ -31,6 +31,20 @@ class EMA:
         self.warmup = warmup
         self.num_updates = 0
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self._source: nn.Module | None = None  # the model the cached tensor lists below belong to
+        self._pairs: tuple[list[torch.Tensor], ...] = ([], [], [], [])
+
+    def _tensors(self, model: nn.Module) -> tuple[list[torch.Tensor], ...]:
+        """EMA and model parameters and buffers, listed once per model (a module-tree walk costs
+        about a millisecond per step on a UNet; the tensors are updated in place, so the lists stay valid)."""
+        if self._source is not model:
+            ema_p = list(self.module.parameters())
+            cur_p = [p.detach() for p in model.parameters()]
+            if len(ema_p) != len(cur_p):
+                raise ValueError("EMA.update: the model's parameters do not match the EMA copy")
+            self._pairs = (ema_p, cur_p, list(self.module.buffers()), list(model.buffers()))
+            self._source = model
+        return self._pairs
 
     def decay(self) -> float:
         """The decay d of the next update."""
@@ -43,10 +57,10 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         """One EMA step towards ``model``'s current weights."""
         d = self.decay()
-        ema_p = [p for p in self.module.parameters()]
-        cur_p = [p.detach().to(q.dtype) for p, q in zip(model.parameters(), ema_p, strict=True)]
+        ema_p, cur_p, ema_b, cur_b = self._tensors(model)
+        cur_p = [p if p.dtype == q.dtype else p.to(q.dtype) for p, q in zip(cur_p, ema_p, strict=True)]
         torch._foreach_lerp_(ema_p, cur_p, 1.0 - d)  # θ_ema + (1-d)(θ - θ_ema)
-        for b_ema, b in zip(self.module.buffers(), model.buffers(), strict=True):
+        for b_ema, b in zip(ema_b, cur_b, strict=True):
             b_ema.copy_(b)
         self.num_updates += 1
 

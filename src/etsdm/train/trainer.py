@@ -157,6 +157,7 @@ class Trainer:
                 self.acc.scaler.load_state_dict(self._resume_scaler_state)  # fp16 loss scale
             del self._resume_opt_state, self._resume_scaler_state
         self.ema.module.to(self.acc.device)
+        self.raw_net = self.acc.unwrap_model(self.net)  # unwrapped once: unwrap_model walks the module tree
         self._lowres: Tensor | None = None
         # The Denoiser calls the (possibly DDP-wrapped) network through self._call_net, so
         # the condition map and DDP's gradient hooks both apply.
@@ -214,7 +215,7 @@ class Trainer:
             scaler = getattr(self.acc, "scaler", None)
             state = {"optimizer": self.opt.state_dict(), "lr_scheduler": self.lr_sched.state_dict(), "rng": rng_state(),
                      "scaler": scaler.state_dict() if scaler is not None else None}
-            path = save_checkpoint(self.run_dir, self.step, model=self.acc.unwrap_model(self.net),
+            path = save_checkpoint(self.run_dir, self.step, model=self.raw_net,
                                    ema=self.ema.module, ema_updates=self.ema.num_updates, state=state,
                                    config_yaml=dump_config(self.cfg), keep_last=self.cfg.train.keep_last)
             meta_path = path / "meta.json"
@@ -305,7 +306,7 @@ class Trainer:
                 self.opt.zero_grad(set_to_none=True)
             total += value
         self.lr_sched.step()
-        self.ema.update(self.acc.unwrap_model(self.net))
+        self.ema.update(self.raw_net)
         return total / tc.grad_accum
 
     def _log_window(self, window: list[float], since: float) -> float:
