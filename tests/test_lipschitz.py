@@ -40,16 +40,107 @@ def test_linear_in_t_gives_K_equal_a(a, dt):
 
 
 def test_continuous_time_and_default_dt():
+    """Default Δt = 1/T; scale "time": K per unit of continuous time; default scale "step": per
+    discrete-equivalent step, T times smaller (issue 7 item 6)."""
     sched = make_schedule("cosine", continuous=True)
 
     def eps(x, t):
         return 2.0 * torch.sin(t)[:, None] * _unit(3) + 0 * x  # K = 2 |sin(t+Δt) − sin t| / Δt
 
-    curve = lipschitz_curve(eps, _x0(), sched, lipschitz_times(sched, stride=100))
+    times = lipschitz_times(sched, stride=100)
+    per_time = lipschitz_curve(eps, _x0(), sched, times, scale="time")
     dt = 1e-3
-    expected = 2 * (torch.sin(curve.t + dt) - torch.sin(curve.t)).abs() / dt
-    assert curve.dt == dt
-    torch.testing.assert_close(curve.K, expected, rtol=1e-9, atol=1e-12)
+    expected = 2 * (torch.sin(per_time.t + dt) - torch.sin(per_time.t)).abs() / dt
+    assert per_time.dt == dt and per_time.scale == "time" and "continuous time" in per_time.unit
+    torch.testing.assert_close(per_time.K, expected, rtol=1e-9, atol=1e-12)
+    per_step = lipschitz_curve(eps, _x0(), sched, times)
+    assert per_step.scale == "step" and per_step.steps_per_unit == 1000 and "discrete-equivalent" in per_step.unit
+    torch.testing.assert_close(per_step.K, expected / 1000, rtol=1e-9, atol=1e-15)
+    with pytest.raises(ValueError, match="scale"):
+        lipschitz_curve(eps, _x0(), sched, times, scale="second")
+
+
+def test_continuous_and_discrete_K_of_the_same_model_agree_on_the_default_scale():
+    """The exact ε* of the ring on the discrete and the continuous linear schedule: discrete step
+    i is continuous t = (i + 1)/T, and per discrete-equivalent step the two curves agree (they
+    differed by T = 1000 when continuous K was per unit of time; issue 7 item 6)."""
+    from etsdm.analysis.specs import analytic_model
+
+    disc, cont = analytic_model("gmm"), analytic_model("gmm:continuous")
+    x0 = disc.dataset("train", 64)
+    steps = torch.tensor([0.0, 5.0, 50.0, 200.0, 500.0], dtype=torch.float64)
+    k_disc, k_cont = (
+        lipschitz_curve(m, x0, m.schedule, t, generator=torch.Generator().manual_seed(0)).K
+        for m, t in ((disc, steps), (cont, (steps + 1) / 1000))
+    )
+    torch.testing.assert_close(k_cont, k_disc, rtol=0.05, atol=0)
+
+
+class _TinyNet(torch.nn.Module):
+    """A small MLP net(x, c) whose output depends smoothly on x and the condition c."""
+
+    def __init__(self, d: int = 4):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.Linear(d + 1, 16), torch.nn.Tanh(), torch.nn.Linear(16, d))
+
+    def forward(self, x, c):
+        return self.body(torch.cat([x.float(), c[:, None].float() / 1000], 1))
+
+
+def test_etsdm_v_model_gives_exactly_zero_inside_subintervals_by_default():
+    """A v-prediction network under E-TSDM sharing: K of the network's own output (the default)
+    is exactly 0 inside each shared sub-interval, as for ε-models; K of the converted ε = σ x + α v
+    is not (dσ/dt · x enters it; issue 7 item 4)."""
+    den = Denoiser(_TinyNet(), SCHED, "v", TimestepSharing(100, 5, T=1000))
+    x0 = _x0(8, 4).float()
+    times = lipschitz_times(SCHED, t_end=110)
+    curve = lipschitz_curve(den, x0, SCHED, times, batch_size=64, generator=torch.Generator().manual_seed(0))
+    assert curve.output == "v" and curve.network_output
+    jumps = [19, 39, 59, 79, 99]
+    inside = [t for t in range(100) if t not in jumps]
+    assert bool((curve.K[inside] == 0).all()) and bool((curve.K[jumps] > 0).all()) and bool((curve.K[100:] > 0).all())
+    for output in ("eps", "x0"):
+        conv = lipschitz_curve(den, x0, SCHED, times, output=output, batch_size=64)
+        assert conv.output == output and not conv.network_output
+        assert bool((conv.K[inside] > 1e-4).all())
+    assert lipschitz_curve(den, x0, SCHED, times, output="v", batch_size=64).network_output
+
+
+def test_converted_outputs_of_a_plain_callable_match_the_denoiser():
+    """A plain callable is an ε-network: its "v" and "x0" conversions equal the Denoiser's."""
+    gmm = GaussianMixture.ring()
+    x0 = gmm.sample(16, torch.Generator().manual_seed(0))
+    times = torch.tensor([0.0, 30.0, 400.0], dtype=torch.float64)
+    for output in ("v", "x0"):
+        k_fn, k_den = (
+            lipschitz_curve(m, x0, SCHED, times, output=output, generator=torch.Generator().manual_seed(1)).K
+            for m in (gmm.eps_model(SCHED), Denoiser(gmm.eps_model(SCHED), SCHED, "eps"))
+        )
+        torch.testing.assert_close(k_fn, k_den, rtol=1e-9, atol=0)
+    with pytest.raises(ValueError, match="output must be one of"):
+        lipschitz_curve(gmm.eps_model(SCHED), x0, SCHED, times, output="score")
+
+
+def test_summary_mean_and_max_off_boundaries():
+    """The summary beside "K max": mean over [t_start, t̃), the max (a boundary jump for E-TSDM)
+    and the max over the t that cross no sub-interval boundary (issue 13)."""
+    from etsdm.analysis.lipschitz import boundary_jumps, curve_summary
+
+    sharing = TimestepSharing(100, 5, T=1000)
+    t = torch.arange(0.0, 121.0, dtype=torch.float64)
+    k = torch.where(t < 100, 0.01 * (100 - t), 0.5 / (t + 1))
+    k[[19, 39, 59, 79, 99]] = 2.5  # jumps
+    summary = curve_summary(t, k, 1.0, 100, sharing.boundaries)
+    assert summary["window"] == [0.0, 100.0] and summary["mean"] == pytest.approx(float(k[:100].mean()))
+    assert summary["max"] == 2.5 and summary["t_at_max"] == 19 and summary["max_is_boundary_jump"]
+    assert summary["max_off_boundaries"] == pytest.approx(1.0) and summary["t_at_max_off_boundaries"] == 0
+    plain = curve_summary(t, k, 1.0, 100, [])
+    assert "max_off_boundaries" not in plain and not plain["max_is_boundary_jump"]
+    assert boundary_jumps(t, 1.0, sharing.boundaries).nonzero().flatten().tolist() == [19, 39, 59, 79, 99]
+    cont = TimestepSharing(0.1, 5, T=None).boundaries
+    tc = torch.tensor([0.0189, 0.0199, 0.02, 0.0999, 0.1], dtype=torch.float64)
+    assert boundary_jumps(tc, 1e-3, cont).tolist() == [False, True, False, True, False]
 
 
 def test_piecewise_constant_is_zero_inside_pieces_through_the_denoiser():

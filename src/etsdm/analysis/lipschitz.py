@@ -1,18 +1,37 @@
-"""Lipschitz constants of ε_θ with respect to time: K(t, t′) of Eq. (8).
+"""Lipschitz constants of the network with respect to time: K(t, t′) of Eq. (8).
 
-    K(t, t′) = E_{x_t}[ ‖ε_θ(x_t, t) − ε_θ(x_t, t′)‖₂ ] / Δt,   t′ = t + Δt,
+    K(t, t′) = E_{x_t}[ ‖f_θ(x_t, t) − f_θ(x_t, t′)‖₂ ] / Δt,   t′ = t + Δt,
 
 with x_t = α_t x_0 + σ_t ε drawn from the forward process (Eq. 1) of the model's own data, and
 the *same* x_t fed at t and at t′. ‖·‖₂ is the Euclidean norm of the whole example (all pixels).
+
+What f_θ is (``output``):
+
+* ``"net"`` (default): the network's own output — ε_θ for an ε-model (Eq. 8 as written), v_θ
+  for a v-model (Fig. A5), x0_θ for an x0-model. A plain callable counts as an ε-network.
+* ``"eps"``, ``"v"``, ``"x0"``: that quantity, converted from the network output with the
+  schedule at the *physical* times t and t′ (ε = σ_t x + α_t v, ...). A conversion adds the
+  change of α_t, σ_t to K even where the network output is constant (an E-TSDM v-model has
+  K ≈ 0.02 of ε inside a shared sub-interval), so it measures the schedule as well as the net.
+
+The unit of K (``scale``):
+
+* ``"step"`` (default): per discrete-equivalent timestep, K = ‖Δf‖ / (Δt · s) with s = 1 in
+  discrete time and s = T in continuous time (t ∈ [0, 1], one step = 1/T). Discrete (Fig. 1b)
+  and continuous (Fig. A1) curves are then on one axis, as the paper draws them.
+* ``"time"``: per unit of the schedule's own time (‖Δf‖ / Δt): the same in discrete time, T
+  times the per-step value in continuous time.
 
 Conventions:
 
 * t is the schedule's physical time: integer timesteps 0..T-1 in discrete time (Δt = 1 by
   default, t′ = t + 1), t in [0, 1] in continuous time (Δt = 1/T by default). The model is
-  called through its Denoiser at physical time, so its condition map applies: an E-TSDM model
-  gives exactly K = 0 inside each shared sub-interval.
-* Cost, exactly: every (time t, data sample) pair needs two network evaluations, ε(x_t, t) and
-  ε(x_t, t′), on the same x_t. Nothing can be shared between consecutive t even when t′ of one
+  called through its Denoiser at physical time, so its condition map applies: with the default
+  ``output="net"`` an E-TSDM model (any prediction type) receives the same condition at t and
+  t′ inside a shared sub-interval, sees the same x_t, and so gives exactly K = 0 there (for a
+  network whose output for an example does not depend on the rest of its batch).
+* Cost, exactly: every (time t, data sample) pair needs two network evaluations, f(x_t, t) and
+  f(x_t, t′), on the same x_t. Nothing can be shared between consecutive t even when t′ of one
   is the next t, because x_t is redrawn from q(x_t | x_0) at every t (x_{t+1} ≠ x_t). So a curve
   over M times with N samples costs 2·N·M example-evaluations, packed into ⌈2NM / B⌉ network
   calls of batch B (all full except the last); :class:`LipschitzCurve` records both counts.
@@ -23,6 +42,8 @@ Conventions:
 from __future__ import annotations
 
 import math
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,12 +57,20 @@ from ..schedules import Schedule
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
 
+OUTPUTS: tuple[str, ...] = ("net", "eps", "v", "x0")  # what K differentiates (module docstring)
+SCALES: tuple[str, ...] = ("step", "time")  # the unit of K (module docstring)
+
+
+def _denoiser(model: Any) -> Denoiser | None:
+    den = model if isinstance(model, Denoiser) else getattr(model, "denoiser", None)
+    return den if isinstance(den, Denoiser) else None
+
 
 def as_eps_fn(model: Any) -> EpsFn:
     """An ε-function ``(x, t) -> ε`` at physical time t from a Denoiser, a loaded run (anything
     with a ``.denoiser``) or a plain callable model(x, t) -> ε (e.g. GaussianMixture.eps_model)."""
-    den = model if isinstance(model, Denoiser) else getattr(model, "denoiser", None)
-    if isinstance(den, Denoiser):
+    den = _denoiser(model)
+    if den is not None:
         # an ε-network's output is ε itself: skip the conversion (and its α, σ lookups)
         return den.net_output if den.prediction == "eps" else den.eps
     if callable(model):
@@ -52,9 +81,9 @@ def as_eps_fn(model: Any) -> EpsFn:
 def as_x0_fn(model: Any, schedule: Schedule | None = None) -> EpsFn:
     """A function ``(x, t) -> x̂0`` from a Denoiser / loaded run, or from an ε-callable and its
     schedule via x̂0 = (x − σ_t ε) / α_t."""
-    den = model if isinstance(model, Denoiser) else getattr(model, "denoiser", None)
-    if isinstance(den, Denoiser):
-        return den.x0
+    den = _denoiser(model)
+    if den is not None:
+        return den.net_output if den.prediction == "x0" else den.x0
     if schedule is None:
         raise ValueError("as_x0_fn: a plain ε-callable needs its schedule to convert ε to x0")
     eps_fn = as_eps_fn(model)
@@ -66,9 +95,56 @@ def as_x0_fn(model: Any, schedule: Schedule | None = None) -> EpsFn:
     return x0_fn
 
 
+def as_output_fn(model: Any, output: str = "net", schedule: Schedule | None = None) -> tuple[EpsFn, str, bool]:
+    """The function K differentiates, the name of its quantity ("eps", "v" or "x0") and whether it
+    is the network's own output (True) or a conversion of it at physical time (False).
+
+    ``output="net"``: the network's own output (a plain callable counts as an ε-network);
+    ``"eps"`` / ``"v"`` / ``"x0"``: that quantity, converted where the network predicts another.
+
+    Raises:
+        ValueError: an unknown ``output``, or a plain callable converted without its schedule.
+    """
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    den = _denoiser(model)
+    native = den.prediction if den is not None else "eps"
+    wanted = native if output == "net" else output
+    if den is not None:
+        fn = den.net_output if wanted == native else {"eps": den.eps, "v": den.v, "x0": den.x0}[wanted]
+        return fn, wanted, wanted == native
+    if wanted == "eps":
+        return as_eps_fn(model), "eps", True
+    if schedule is None:
+        raise ValueError(f"output={output!r}: a plain ε-callable needs its schedule for the conversion")
+    if wanted == "x0":
+        return as_x0_fn(model, schedule), "x0", False
+    eps_fn = as_eps_fn(model)
+
+    def v_fn(x: Tensor, t: Tensor) -> Tensor:  # v = α ε − σ x0 = (ε − σ x) / α  (α² + σ² = 1)
+        alpha, sigma = _coefficients(schedule, t, x)
+        return (eps_fn(x, t).to(x.dtype) - sigma * x) / alpha
+
+    return v_fn, "v", False
+
+
 def _coefficients(schedule: Schedule, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     shape = (-1, *([1] * (x.ndim - 1)))
     return schedule.alpha(t).to(x.dtype).reshape(shape), schedule.sigma(t).to(x.dtype).reshape(shape)
+
+
+def steps_per_unit(schedule: Schedule) -> float:
+    """Discrete-equivalent steps per unit of the schedule's time: 1 discrete, T continuous."""
+    return float(schedule.T) if schedule.continuous else 1.0
+
+
+def k_unit(schedule: Schedule, scale: str = "step") -> str:
+    """A sentence stating the unit of K for this schedule and ``scale`` (for JSON and plots)."""
+    if not schedule.continuous:
+        return "per timestep (Δt in timesteps)"
+    if scale == "step":
+        return f"per discrete-equivalent step: ‖Δf‖ / (Δt·T), T = {schedule.T} (continuous t, one step = 1/T)"
+    return f"per unit of continuous time t ∈ [0, 1]: ‖Δf‖ / Δt (= T = {schedule.T} × the per-step value)"
 
 
 def default_dt(schedule: Schedule) -> float:
@@ -121,18 +197,29 @@ def _log_times(schedule: Schedule, start: float, end: float, points: int) -> Ten
     return t if schedule.continuous else t.round().unique()
 
 
+def lipschitz_cost(n_samples: int, n_times: int, batch_size: int) -> tuple[int, int]:
+    """(example-evaluations, network calls) of a curve: 2 N M and ⌈N M / ⌊B/2⌋⌉ (module docstring)."""
+    return 2 * n_samples * n_times, math.ceil(n_samples * n_times / (batch_size // 2))
+
+
 @dataclass
 class LipschitzCurve:
     """K(t, t + Δt) over times t (Eq. 8) and what it cost.
 
     Attributes:
         t: the times t (float64, (M,)); t′ = t + dt.
-        dt: Δt.
-        K: the mean over samples of ‖ε(x_t, t) − ε(x_t, t′)‖₂ / Δt, (M,).
+        dt: Δt, in the schedule's own time unit.
+        K: the mean over samples of ‖f(x_t, t) − f(x_t, t′)‖₂ / (Δt · steps_per_unit), (M,).
         K_sem: its standard error over samples, (M,).
         n_samples: N, data samples per time.
         evaluations: example-evaluations of the model, = 2 N M.
         calls: batched model calls, = ⌈N M / ⌊B/2⌋⌉ (⌈2 N M / B⌉ for an even batch size B).
+        output: the quantity differentiated: "eps", "v" or "x0".
+        network_output: True if that is the network's own output (no conversion).
+        scale: "step" (K per discrete-equivalent step) or "time" (per unit of the schedule's time).
+        steps_per_unit: the divisor s of K besides Δt (T for a continuous schedule at scale
+            "step", else 1).
+        unit: a sentence stating the unit of K.
     """
 
     t: Tensor
@@ -142,6 +229,11 @@ class LipschitzCurve:
     n_samples: int
     evaluations: int
     calls: int
+    output: str = "eps"
+    network_output: bool = True
+    scale: str = "step"
+    steps_per_unit: float = 1.0
+    unit: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,6 +245,11 @@ class LipschitzCurve:
             "n_samples": self.n_samples,
             "evaluations": self.evaluations,
             "calls": self.calls,
+            "output": self.output,
+            "output_is_network": self.network_output,
+            "K_scale": self.scale,
+            "K_steps_per_time_unit": self.steps_per_unit,
+            "K_unit": self.unit,
             **self.meta,
         }
 
@@ -165,10 +262,13 @@ def lipschitz_curve(
     times: Tensor | None = None,
     *,
     dt: float | None = None,
+    output: str = "net",
+    scale: str = "step",
     batch_size: int = 512,
     generator: torch.Generator | None = None,
     shared_noise: bool = True,
     progress: bool = False,
+    desc: str = "K(t, t')",
 ) -> LipschitzCurve:
     """K(t, t + Δt) of Eq. (8) for every t in ``times`` (default :func:`lipschitz_times`).
 
@@ -178,17 +278,27 @@ def lipschitz_curve(
         schedule: the model's schedule (α_t, σ_t of the forward process).
         times: the times t (physical); t′ = t + Δt.
         dt: Δt (default 1 timestep, or 1/T in continuous time).
+        output: what is differentiated: "net" (the network's own output), "eps", "v" or "x0".
+        scale: the unit of K: "step" (per discrete-equivalent step) or "time" (per unit of the
+            schedule's own time); the same in discrete time.
         batch_size: B, examples per model call (>= 2; an odd B uses B − 1); the t- and t′-halves
             of each call hold the same x_t.
         generator: for the forward-process noise ε (on x0's device).
         shared_noise: one ε per sample reused at every t (common random numbers).
-        progress: a tqdm bar over the calls.
+        progress: a tqdm bar over the calls, on stderr.
+        desc: the bar's label.
+
+    Raises:
+        ValueError: batch_size < 2, an unknown ``output`` or ``scale``.
     """
     dt = default_dt(schedule) if dt is None else float(dt)
     times = lipschitz_times(schedule, dt=dt) if times is None else torch.as_tensor(times, dtype=torch.float64)
     if batch_size < 2:
         raise ValueError(f"batch_size must be >= 2, got {batch_size}")
-    eps_fn = as_eps_fn(model)
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    fn, name, native = as_output_fn(model, output, schedule)
+    per = steps_per_unit(schedule) if scale == "step" else 1.0
     device, n, m = x0.device, x0.shape[0], len(times)
     times = times.to(device)
     base_noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=device) if shared_noise else None
@@ -199,7 +309,7 @@ def lipschitz_curve(
     half = batch_size // 2
     starts = range(0, n * m, half)
     calls = 0
-    for start in _maybe_progress(starts, progress):
+    for start in _maybe_progress(starts, progress, desc):
         pair = torch.arange(start, min(start + half, n * m), device=device)
         ti, si = pair // n, pair % n  # pair p = (time index p // N, sample p % N)
         t = times[ti]
@@ -209,31 +319,93 @@ def lipschitz_curve(
             else torch.randn((len(pair), *x0.shape[1:]), generator=generator, dtype=x0.dtype, device=device)
         )
         x_t = alphas[ti].reshape(shape) * x0[si] + sigmas[ti].reshape(shape) * noise  # Eq. (1); the SAME x_t at t, t′
-        eps = eps_fn(torch.cat([x_t, x_t]), torch.cat([t, t + dt]))
+        out = fn(torch.cat([x_t, x_t]), torch.cat([t, t + dt]))
         calls += 1
         k = len(pair)
-        dist = (eps[:k].to(torch.float64) - eps[k:].to(torch.float64)).flatten(1).norm(dim=1) / dt  # Eq. (8)
+        # Eq. (8): ‖f(x_t, t) − f(x_t, t′)‖₂ / Δt, with Δt counted in discrete-equivalent steps (× per)
+        dist = (out[:k].to(torch.float64) - out[k:].to(torch.float64)).flatten(1).norm(dim=1) / (dt * per)
         total.index_add_(0, ti, dist)
         total_sq.index_add_(0, ti, dist**2)
     mean = total / n
     var = (total_sq / n - mean**2).clamp(min=0) * (n / max(n - 1, 1))
+    evaluations, _ = lipschitz_cost(n, m, batch_size)
     return LipschitzCurve(
         t=times.cpu(),
         dt=dt,
         K=mean.cpu(),
         K_sem=(var / n).sqrt().cpu(),
         n_samples=n,
-        evaluations=2 * n * m,
+        evaluations=evaluations,
         calls=calls,
+        output=name,
+        network_output=native,
+        scale=scale,
+        steps_per_unit=per,
+        unit=k_unit(schedule, scale),
     )
 
 
-def _maybe_progress(it: range, progress: bool):
+@torch.no_grad()
+def time_one_call(
+    model: Any, x0: Tensor, schedule: Schedule, t: float, *, output: str = "net", batch_size: int = 512
+) -> float:
+    """Seconds of one network call of ``batch_size`` examples (x0 repeated, at time t): the unit
+    of a cost estimate (the first call of a process may include one-off warm-up)."""
+    fn, _, _ = as_output_fn(model, output, schedule)
+    x = x0[torch.arange(batch_size, device=x0.device) % x0.shape[0]]
+    tt = torch.full((batch_size,), float(t), dtype=torch.float64, device=x0.device)
+    _synchronize(x0.device)
+    start = time.perf_counter()
+    fn(x, tt)
+    _synchronize(x0.device)
+    return time.perf_counter() - start
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _maybe_progress(it: range, progress: bool, desc: str):
     if not progress:
         return it
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
-    return tqdm(it, desc="K(t, t')", unit="call")
+    return tqdm(it, desc=desc, unit="call", file=sys.stderr, dynamic_ncols=True)
+
+
+def boundary_jumps(t: Tensor, dt: float, boundaries: list[float]) -> Tensor:
+    """True where [t, t + Δt] crosses an E-TSDM sub-interval boundary t_1..t_n (the condition
+    jumps between t and t′), False elsewhere (all False without boundaries)."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    crossed = torch.zeros(t.shape, dtype=torch.bool)
+    tol = 1e-9 * dt
+    for b in boundaries[1:]:  # t_0 = 0 starts the first sub-interval: nothing jumps there
+        crossed |= (t < b - tol) & (t + dt >= b - tol)
+    return crossed
+
+
+def curve_summary(t: Tensor, K: Tensor, dt: float, t_tilde: float, boundaries: list[float]) -> dict[str, Any]:
+    """The numbers a reader needs beside "K max": over the window [t_first, t̃) (the whole range
+    if no t is below t̃), the mean and the max of K, whether the max is a boundary jump, and, for
+    E-TSDM (``boundaries``), the max over the t whose [t, t′] crosses no boundary."""
+    t, K = torch.as_tensor(t, dtype=torch.float64), torch.as_tensor(K, dtype=torch.float64)
+    window = t < t_tilde
+    if not bool(window.any()):
+        window = torch.ones_like(window)
+    tw, kw, jw = t[window], K[window], boundary_jumps(t, dt, boundaries)[window]
+    i = int(kw.argmax())
+    out: dict[str, Any] = {
+        "window": [float(tw[0]), float(t_tilde) if bool((t < t_tilde).any()) else float(tw[-1])],
+        "mean": float(kw.mean()),
+        "max": float(kw[i]),
+        "t_at_max": float(tw[i]),
+        "max_is_boundary_jump": bool(jw[i]),
+    }
+    if boundaries and bool((~jw).any()):
+        j = int(torch.where(jw, torch.full_like(kw, -math.inf), kw).argmax())
+        out |= {"max_off_boundaries": float(kw[j]), "t_at_max_off_boundaries": float(tw[j])}
+    return out
 
 
 def sharing_boundaries(condition: Any) -> list[float]:
