@@ -21,13 +21,37 @@ def _x0(n=64, d=5):
     return torch.randn(n, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 
 
-def test_x0_prediction_net_linear_in_x_gives_s_times_c_rms_z():
-    """net(x, c) = c0 · x as an x0-predictor: x̂0(x + s z) − x̂0(x) = c0 s z, so the error is
-    c0 · s · E[RMS(z)], exactly linear in s (same z for every scale)."""
+def _z(seed: int, n: int = 64, d: int = 5) -> torch.Tensor:
+    """The unit perturbation z that perturbation_error draws with this seed (after the forward ε)."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.randn(n, d, generator=gen, dtype=torch.float64)  # the forward-process ε
+    return torch.randn(n, d, generator=gen, dtype=torch.float64)
+
+
+def test_default_metric_is_mse_and_grows_like_s_squared_for_a_linear_model():
+    """net(x, c) = c0 · x as an x0-predictor: x̂0(x + s z) − x̂0(x) = c0 s z, so the default error
+    (per-pixel MSE, the paper's Fig. 2 scale) is c0² s² E[mean z²]: quadruples when s doubles
+    (issue 7 item 5; the RMS it replaced only doubles)."""
+    c0 = 0.7
+    den = Denoiser(lambda x, c: c0 * x, SCHED, "x0")
+    scales = [0.05, 0.1, 0.2, 0.3]
+    res = perturbation_error(den, _x0(), SCHED, scales=scales, generator=torch.Generator().manual_seed(1))
+    assert res.metric == "mse" and res.to_dict()["metric"] == "mse"
+    expected = c0**2 * torch.tensor(scales, dtype=torch.float64) ** 2 * _z(1).pow(2).mean(1).mean()
+    torch.testing.assert_close(res.error, expected, rtol=1e-10, atol=0)
+    assert float(res.error[1] / res.error[0]) == pytest.approx(4.0, rel=1e-10)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        perturbation_error(den, _x0(), SCHED, metric="mae")
+
+
+def test_rms_option_linear_in_s():
+    """The same linear model with metric="rms": the error is c0 · s · E[RMS(z)], exactly linear in
+    s (same z for every scale)."""
     c0 = 0.7
     den = Denoiser(lambda x, c: c0 * x, SCHED, "x0")
     scales = [0.05, 0.1, 0.2]
-    res = perturbation_error(den, _x0(), SCHED, scales=scales, generator=torch.Generator().manual_seed(1))
+    res = perturbation_error(den, _x0(), SCHED, scales=scales, generator=torch.Generator().manual_seed(1), metric="rms")
+    assert res.metric == "rms"
     per_scale = res.error / torch.tensor(scales, dtype=torch.float64)
     torch.testing.assert_close(per_scale, per_scale[:1].expand(3), rtol=1e-10, atol=0)
     # E[RMS(z)] = E‖z‖ / √D with E‖z‖ = √2 Γ((D+1)/2) / Γ(D/2): a sampling check with n = 64
@@ -41,13 +65,10 @@ def test_eps_callable_converted_with_its_schedule():
     """ε(x, t) = k x gives x̂0 = (1 − σ k) x / α: error = s |1 − σ k| / α · RMS(z) per example."""
     k, t = 0.3, 100.0
     res = perturbation_error(
-        lambda x, tt: k * x, _x0(), SCHED, scales=[0.1], generator=torch.Generator().manual_seed(2)
+        lambda x, tt: k * x, _x0(), SCHED, scales=[0.1], generator=torch.Generator().manual_seed(2), metric="rms"
     )
-    gen = torch.Generator().manual_seed(2)
-    torch.randn(64, 5, generator=gen, dtype=torch.float64)  # the forward-process ε
-    z = torch.randn(64, 5, generator=gen, dtype=torch.float64)
     alpha, sigma = float(SCHED.alpha(t)), float(SCHED.sigma(t))
-    expected = 0.1 * abs(1 - sigma * k) / alpha * z.pow(2).mean(1).sqrt().mean()
+    expected = 0.1 * abs(1 - sigma * k) / alpha * _z(2).pow(2).mean(1).sqrt().mean()
     assert float(res.error[0]) == pytest.approx(float(expected), rel=1e-10)
 
 
