@@ -20,6 +20,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -320,32 +321,55 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
 # YAML and overrides
 # ---------------------------------------------------------------------------------------------
 def configs_dir() -> Path:
-    """The repository's ``configs/`` folder (experiment YAML files)."""
+    """The repository's ``configs/`` folder (experiment YAML files; absent in an installed wheel)."""
     return Path(__file__).resolve().parents[2] / "configs"
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Read a YAML config (None: the default E-TSDM-on-digits config) and apply ``a.b=value`` overrides."""
-    if path is None:
-        default = configs_dir() / DEFAULT_CONFIG_NAME
-        data = yaml.safe_load(default.read_text()) if default.exists() else {}
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {p}: not valid YAML ({err})") from err
-    data = data or {}
+def packaged_configs() -> Path:
+    """The toy configs shipped inside the package (``etsdm/configs/``: digits and gmm, baseline and
+    E-TSDM). They are the only copy: the repository's ``configs/<name>.yaml`` are links to them."""
+    return Path(str(resources.files("etsdm") / "configs"))
+
+
+def default_config_path() -> Path:
+    """The config ``etsdm train`` uses without CONFIG: E-TSDM on digits, however etsdm is installed."""
+    path = packaged_configs() / DEFAULT_CONFIG_NAME
+    if not path.is_file():  # a broken install: never fall back to the (baseline) dataclass defaults
+        raise ConfigError(f"the default config {path} is missing from the installed package; reinstall etsdm")
+    return path
+
+
+def _read_yaml(p: Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file; an empty file is an error, not "all defaults"."""
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {p}: not valid YAML ({err})") from err
+    if data is None:
+        raise ConfigError(f"config file {p} is empty (no fields); give at least one section, e.g. `data: {{name: "
+                          "digits}`, or omit CONFIG for the default E-TSDM job")
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: expected a mapping at the top level")
+        raise ConfigError(f"config file {p}: expected a mapping of sections at the top level, "
+                          f"got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML config (None: the packaged E-TSDM-on-digits config) and apply ``a.b=value`` overrides.
+
+    Raises:
+        ConfigError: a missing, empty or invalid file (named), or a bad field / override.
+    """
+    p = default_config_path() if path is None else Path(path)
+    data = _read_yaml(p)
     for item in overrides:
         set_path(data, item)
     try:
         return from_dict(data)
     except ConfigError as err:
-        raise ConfigError(f"{path}: {err}" if path else str(err)) from None
+        raise ConfigError(f"{p}: {err}") from None
 
 
 def set_path(data: dict[str, Any], item: str) -> None:

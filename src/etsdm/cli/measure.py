@@ -308,6 +308,13 @@ def schedules_cmd(T, pdf, out):
 
 
 def _load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # else numpy falls back to unpickling and says so
+        raise click.BadParameter(
+            f"{path} is not an .npz file (a zip archive of arrays, as numpy.savez and `etsdm sample` write)",
+            param_hint=what,
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
@@ -337,7 +344,13 @@ def _reference(ref: str, split: str) -> tuple[str, Any]:
     path = Path(ref)
     if not path.is_file():
         raise click.BadParameter(f"{ref!r} is neither 'digits', 'gmm' nor an existing .npz file", param_hint="--ref")
-    return "file", _array(_load_npz(path, "--ref"), path, ("samples", "images", "targets", "x"), "--ref").float()
+    from ..metrics.checks import SampleError, check_samples
+
+    images = _array(_load_npz(path, "--ref"), path, ("samples", "images", "targets", "x"), "--ref")
+    try:
+        return "file", check_samples(images, what=f"reference images in {path}")[0]
+    except SampleError as err:
+        raise click.BadParameter(str(err), param_hint="--ref") from None
 
 
 def _feature_net(path: Path | None, out: Path):
@@ -387,12 +400,17 @@ def evaluate_cmd(samples_file, ref, metrics, seeds, n, features_path, inception_
     true-vs-true value. psnr / ssim: against "targets" in SAMPLES or the --ref .npz, pairwise.
     Writes OUT/evaluate.json and a PNG of the samples.
     """
+    from ..metrics.checks import SampleError, check_samples
     from ..metrics.evaluate import evaluate_samples, format_results
     from ..plotting import sample_grid, scatter_2d
 
     seed_list = _seeds(seeds)
     data = _load_npz(samples_file, "SAMPLES")
-    x = _array(data, samples_file, ("samples",), "SAMPLES").float()
+    try:  # before any work: NaN/inf, integer pixels, a wrong range (see etsdm.metrics.checks)
+        raw = _array(data, samples_file, ("samples",), "SAMPLES")
+        x, _ = check_samples(raw, what=f"samples in {samples_file}")  # (evaluate_samples reports the notes)
+    except SampleError as err:
+        raise click.ClickException(str(err)) from None
     kind, reference = _reference(ref, "train")
     targets = _array(data, samples_file, ("targets",), "SAMPLES").float() if "targets" in data else None
     out.mkdir(parents=True, exist_ok=True)
@@ -401,7 +419,7 @@ def evaluate_cmd(samples_file, ref, metrics, seeds, n, features_path, inception_
         net, report = _feature_net(features_path, out)
     try:
         results = evaluate_samples(
-            x,
+            raw,
             "digits" if kind == "digits" else reference,
             metrics or None,
             seeds=seed_list,

@@ -168,7 +168,10 @@ def _evaluate_now(model, x, out: Path, seeds: list[int]) -> None:
             f"--evaluate knows the references of digits and gmm runs; for {model.data_name!r} data use "
             "`etsdm evaluate SAMPLES --ref ...`"
         )
-    results = evaluate_samples(x, reference, seeds=seeds)
+    try:
+        results = evaluate_samples(x, reference, seeds=seeds)
+    except ValueError as err:  # SampleError (NaN / inf samples) or a metric that does not fit
+        raise _fail(err) from None
     for line in format_results(results):
         click.echo(line)
     path = out.with_suffix(".eval.json")

@@ -2,6 +2,7 @@
 exact Gaussian-mixture metrics, PSNR/SSIM. Every metric reports mean ± std over seeds and, where
 it has one, the true-vs-true (real-vs-real) value at the same n beside it."""
 
+from .checks import SampleError, check_samples
 from .evaluate import evaluate_samples, format_results
 from .features import DigitsFeatureNet, digits_split, load_feature_net, save_feature_net, train_feature_net
 from .fid import fid_with_floor, frechet_distance, identity_features, inception_available, inception_fid
@@ -11,6 +12,8 @@ from .stats import format_pm, summarize
 
 __all__ = [
     "DigitsFeatureNet",
+    "SampleError",
+    "check_samples",
     "digits_split",
     "evaluate_samples",
     "format_results",

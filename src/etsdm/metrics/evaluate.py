@@ -8,8 +8,10 @@
 ``"gmm"`` (the default ring mixture) or a :class:`~etsdm.analytic.GaussianMixture`, or a tensor
 of reference images (``psnr`` / ``ssim`` targets, or the Inception-v3 FID reference).
 
-Image metrics (FID, PSNR, SSIM) clamp the samples to [-1, 1] first, as saving them as images
-would; the mixture metrics use the raw vectors.
+Samples pass :func:`~etsdm.metrics.checks.check_samples` first: NaN/inf, an integer dtype or
+images far outside [-1, 1] raise :class:`~etsdm.metrics.checks.SampleError`; images that overshoot
+[-1, 1] slightly are clamped (as saving them as images would) and a warning is returned with the
+results. The mixture metrics use the raw vectors.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from ..analytic import GaussianMixture
+from .checks import check_samples
+from .stats import format_pm
 
 METRICS: tuple[str, ...] = ("fid-digits", "fid-inception", "gmm", "psnr", "ssim")
 
@@ -72,6 +76,7 @@ def evaluate_samples(
         targets: ground truth paired with ``samples`` for psnr / ssim (default: ``reference``).
 
     Raises:
+        SampleError: samples no metric can use (see :func:`~etsdm.metrics.checks.check_samples`).
         ValueError: a metric that does not fit the reference, or shapes that do not match.
     """
     from .fid import fid_with_floor, inception_fid
@@ -83,9 +88,11 @@ def evaluate_samples(
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; allowed: {', '.join(METRICS)}")
-    x = samples.float()
-    images = x.clamp(-1, 1)  # image metrics see the samples as they would be saved (the sampler may overshoot)
+    x, notes = check_samples(samples)  # NaN/inf, integer dtype, wrong range: SampleError; overshoot: clamped
+    images = x  # image metrics see the samples as they would be saved
     out: dict[str, Any] = {"n_samples": int(x.shape[0]), "seeds": list(seeds), "reference": kind}
+    if notes:
+        out["warnings"] = notes
     for metric in metrics:
         if metric == "fid-digits":
             if kind != "digits":
@@ -131,25 +138,25 @@ def _digits_net(net: nn.Module | None) -> tuple[nn.Module, dict]:
 
 def format_results(results: dict[str, Any]) -> list[str]:
     """Human-readable lines: value ± std over seeds, with n and the floor / true-vs-true value."""
-    lines = []
+    lines = [f"warning: {note}" for note in results.get("warnings", [])]
     if "fid-digits" in results:
         r = results["fid-digits"]
         lines.append(
-            f"FID-{r['n']} (digits features): {r['fid']:.4g} ± {r['fid_std']:.2g}   "
-            f"real-vs-real floor at n={r['n']}: {r['floor']:.4g} ± {r['floor_std']:.2g}"
+            f"FID-{r['n']} (digits features): {format_pm(r['fid'], r['fid_std'])}   "
+            f"real-vs-real floor at n={r['n']}: {format_pm(r['floor'], r['floor_std'])}"
         )
     if "fid-inception" in results:
         r = results["fid-inception"]
         lines.append(f"FID (Inception-v3, {r['n']} vs {r['n_ref']} images): {r['fid']:.4g}")
     for key, r in results.get("gmm", {}).items():
         lines.append(
-            f"{key:<18} {r['value']:>10.4g} ± {r['value_std']:<8.2g} true-vs-true (n={r['n']}): "
-            f"{r['true']:.4g} ± {r['true_std']:.2g}"
+            f"{key:<18} {format_pm(r['value'], r['value_std']):<20} true-vs-true (n={r['n']}): "
+            f"{format_pm(r['true'], r['true_std'])}"
         )
     for metric in ("psnr", "ssim"):
         if metric in results:
             r = results[metric]
-            lines.append(f"{metric.upper()}: {r['mean']:.4g} ± {r['std_over_images']:.2g} over {r['n']} images")
+            lines.append(f"{metric.upper()}: {format_pm(r['mean'], r['std_over_images'])} over {r['n']} images")
     return lines
 
 
