@@ -34,6 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from etsdm.analysis import lipschitz_curve
+from etsdm.analysis.lipschitz import curve_summary, sharing_boundaries
+from etsdm.analysis.stability import perturbation_error
 from etsdm.metrics import fid_with_floor, summarize
 from etsdm.metrics.features import digits_split, load_feature_net, save_feature_net, train_feature_net
 from etsdm.metrics.paired import VERDICT_RULE, paired_difference, verdict
@@ -130,6 +133,40 @@ def fid_table(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
     return out
 
 
+def measure_run(path: Path, x0: torch.Tensor, seed: int, t_tilde: float) -> dict[str, Any]:
+    """K(t, t+1) over t in [0, t̃) (Eq. 8; network output, per step) and the x̂0 error under
+    perturbation at t̃ (Fig. 2; per-pixel MSE), with forward noise from ``seed`` (paired across arms)."""
+    model = load_model(path)
+    times = torch.arange(0, int(t_tilde), dtype=torch.float64)
+    gen = torch.Generator().manual_seed(NOISE_SEED_OFFSET + seed)
+    curve = lipschitz_curve(model.denoiser, x0, model.schedule, times, generator=gen)
+    summary = curve_summary(curve.t, curve.K, curve.dt, t_tilde, sharing_boundaries(model.denoiser.condition))
+    gen = torch.Generator().manual_seed(NOISE_SEED_OFFSET + seed)
+    stab = perturbation_error(model.denoiser, x0, model.schedule, t=t_tilde, generator=gen)
+    return {"K_mean": summary["mean"], "K_max": summary["max"], "K": curve.K.tolist(), "K_unit": curve.unit,
+            "K_output": curve.output, "stability_scales": stab.scales, "stability_error": stab.error.tolist(),
+            "stability_metric": stab.metric}
+
+
+def measure_table(args: argparse.Namespace) -> dict[str, Any]:
+    """Per quantity (K mean/max over [0, t̃), x̂0 error per perturbation scale): per-seed values,
+    paired difference and verdict (the paper reports lower values for E-TSDM for all of them)."""
+    x0 = digits_split("test")[0][: args.measure_samples]
+    per_run = {arm: [measure_run(run_dir(args.runs, arm, s), x0, s, args.t_tilde) for s in args.seeds]
+               for arm in ARMS}
+    quantities = {"K mean over [0, t̃)": lambda r: r["K_mean"], "K max over [0, t̃)": lambda r: r["K_max"]}
+    for i, scale in enumerate(per_run["baseline"][0]["stability_scales"]):
+        quantities[f"x̂0 MSE, s = {scale:g}"] = lambda r, i=i: r["stability_error"][i]
+    table = {}
+    for name, get in quantities.items():
+        vals = {arm: [get(r) for r in per_run[arm]] for arm in ARMS}
+        diff = paired_difference(vals["baseline"], vals["etsdm"])
+        table[name] = {**{arm: summarize("value", v) for arm, v in vals.items()},
+                       "difference": diff.to_dict(), "verdict": verdict(diff, "lower")}
+        print(f"{name}: diff {diff.mean:+.4g} [{diff.low:+.4g}, {diff.high:+.4g}]", flush=True)
+    return {"per_run": per_run, "table": table, "n_samples": int(x0.shape[0]), "t_tilde": args.t_tilde}
+
+
 def _pm(summary: dict, key: str) -> str:
     return f"{summary[key]:.2f} ± {summary[f'{key}_std']:.2f}"
 
@@ -151,7 +188,26 @@ def markdown(results: dict[str, Any]) -> str:
             f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] | {row['verdict']} | {row['floor']:.2f} |"
         )
     lines += ["", f"Verdict rule (paper direction: lower FID for E-TSDM): {VERDICT_RULE}.", ""]
+    if "measure" in results:
+        m = results["measure"]
+        lines += [
+            f"K(t, t+1) of Eq. (8) over t = 0..{int(m['t_tilde']) - 1} (network output, per step) and the x̂0 "
+            f"error under x_t̃ + N(0, s² I) at t̃ = {m['t_tilde']:g} (per-pixel MSE), {m['n_samples']} test "
+            f"images, forward noise paired across arms; mean ± std over training seeds.",
+            "",
+            "| quantity | baseline | E-TSDM | E-TSDM − baseline (95% t-interval) | verdict |",
+            "|---|---|---|---|---|",
+        ]
+        for name, row in m["table"].items():
+            d = row["difference"]
+            lines.append(f"| {name} | {_pm4(row['baseline'])} | {_pm4(row['etsdm'])} | "
+                         f"{d['mean']:+.3g} [{d['low']:+.3g}, {d['high']:+.3g}] | {row['verdict']} |")
+        lines.append("")
     return "\n".join(lines)
+
+
+def _pm4(summary: dict) -> str:
+    return f"{summary['value']:.4g} ± {summary['value_std']:.2g}"
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -190,6 +246,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--pool", type=int, default=500, help="samples per (arm, seed, plan)")
     p.add_argument("--n", type=int, default=250, help="FID-n: images per subset (< pool, ≤ 300 held-out)")
     p.add_argument("--eval-seeds", type=int, default=3, help="random subsets per FID value")
+    p.add_argument("--measure", action="store_true", help="also K(t, t+1) over [0, t̃) and stability at t̃")
+    p.add_argument("--measure-samples", type=int, default=100, help="test images for --measure")
+    p.add_argument("--t-tilde", type=float, default=100.0, help="t̃ for --measure (the runs' t̃)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     if len(args.seeds) < 2:
@@ -206,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cache = args.out / "cache"
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     results: dict[str, Any] = {"settings": settings, "fid": fid_table(args, cache)}
+    if args.measure:
+        results["measure"] = measure_table(args)
     (args.out / "seeds.json").write_text(json.dumps(results, indent=1))
     (args.out / "seeds.md").write_text(markdown(results))
     plot(results, args.out / "fid_seeds.png")

@@ -52,7 +52,8 @@ def test_paired_noise_statistics_outputs_and_cache(runs, tmp_path, monkeypatch):
     monkeypatch.setattr(script, "generate", spy)
     out = tmp_path / "out"
     argv = ["--runs", str(runs), "--seeds", "0", "1", "--out", str(out), "--pool", "12", "--n", "6",
-            "--eval-seeds", "2", "--plans", "ddim:3"]
+            "--eval-seeds", "2", "--plans", "ddim:3",
+            "--measure", "--measure-samples", "4", "--t-tilde", "20"]
     res = script.main(argv)
     # each seed: both arms start from the same noise seed; the two seeds use different noise
     assert sorted(calls) == [("etsdm", 1000, None), ("etsdm", 1001, None),
@@ -64,9 +65,13 @@ def test_paired_noise_statistics_outputs_and_cache(runs, tmp_path, monkeypatch):
     assert (out / "fid_seeds.png").stat().st_size > 0
     assert "ddim:3" in (out / "seeds.md").read_text()
     assert json.loads((out / "seeds.json").read_text())["fid"]["ddim:3"]["floor"] > 0
+    m = res["measure"]["table"]
+    assert len(res["measure"]["per_run"]["etsdm"][0]["K"]) == 20 and "x̂0 MSE, s = 0.3" in m
+    assert "K mean over [0, t̃)" in (out / "seeds.md").read_text()
     # a rerun reuses every cached pool
     calls.clear()
-    assert script.main(argv)["fid"] == res["fid"]
+    again = script.main(argv)
+    assert again["fid"] == res["fid"] and again["measure"]["table"] == m  # paired noise: deterministic
     assert calls == []
 
 
