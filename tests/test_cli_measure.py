@@ -33,6 +33,51 @@ def test_lipschitz_two_analytic_specs_one_figure(tmp_path):
     np.testing.assert_allclose(shared[100:], base[100:], rtol=1e-5)  # t >= t̃: the same function
     assert curves[1]["boundaries"] == [0, 20, 40, 60, 80, 100]
     assert (tmp_path / "lipschitz.png").stat().st_size > 10_000
+    # self-describing JSON: what was differentiated, the unit of K (issue 7 items 4, 6)
+    assert curves[1]["output"] == "eps" and curves[1]["output_is_network"] and curves[1]["prediction"] == "eps"
+    assert curves[1]["K_scale"] == "step" and curves[1]["K_unit"].startswith("per timestep")
+    # the summary: mean over [0, t̃) beside the max, and the max off the boundary jumps (issue 13)
+    summary = curves[1]["summary"]
+    assert summary["window"] == [0, 100] and summary["mean"] == pytest.approx(shared[:100].mean())
+    assert summary["max_is_boundary_jump"] and summary["max_off_boundaries"] == 0
+    assert "mean" in res.stdout and "(a sub-interval boundary jump), max inside sub-intervals 0 at" in res.stdout
+
+
+def test_lipschitz_output_option_and_continuous_per_step_scale(tmp_path):
+    """--output v converts ε to v (K > 0 inside sub-intervals, flagged as a conversion); a
+    continuous run's K is per discrete-equivalent step by default (continuous t = 0.1 is discrete
+    step 99: the two agree), and --scale time is T times larger (issue 7 items 4, 6)."""
+    res = _run("lipschitz", "gmm:etsdm", "--t-max", 30, "--samples", 4, "--output", "v", "--out", tmp_path / "v")
+    assert res.exit_code == 0, res.output
+    curve = json.loads((tmp_path / "v" / "lipschitz.json").read_text())["curves"][0]
+    assert curve["output"] == "v" and not curve["output_is_network"]
+    assert all(k > 0 for k in curve["K"][:19])
+    common = ["--samples", 64, "--data", "gmm", "--no-progress"]  # the same x0 for both schedules
+    k = {}
+    for name, spec, t, extra in [
+        ("disc", "gmm", 99, []),
+        ("cont", "gmm:continuous", 0.1, []),
+        ("time", "gmm:continuous", 0.1, ["--scale", "time"]),
+    ]:
+        res = _run("lipschitz", spec, "--t-start", t, "--t-max", t, *common, *extra, "--out", tmp_path / name)
+        assert res.exit_code == 0, res.output
+        k[name] = json.loads((tmp_path / name / "lipschitz.json").read_text())["curves"][0]
+    assert k["cont"]["K_scale"] == "step" and "discrete-equivalent step" in k["cont"]["K_unit"]
+    assert k["cont"]["K_steps_per_time_unit"] == 1000 and k["time"]["K_steps_per_time_unit"] == 1
+    np.testing.assert_allclose(k["cont"]["K"], k["disc"]["K"], rtol=0.01)
+    np.testing.assert_allclose(k["time"]["K"], 1000 * np.asarray(k["cont"]["K"]), rtol=1e-9)
+
+
+def test_lipschitz_estimate_before_starting_and_progress_bar_on_stderr(tmp_path):
+    """The network evaluations and the expected time are printed before any measurement, a
+    progress bar goes to stderr, and --no-progress hides it (issue 13)."""
+    args = ["lipschitz", "gmm", "--t-max", 40, "--samples", 4, "--out", tmp_path]
+    shown, hidden = _run(*args), _run(*args, "--no-progress")
+    for res in (shown, hidden):
+        assert res.exit_code == 0, res.output
+        assert "328 network evaluations" in res.stderr and "expected ≈" in res.stderr
+        assert res.output.index("expected ≈") < res.output.index("K over t")  # before the results
+    assert "seed 0: 100%" in shown.stderr and "seed 0" not in hidden.stderr
 
 
 def test_stability_two_specs_relative_difference(tmp_path):
@@ -57,6 +102,24 @@ def test_stability_two_specs_relative_difference(tmp_path):
     assert a["label"] == "DDPM" and len(a["error_per_seed"]) == 2
     np.testing.assert_allclose(b["relative_difference_to_reference"], np.array(b["error"]) / np.array(a["error"]) - 1)
     assert (tmp_path / "stability.png").is_file()
+    assert a["metric"] == "mse" and "squared" in a["metric_definition"]  # issue 7 item 5
+
+
+def test_stability_metric_option_and_full_table_headers(tmp_path):
+    """--metric rms is recorded in the JSON; long labels are printed whole in the table header,
+    which is as wide as its widest cell (issue 13: headers were cut mid-word)."""
+    labels = "exact eps-star baseline with a long name,exact E-TSDM optimum with a long name"
+    args = ["stability", "gmm", "gmm:etsdm", "--t", 50, "--samples", 8, "--seeds", 0, "--labels", labels]
+    mse, rms = _run(*args, "--out", tmp_path / "m"), _run(*args, "--metric", "rms", "--out", tmp_path / "r")
+    for res in (mse, rms):
+        assert res.exit_code == 0, res.output
+        header, *rows = res.stdout.splitlines()[:5]
+        assert all(label in header for label in labels.split(","))
+        assert all(len(row) == len(header) for row in rows)
+    assert mse.stdout.startswith("scale (MSE)") and rms.stdout.startswith("scale (RMS)")
+    m, r = (json.loads((tmp_path / d / "stability.json").read_text())["results"][0] for d in "mr")
+    assert m["metric"] == "mse" and r["metric"] == "rms"
+    assert all(e_m < e_r for e_m, e_r in zip(m["error"], r["error"], strict=True))  # errors < 1: MSE < RMS
 
 
 def test_schedules_table_and_figures(tmp_path):
@@ -114,6 +177,9 @@ def test_features_then_evaluate_digits_fid_with_floor(tmp_path):
         (["lipschitz", "gmm", "--dt", "0.5"], "whole number"),
         (["stability", "gmm", "--scales", "0.1,-2"], "positive"),
         (["stability", "gmm", "--reference", "3"], "--reference"),
+        (["stability", "gmm", "--metric", "mae"], "--metric"),
+        (["lipschitz", "gmm", "--output", "score"], "--output"),
+        (["lipschitz", "gmm", "gmm:continuous"], "separate calls"),
     ],
 )
 def test_bad_input_is_a_clear_error(tmp_path, args, message):

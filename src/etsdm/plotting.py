@@ -44,35 +44,60 @@ def _style(ax, title: str, xlabel: str, ylabel: str) -> None:
     ax.grid(True, which="major", alpha=0.3)
 
 
-def _time_axis(t: np.ndarray, continuous: bool) -> tuple[np.ndarray, str]:
-    if continuous:
-        return t, "time t (continuous, log scale)"
-    return t + 1.0, "timestep (DDPM index t + 1, log scale)"
+SYMBOLS = {"eps": "ε", "v": "v", "x0": "x0"}
+
+
+def _curve_axis(curve: dict, continuous: bool | None) -> tuple[float, str]:
+    """(factor from the curve's time to its x value, x-axis kind) for one Lipschitz curve: a
+    continuous curve per discrete-equivalent step is drawn at t·T, on the discrete axis (DDPM
+    index t + 1 of step t ↔ continuous t = (t + 1)/T), as the paper draws Fig. A1 beside Fig. 1b."""
+    cont = bool(curve.get("continuous", False)) if continuous is None else continuous
+    per = float(curve.get("K_steps_per_time_unit", 1.0)) if cont else 1.0
+    if cont and per == 1.0:
+        return 1.0, "time"
+    return (per, "step-continuous") if cont else (1.0, "step")
+
+
+def _lipschitz_labels(curves: Sequence[dict], kinds: set[str]) -> tuple[str, str, str]:
+    """(title, x label, y label) naming what was differentiated and the unit of K."""
+    outputs = " / ".join(dict.fromkeys(SYMBOLS.get(c.get("output", "eps"), "ε") for c in curves))
+    network = all(c.get("output_is_network", True) for c in curves)
+    title = f"Lipschitz constants K(t, t′) of {'the network output ' if network else ''}{outputs} w.r.t. t (Eq. 8)"
+    if kinds == {"time"}:
+        return title, "time t (continuous, log scale)", "K(t, t′) per unit of continuous time"
+    if "step-continuous" in kinds:  # continuous t drawn at t·T, K per step of 1/T
+        return title, "timestep (DDPM index t + 1; continuous t as t·T, log scale)", "K(t, t′) per step of 1/T"
+    return title, "timestep (DDPM index t + 1, log scale)", "K(t, t′) per timestep"
 
 
 def plot_lipschitz(
     curves: Sequence[dict],
     path: str | Path,
     *,
-    continuous: bool = False,
+    continuous: bool | None = None,
     yscale: str = "log",
-    title: str = "Lipschitz constants K(t, t′) of ε w.r.t. t (Eq. 8)",
+    title: str | None = None,
     pdf: bool = False,
 ) -> list[Path]:
-    """Fig. 1b: K(t, t + Δt) against t for several models in one figure.
+    """Fig. 1b / A1 / A5: K(t, t + Δt) against t for several models in one figure.
 
-    Each curve is a dict with ``label``, ``t``, ``K`` and optionally ``K_sem`` and ``boundaries``
-    (E-TSDM sub-interval boundaries t_0..t_n, drawn as dotted lines over the shaded [0, t̃)).
+    Each curve is a dict with ``label``, ``t``, ``K`` and optionally ``dt``, ``K_sem``,
+    ``boundaries`` (E-TSDM sub-interval boundaries t_0..t_n, drawn as dotted lines over the shaded
+    [0, t̃)), ``continuous``, ``K_steps_per_time_unit`` (T for a continuous curve per
+    discrete-equivalent step: drawn at t·T on the discrete axis), ``output`` and
+    ``output_is_network`` (named in the title). ``continuous`` overrides every curve's flag.
     With ``yscale="log"``, K = 0 (inside a shared sub-interval) cannot be drawn: those points
     are marked on the bottom edge instead.
     """
     fig, ax = plt.subplots(figsize=(7.0, 4.2))
     zero_marked = False
-    xlabel = ""
+    kinds: set[str] = set()
     for i, curve in enumerate(curves):
         color = COLORS[i % len(COLORS)]
+        factor, kind = _curve_axis(curve, continuous)
+        kinds.add(kind)
         t = np.asarray(curve["t"], dtype=float) + 0.5 * float(curve.get("dt", 0.0))  # K(t, t′) sits at (t + t′)/2
-        x, xlabel = _time_axis(t, continuous)
+        x = t * factor if kind != "step" else t + 1.0
         k = np.asarray(curve["K"], dtype=float)
         shown = np.where(k > 0, k, np.nan) if yscale == "log" else k
         ax.plot(x, shown, color=color, lw=1.3, label=curve["label"])
@@ -81,7 +106,8 @@ def plot_lipschitz(
         if curve.get("K_sem") is not None:
             sem = np.asarray(curve["K_sem"], dtype=float)
             ax.fill_between(x, np.maximum(shown - 2 * sem, 1e-300), shown + 2 * sem, color=color, alpha=0.15, lw=0)
-        _draw_boundaries(ax, curve.get("boundaries") or [], continuous, color, float(x.min()))
+        bounds = [b * factor for b in curve.get("boundaries") or []]
+        _draw_boundaries(ax, bounds, kind != "step", color, float(x.min()))
         if yscale == "log" and np.any(k == 0):
             ax.plot(
                 x[k == 0],
@@ -94,9 +120,10 @@ def plot_lipschitz(
                 label=None if zero_marked else "K = 0 (shared condition)",
             )
             zero_marked = True
+    auto_title, xlabel, ylabel = _lipschitz_labels(curves, kinds)
     ax.set_xscale("log")
     ax.set_yscale(yscale)
-    _style(ax, title, xlabel, "K(t, t′)" + (" (log scale)" if yscale == "log" else ""))
+    _style(ax, title or auto_title, xlabel, ylabel + (" (log scale)" if yscale == "log" else ""))
     ax.legend(fontsize=8, loc="best")
     return save_figure(fig, path, pdf)
 
@@ -132,7 +159,7 @@ def plot_stability(
     labelled with its value and its difference relative to model ``reference``.
 
     Each result is a dict with ``label``, ``scales``, ``error`` and optionally ``error_std``
-    (drawn as error bars: std over seeds).
+    (drawn as error bars: std over seeds) and ``metric`` ("mse" or "rms", named on the y axis).
     """
     scales = list(results[0]["scales"])
     width = 0.8 / len(results)
@@ -161,7 +188,8 @@ def plot_stability(
     ax.set_xticks(pos, [f"{s:g}" for s in scales])
     ax.margins(y=0.18)
     has_std = any(res.get("error_std") is not None for res in results)
-    ylabel = "error of predicted x0 (RMS)" + (", ± std over seeds" if has_std else "")
+    metric = str(results[0].get("metric", "rms")).upper()
+    ylabel = f"error of predicted x0 (per-pixel {metric})" + (", ± std over seeds" if has_std else "")
     _style(ax, title, "perturbation standard deviation", ylabel)
     ax.legend(fontsize=8)
     return save_figure(fig, path, pdf)

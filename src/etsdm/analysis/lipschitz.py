@@ -347,16 +347,27 @@ def lipschitz_curve(
 
 @torch.no_grad()
 def time_one_call(
-    model: Any, x0: Tensor, schedule: Schedule, t: float, *, output: str = "net", batch_size: int = 512
+    model: Any,
+    x0: Tensor,
+    schedule: Schedule,
+    times: Tensor,
+    *,
+    dt: float | None = None,
+    output: str = "net",
+    batch_size: int = 512,
 ) -> float:
-    """Seconds of one network call of ``batch_size`` examples (x0 repeated, at time t): the unit
-    of a cost estimate (the first call of a process may include one-off warm-up)."""
+    """Seconds of the first network call :func:`lipschitz_curve` would make (the same times,
+    x0 in place of x_t): the unit of a cost estimate. The first call of a process may include
+    one-off warm-up, so the estimate errs on the long side."""
+    dt = default_dt(schedule) if dt is None else float(dt)
     fn, _, _ = as_output_fn(model, output, schedule)
-    x = x0[torch.arange(batch_size, device=x0.device) % x0.shape[0]]
-    tt = torch.full((batch_size,), float(t), dtype=torch.float64, device=x0.device)
+    n, half = x0.shape[0], batch_size // 2
+    pair = torch.arange(min(half, n * len(times)), device=x0.device)
+    t = torch.as_tensor(times, dtype=torch.float64).to(x0.device)[pair // n]
+    x = x0[pair % n]
     _synchronize(x0.device)
     start = time.perf_counter()
-    fn(x, tt)
+    fn(torch.cat([x, x]), torch.cat([t, t + dt]))
     _synchronize(x0.device)
     return time.perf_counter() - start
 
@@ -391,12 +402,14 @@ def curve_summary(t: Tensor, K: Tensor, dt: float, t_tilde: float, boundaries: l
     E-TSDM (``boundaries``), the max over the t whose [t, t′] crosses no boundary."""
     t, K = torch.as_tensor(t, dtype=torch.float64), torch.as_tensor(K, dtype=torch.float64)
     window = t < t_tilde
-    if not bool(window.any()):
+    below = bool(window.any())
+    if not below:
         window = torch.ones_like(window)
     tw, kw, jw = t[window], K[window], boundary_jumps(t, dt, boundaries)[window]
     i = int(kw.argmax())
     out: dict[str, Any] = {
-        "window": [float(tw[0]), float(t_tilde) if bool((t < t_tilde).any()) else float(tw[-1])],
+        "window": [float(tw[0]), float(t_tilde) if below else float(tw[-1])],
+        "window_end_included": not below,  # [t_first, t̃) or, with no t below t̃, [t_first, t_last]
         "mean": float(kw.mean()),
         "max": float(kw[i]),
         "t_at_max": float(tw[i]),

@@ -108,13 +108,27 @@ def _mean_std(rows: list) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------
-@click.command("lipschitz", short_help="Lipschitz constants K(t, t′) of ε in t (Eq. 8), all RUNs in one figure.")
+@click.command("lipschitz", short_help="Lipschitz constants K(t, t′) of the network in t (Eq. 8), RUNs in one figure.")
 @click.argument("runs", nargs=-1, required=True)
 @click.option("--t-start", type=float, default=None, help="first t (default 0, or Δt in continuous time)")
 @click.option("--t-max", type=float, default=None, help="last t (default t_max − Δt: the whole range)")
 @click.option("--dt", type=float, default=None, help="Δt = t′ − t (default 1 timestep, 1/T continuous)")
 @click.option("--stride", type=click.IntRange(min=1), default=1, help="measure every stride-th t")
 @click.option("--log-points", type=click.IntRange(min=2), default=None, help="instead: this many log-spaced t")
+@click.option(
+    "--output",
+    type=click.Choice(["net", "eps", "v", "x0"]),
+    default="net",
+    help="what is differentiated: the network's own output (default: ε, v or x0 per its prediction type) "
+    "or that quantity converted at physical time",
+)
+@click.option(
+    "--scale",
+    type=click.Choice(["step", "time"]),
+    default="step",
+    help="unit of K: per discrete-equivalent step (default; continuous Δt in units of 1/T) or per unit of "
+    "the schedule's own time",
+)
 @click.option("--samples", type=click.IntRange(min=1), default=64, help="data samples x_0 per t")
 @click.option("--batch-size", type=click.IntRange(min=2), default=1024, help="examples per network call")
 @click.option("--seeds", default="0", help=SEEDS_HELP)
@@ -123,67 +137,152 @@ def _mean_std(rows: list) -> tuple[np.ndarray, np.ndarray]:
 @click.option("--yscale", type=click.Choice(["log", "linear"]), default="log", help="y axis of the figure")
 @click.option("--labels", default=None, help="comma-separated legend labels, one per RUN")
 @click.option("--ema/--no-ema", default=True, help="EMA weights of a trained run")
+@click.option("--progress/--no-progress", default=True, help="a progress bar on stderr")
 @click.option("--pdf", is_flag=True, help="also write the figure as PDF")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("lipschitz"), help="folder")
 def lipschitz_cmd(
-    runs, t_start, t_max, dt, stride, log_points, samples, batch_size, seeds, split, data, yscale, labels, ema, pdf, out
-):
-    """K(t, t′) = E‖ε(x_t, t) − ε(x_t, t′)‖₂ / Δt (Eq. 8) for every t, one curve per RUN.
+    runs, t_start, t_max, dt, stride, log_points, output, scale, samples, batch_size, seeds, split, data, yscale,
+    labels, ema, progress, pdf, out,
+):  # fmt: skip
+    """K(t, t′) = E‖f(x_t, t) − f(x_t, t′)‖₂ / Δt (Eq. 8) for every t, one curve per RUN.
 
-    x_t is drawn from the forward process of each run's own data; the network is called through
-    its Denoiser (its condition map applies). Cost: 2 × samples × (number of t) evaluations per
-    seed. Writes OUT/lipschitz.json and OUT/lipschitz.png (all RUNs in one figure).
+    f is the network's own output (ε, v or x0; --output converts), x_t is drawn from the forward
+    process of each run's own data, and the network is called through its Denoiser (its condition
+    map applies). K is per discrete-equivalent step (--scale), so discrete and continuous RUNs share
+    one axis. Cost: 2 × samples × (number of t) evaluations per seed, estimated before starting.
+    Writes OUT/lipschitz.json and OUT/lipschitz.png (all RUNs in one figure).
     """
-    from ..analysis.lipschitz import lipschitz_curve, lipschitz_times, sharing_boundaries
+    from ..analysis.lipschitz import lipschitz_curve, sharing_boundaries
     from ..plotting import plot_lipschitz
 
     seed_list, label_list = _seeds(seeds), _labels(labels, runs)
-    curves, continuous = [], False
-    for spec, given in zip(runs, label_list, strict=True):
-        model = _load(spec, ema)
-        schedule = model.schedule
-        if curves and schedule.continuous != continuous:
-            raise click.BadParameter("RUNs mix discrete and continuous time; draw them in separate calls")
-        continuous = schedule.continuous
-        try:
-            times = lipschitz_times(schedule, t_start=t_start, t_end=t_max, dt=dt, stride=stride, log_points=log_points)
-        except ValueError as err:
-            raise click.BadParameter(str(err), param_hint="--t-start/--t-max/--dt") from err
+    plans = [_lipschitz_plan(spec, ema, t_start, t_max, dt, stride, log_points) for spec in runs]
+    if len({p["schedule"].continuous for p in plans}) > 1:  # --t-start/--t-max/--dt: each schedule's own unit
+        raise click.BadParameter(
+            "RUNs mix discrete and continuous time; measure them in separate calls (K is per discrete-equivalent "
+            "step in both by default, so their numbers compare)"
+        )
+    _lipschitz_estimate(plans, samples, batch_size, seed_list, split, data, output, dt)
+    curves = []
+    for plan, given in zip(plans, label_list, strict=True):
+        model, schedule, times, spec = plan["model"], plan["schedule"], plan["times"], plan["spec"]
+        label = _label(model, spec, given)
         per_seed = []
         for seed in seed_list:
             x0 = _x0(model, split, samples, seed, data)
             gen = torch.Generator(device=x0.device).manual_seed(seed)
             per_seed.append(
-                lipschitz_curve(model, x0, schedule, times, dt=dt, batch_size=batch_size, generator=gen, progress=True)
-            )
+                lipschitz_curve(
+                    model, x0, schedule, times, dt=dt, output=output, scale=scale, batch_size=batch_size,
+                    generator=gen, progress=progress, desc=f"{label[:32]} seed {seed}",
+                )
+            )  # fmt: skip
+        first = per_seed[0]
         k_mean, k_std = _mean_std([c.K.tolist() for c in per_seed])
+        boundaries = sharing_boundaries(model.denoiser.condition)
         curve = {
             "run": spec,
-            "label": _label(model, spec, given),
+            "label": label,
             "schedule": schedule.config(),
+            "continuous": schedule.continuous,
+            "prediction": model.denoiser.prediction,
             "condition": model.denoiser.condition.config(),
-            "boundaries": sharing_boundaries(model.denoiser.condition),
+            "boundaries": boundaries,
+            "output": first.output,  # the quantity differentiated
+            "output_is_network": first.network_output,  # the network's own output, not a conversion
+            "K_scale": first.scale,
+            "K_unit": first.unit,
+            "K_steps_per_time_unit": first.steps_per_unit,  # K = ‖Δf‖ / (dt · this)
             "t": times.tolist(),
-            "dt": per_seed[0].dt,
+            "dt": first.dt,
             "K": k_mean.tolist(),
             "K_std_over_seeds": k_std.tolist(),
             # the band of the figure: ±2 standard errors, over samples (one seed) or over seeds
-            "K_sem": (per_seed[0].K_sem.numpy() if len(seed_list) == 1 else k_std / len(seed_list) ** 0.5).tolist(),
+            "K_sem": (first.K_sem.numpy() if len(seed_list) == 1 else k_std / len(seed_list) ** 0.5).tolist(),
             "K_per_seed": [c.K.tolist() for c in per_seed],
             "n_samples": samples,
             "seeds": seed_list,
-            "evaluations_per_seed": per_seed[0].evaluations,
-            "calls_per_seed": per_seed[0].calls,
+            "evaluations_per_seed": first.evaluations,
+            "calls_per_seed": first.calls,
         }
+        curve["summary"] = _lipschitz_summary(curve, plan, plans)
         curves.append(curve)
-        k = np.asarray(curve["K"])
-        click.echo(
-            f"{curve['label']}: K max {k.max():.4g} at t={times[int(k.argmax())]:.4g}, "
-            f"K(t_start) {k[0]:.4g}, K(last) {k[-1]:.4g}; {curve['evaluations_per_seed']} evaluations per seed"
-        )
+        click.echo(_lipschitz_line(curve))
     json_path = _write_json(out, "lipschitz.json", {"curves": curves})
-    figs = plot_lipschitz(curves, out / "lipschitz.png", continuous=continuous, yscale=yscale, pdf=pdf)
+    figs = plot_lipschitz(curves, out / "lipschitz.png", yscale=yscale, pdf=pdf)
     click.echo(f"wrote {json_path} and {', '.join(map(str, figs))}")
+
+
+def _lipschitz_plan(spec, ema, t_start, t_max, dt, stride, log_points) -> dict[str, Any]:
+    from ..analysis.lipschitz import lipschitz_times
+
+    model = _load(spec, ema)
+    try:
+        times = lipschitz_times(
+            model.schedule, t_start=t_start, t_end=t_max, dt=dt, stride=stride, log_points=log_points
+        )
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--t-start/--t-max/--dt") from err
+    return {"spec": spec, "model": model, "schedule": model.schedule, "times": times}
+
+
+def _lipschitz_estimate(plans, samples, batch_size, seeds, split, data, output, dt) -> None:
+    """Print, before any measurement, the network evaluations of the whole command and the time
+    they should take, from one timed network call of a full batch per RUN (stderr)."""
+    from ..analysis.lipschitz import lipschitz_cost, time_one_call
+
+    total_evals, total_s = 0, 0.0
+    for plan in plans:
+        evals, calls = lipschitz_cost(samples, len(plan["times"]), batch_size)
+        x0 = _x0(plan["model"], split, samples, seeds[0], data)
+        rows = min(batch_size - batch_size % 2, evals)
+        call_s = time_one_call(
+            plan["model"], x0, plan["schedule"], plan["times"], dt=dt, output=output, batch_size=batch_size
+        )
+        seconds = call_s * calls * len(seeds)
+        total_evals, total_s = total_evals + evals * len(seeds), total_s + seconds
+        click.echo(
+            f"{plan['spec']}: {len(plan['times'])} t × {samples} samples × 2 × {len(seeds)} seed(s) = "
+            f"{evals * len(seeds):,} network evaluations in {calls * len(seeds):,} calls of ≤ {rows} "
+            f"(one call took {call_s:.3g} s): ≈ {_duration(seconds)}",
+            err=True,
+        )
+    click.echo(f"lipschitz: {total_evals:,} network evaluations, expected ≈ {_duration(total_s)}", err=True)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def _lipschitz_summary(curve: dict, plan: dict, plans: list[dict]) -> dict[str, Any]:
+    """curve_summary over [t_start, t̃): t̃ of this run's E-TSDM sharing, else of the first E-TSDM
+    RUN on the same kind of time, else the paper's default (100 timesteps, 0.1 continuous)."""
+    from ..analysis.lipschitz import curve_summary
+    from ..analysis.stability import default_t_tilde
+
+    same_kind = [p for p in plans if p["schedule"].continuous == plan["schedule"].continuous]
+    shared = [p["model"].denoiser.condition for p in [plan, *same_kind]]
+    t_tilde = next((float(c.t_tilde) for c in shared if hasattr(c, "t_tilde")), default_t_tilde(plan["schedule"]))
+    return curve_summary(curve["t"], curve["K"], curve["dt"], t_tilde, curve["boundaries"])
+
+
+def _lipschitz_line(curve: dict) -> str:
+    s = curve["summary"]
+    lo, hi = s["window"]
+    jump = " (a sub-interval boundary jump)" if s["max_is_boundary_jump"] else ""
+    close = "]" if s["window_end_included"] else ")"
+    line = (
+        f"{curve['label']}: K over t ∈ [{lo:g}, {hi:g}{close}: mean {s['mean']:.4g}, "
+        f"max {s['max']:.4g} at t = {s['t_at_max']:.4g}{jump}"
+    )
+    if "max_off_boundaries" in s:
+        line += f", max inside sub-intervals {s['max_off_boundaries']:.4g} at t = {s['t_at_max_off_boundaries']:.4g}"
+    k = np.asarray(curve["K"])
+    kind = "network output" if curve["output_is_network"] else "converted from the network output"
+    return (
+        f"{line}; K(last t) {k[-1]:.4g}. K of {curve['output']} ({kind}), {curve['K_unit']}; "
+        f"{curve['evaluations_per_seed']:,} evaluations per seed"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,15 +296,24 @@ def lipschitz_cmd(
 @click.option("--split", default="test", help="data split the x_0 come from")
 @click.option("--data", default=None, help="data for x_0 instead of the run's own: digits | gmm | FILE.npz")
 @click.option("--reference", type=click.IntRange(min=0), default=0, help="index of the RUN the others are compared to")
+@click.option(
+    "--metric",
+    type=click.Choice(["mse", "rms"]),
+    default="mse",
+    help="per-pixel mean squared change of x0 (default; the paper's Fig. 2 scale, grows like s²) or its root",
+)
 @click.option("--labels", default=None, help="comma-separated legend labels, one per RUN")
 @click.option("--ema/--no-ema", default=True, help="EMA weights of a trained run")
 @click.option("--pdf", is_flag=True, help="also write the figure as PDF")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("stability"), help="folder")
-def stability_cmd(runs, t_tilde, scales, samples, batch_size, seeds, split, data, reference, labels, ema, pdf, out):
+def stability_cmd(
+    runs, t_tilde, scales, samples, batch_size, seeds, split, data, reference, metric, labels, ema, pdf, out
+):
     """Error of the predicted x0 when x_t̃ is perturbed by N(0, s²I), per scale s (Fig. 2).
 
-    All RUNs see the same x_t̃ and the same perturbations per seed; the figure labels each bar with
-    its relative difference to the reference RUN. Writes OUT/stability.json and OUT/stability.png.
+    The error is the per-pixel MSE of the change of x0 (--metric rms: its root). All RUNs see the
+    same x_t̃ and the same perturbations per seed; the figure labels each bar with its relative
+    difference to the reference RUN. Writes OUT/stability.json and OUT/stability.png.
     """
     from ..analysis.stability import perturbation_error, relative_difference
     from ..plotting import plot_stability
@@ -223,8 +331,9 @@ def stability_cmd(runs, t_tilde, scales, samples, batch_size, seeds, split, data
             gen = torch.Generator(device=x0.device).manual_seed(seed)
             try:
                 res = perturbation_error(
-                    model, x0, model.schedule, t=t_tilde, scales=scale_list, generator=gen, batch_size=batch_size
-                )
+                    model, x0, model.schedule, t=t_tilde, scales=scale_list, generator=gen, batch_size=batch_size,
+                    metric=metric,
+                )  # fmt: skip
             except ValueError as err:
                 raise click.BadParameter(str(err), param_hint="--t/--scales") from err
             rows.append(res)
@@ -240,21 +349,33 @@ def stability_cmd(runs, t_tilde, scales, samples, batch_size, seeds, split, data
                 "error_per_seed": [r.error.tolist() for r in rows],
                 "n_samples": samples,
                 "seeds": seed_list,
+                "metric": metric,
+                "metric_definition": rows[0].to_dict()["metric_definition"],
             }
         )
     ref = results[reference]["error"]
     for res in results:
         res["relative_difference_to_reference"] = relative_difference(res["error"], ref).tolist()
-    click.echo("scale   " + "  ".join(f"{r['label'][:28]:>28}" for r in results))
-    for j, s in enumerate(scale_list):
-        cells = [
-            f"{r['error'][j]:.4g} ± {r['error_std'][j]:.2g} ({100 * r['relative_difference_to_reference'][j]:+.1f}%)"
-            for r in results
-        ]
-        click.echo(f"{s:<7g} " + "  ".join(f"{c:>28}" for c in cells))
+    for line in _stability_table(results, scale_list, metric):
+        click.echo(line)
     json_path = _write_json(out, "stability.json", {"reference": reference, "results": results})
     figs = plot_stability(results, out / "stability.png", reference=reference, pdf=pdf)
     click.echo(f"wrote {json_path} and {', '.join(map(str, figs))}")
+
+
+def _stability_table(results: list[dict], scales: list[float], metric: str) -> list[str]:
+    """One row per scale, one column per RUN; every column as wide as its label or its widest cell."""
+    columns = []
+    for r in results:
+        cells = [
+            f"{e:.4g} ± {sd:.2g} ({100 * rel:+.1f}%)"
+            for e, sd, rel in zip(r["error"], r["error_std"], r["relative_difference_to_reference"], strict=True)
+        ]
+        width = max(len(r["label"]), *(len(c) for c in cells))
+        columns.append([r["label"].rjust(width), *(c.rjust(width) for c in cells)])
+    first = [f"scale ({metric.upper()})", *(f"{s:g}" for s in scales)]
+    first_width = max(len(c) for c in first)
+    return ["  ".join([a.ljust(first_width), *row]) for a, *row in zip(first, *columns, strict=True)]
 
 
 # --------------------------------------------------------------------------------------------
