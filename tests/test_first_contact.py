@@ -120,3 +120,112 @@ def test_spread_below_float_noise_prints_as_zero():
     fid = {"n": 300, "fid": 7.937, "fid_std": 7.9e-10, "floor": 5.2, "floor_std": 0.31}
     line = format_results({"fid-digits": fid})[0]
     assert "7.937 ± 0 " in line and "e-10" not in line and "5.2 ± 0.31" in line
+
+
+# --- outputs: never overwrite silently, check before work -----------------------------------------
+TINY_NET = ("model.overrides={base_channels: 8, channel_mult: [1], layers_per_block: 1, attention_resolutions: [], "
+            "attention_head_dim: 8, time_embedding_dim: 16, norm_num_groups: 4}")
+
+
+def _tiny_run(path: Path, condition: str = "etsdm") -> Path:
+    """A digits run with one (untrained) checkpoint, written without training."""
+    from etsdm.config import dump_config
+    from etsdm.runs import build_net
+    from etsdm.train.checkpoint import save_checkpoint
+
+    cfg = load_config(None, [TINY_NET, f"diffusion.condition.kind={condition}"])
+    torch.manual_seed(0)
+    net = build_net(cfg, (1, 8, 8))
+    save_checkpoint(path, 1, model=net, ema=None, ema_updates=0, state={}, config_yaml=dump_config(cfg))
+    return path
+
+
+def test_export_refuses_an_existing_export_and_force_replaces_it_whole(tmp_path):
+    etsdm_run, base_run = _tiny_run(tmp_path / "e"), _tiny_run(tmp_path / "b", "identity")
+    out = tmp_path / "hf"
+    assert _run("export", etsdm_run, out).exit_code == 0
+    (out / "stray.txt").write_text("from an older export")
+    res = _run("export", base_run, out)
+    assert res.exit_code == 1 and "already holds files" in res.output and "--force" in res.output
+    assert json.loads((out / "etsdm.json").read_text())["condition"]["kind"] == "etsdm"  # untouched
+    assert _run("export", base_run, out, "--force").exit_code == 0
+    assert json.loads((out / "etsdm.json").read_text())["condition"]["kind"] == "identity"
+    assert not (out / "stray.txt").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    res = _run("export", base_run, other, "--force")
+    assert res.exit_code == 1 and "not an etsdm export" in res.output and (other / "notes.txt").exists()
+
+
+def test_exported_files_have_ordinary_modes(tmp_path):
+    import os
+
+    out = tmp_path / "hf"
+    assert _run("export", _tiny_run(tmp_path / "r"), out).exit_code == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    weights = out / "diffusion_pytorch_model.safetensors"
+    assert weights.stat().st_mode & 0o777 == 0o666 & ~umask  # 0644 under the usual umask 022, not 0600
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_sample_default_output_is_not_overwritten_without_force(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ("sample", "gmm", "--num", 8, "--nfe", 2, "--threads", 1)
+    res = _run(*args, "--evaluate", "--eval-seeds", 0)
+    out = Path("samples") / "gmm-ddim-2-seed0.npz"
+    assert res.exit_code == 0 and str(out) in res.output and out.with_suffix(".eval.json").exists()
+    res = _run(*args, "--seed", 0)
+    assert res.exit_code == 2 and "already exist" in res.output and "--force" in res.output
+    res = _run(*args, "--force")
+    assert res.exit_code == 0 and out.exists() and out.with_suffix(".png").exists()
+    assert not out.with_suffix(".eval.json").exists()  # the stale metrics of the earlier samples are gone
+
+
+def test_sample_help_names_the_real_default_output():
+    res = _run("sample", "--help")
+    assert "RUN/samples/<sampler>-<nfe>-seed<seed>.npz" in " ".join(res.output.split())
+
+
+def test_sample_unwritable_out_fails_before_sampling(tmp_path, monkeypatch):
+    import etsdm.runs
+
+    def no_sampling(*a, **k):
+        raise AssertionError("sampled before checking --out")
+
+    monkeypatch.setattr(etsdm.runs, "generate", no_sampling)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    res = _run("sample", "gmm", "--num", 4, "--out", blocker / "s.npz", "--threads", 1)
+    assert res.exit_code == 1 and "cannot write to" in res.output, res.output
+
+
+@pytest.mark.parametrize("device, message", [("foo", "is not a torch device"), ("cuda", "no CUDA device")])
+def test_bad_device_is_a_named_error(device, message):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    res = _run("sample", "gmm", "--num", 2, "--device", device)
+    assert res.exit_code == 2 and message in res.output and "--device" in res.output
+
+
+def test_threads_auto_is_one_for_small_models_and_follows_the_load_otherwise(monkeypatch):
+    import os
+
+    from etsdm.cli import run as run_module
+
+    small = torch.nn.Linear(10, 10)
+    try:
+        assert run_module._set_threads("auto", small) == "torch CPU threads: 1 (auto: small model, 0.00011M parameters)"
+        monkeypatch.setattr(run_module, "SMALL_MODEL", 10)  # now the same model counts as large
+        monkeypatch.setattr(os, "cpu_count", lambda: 4)
+        monkeypatch.setattr(os, "getloadavg", lambda: (3.6, 0.0, 0.0))
+        assert run_module._set_threads("auto", small).startswith("torch CPU threads: 1 (auto: busy CPU")
+        monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+        assert run_module._set_threads("auto", small) == "torch CPU threads: 4 (auto: idle CPU, 4 cores)"
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(1)
+    res = _run("sample", "gmm", "--num", 2, "--nfe", 1, "--threads", "two")
+    assert res.exit_code == 2 and "expected 'auto' or a positive integer" in res.output

@@ -25,7 +25,9 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -349,8 +351,12 @@ def find_unet(net: nn.Module) -> tuple[nn.Module, float]:
     raise ValueError(f"{type(net).__name__} holds no diffusers UNet2DModel: only UNet runs can be exported")
 
 
-def export_diffusers(spec: str | Path, out_dir: str | Path, *, ema: bool = True) -> Path:
+def export_diffusers(spec: str | Path, out_dir: str | Path, *, ema: bool = True, overwrite: bool = False) -> Path:
     """Write a run as a diffusers folder: UNet2DModel, scheduler config, etsdm.json sidecar.
+
+    An existing non-empty ``out_dir`` is an error unless ``overwrite`` and it is an earlier export
+    (it has an etsdm.json); then it is replaced whole (no stray files of the old export remain).
+    The new folder is written beside it and moved into place, with ordinary file modes (0644).
 
     The scheduler is a DDPMScheduler with the run's exact β table (``trained_betas``) and prediction
     type, for discrete schedules; continuous-time runs get no scheduler config (diffusers'
@@ -359,19 +365,56 @@ def export_diffusers(spec: str | Path, out_dir: str | Path, *, ema: bool = True)
     """
     from diffusers import DDPMScheduler
 
+    out = Path(out_dir)
+    _check_export_target(out, overwrite)
     model = load_model(spec, ema=ema)
     if model.config is None:
         raise ValueError(f"{spec}: not an etsdm run")
     if model.config.data.name == "sr":
         raise ValueError("super-resolution runs take a low-resolution input: export is for unconditional UNets")
     unet, time_scale = find_unet(model.denoiser.net)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    unet.save_pretrained(str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        unet.save_pretrained(str(tmp))
+        sched = model.schedule
+        if not sched.continuous:
+            DDPMScheduler(num_train_timesteps=sched.T, trained_betas=sched.betas().tolist(), clip_sample=False,
+                          prediction_type=_PRED_TO_DIFFUSERS[model.denoiser.prediction]).save_pretrained(str(tmp))
+        _write_sidecar(tmp, model, time_scale)
+        _ordinary_modes(tmp)  # safetensors and mkdtemp create 0600 / 0700
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _check_export_target(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise FileExistsError(f"{out}: already holds files (an earlier export?); pass --force (overwrite=True) to "
+                              "replace it, or choose another folder")
+    if not (out / SIDECAR).is_file():
+        raise FileExistsError(f"{out}: holds files but is not an etsdm export (no {SIDECAR}); refusing to replace it")
+
+
+def _ordinary_modes(folder: Path) -> None:
+    """Give a written folder the modes of ordinary files and folders (0666 / 0777 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _write_sidecar(out: Path, model: LoadedModel, time_scale: float) -> None:
     sched = model.schedule
-    if not sched.continuous:
-        DDPMScheduler(num_train_timesteps=sched.T, trained_betas=sched.betas().tolist(), clip_sample=False,
-                      prediction_type=_PRED_TO_DIFFUSERS[model.denoiser.prediction]).save_pretrained(str(out))
     side = {
         "name": model.name, "schedule": sched.config(), "prediction": model.denoiser.prediction,
         "condition": model.denoiser.condition.config(), "time_scale": time_scale, "step": model.step,
@@ -379,7 +422,6 @@ def export_diffusers(spec: str | Path, out_dir: str | Path, *, ema: bool = True)
         "note": "diffusers does not apply the condition map: call the UNet with timestep = condition(t) * time_scale",
     }
     (out / SIDECAR).write_text(json.dumps(side, indent=2))
-    return out
 
 
 def _plain(cfg: RunConfig) -> dict[str, Any]:

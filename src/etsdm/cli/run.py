@@ -17,24 +17,88 @@ def _fail(err: Exception) -> click.ClickException:
     return click.ClickException(str(err))
 
 
-THREADS_HELP = ("CPU threads for torch: a number, or 'auto' = all cores when the machine is idle, 1 when it is "
-                "busy (load average >= cores - 0.5: on a shared CPU, intra-op threads slow PyTorch many-fold).")
+# Above this many parameters intra-op threads pay off; below it one thread is at most ~1.5x slower on
+# an idle CPU, while N threads on a CPU another process uses are slowed many-fold (measured on the
+# default digits UNet, 0.2M parameters, 2 busy cores: 11.9 steps/s on 1 thread, 0.8-1.5 on 2).
+SMALL_MODEL = 20_000_000
+THREADS_HELP = ("CPU threads for torch: a number, or 'auto' = 1 for a small model (< 20M parameters, every toy "
+                "config: never slowed many-fold when another process takes a core), else all cores when the "
+                "machine is idle and 1 when it is busy (load average >= cores - 0.5). The choice is printed.")
 
 
-def _set_threads(threads: str) -> None:
-    """Apply --threads (see THREADS_HELP)."""
+def _set_threads(threads: str, model=None) -> str:
+    """Apply --threads (see THREADS_HELP), for ``model`` once it is built; say what runs and why."""
     import os
 
     import torch
 
-    if threads == "auto":
-        cores = os.cpu_count() or 1
-        n = 1 if os.getloadavg()[0] >= cores - 0.5 else torch.get_num_threads()
-    else:
+    if threads != "auto":
         n = int(threads) if threads.isdigit() else 0
         if n < 1:
             raise click.BadParameter(f"{threads!r}: expected 'auto' or a positive integer", param_hint="--threads")
+        why = "--threads"
+    else:
+        cores, load = os.cpu_count() or 1, os.getloadavg()[0]
+        params = sum(p.numel() for p in model.parameters()) if model is not None else None
+        if params is not None and params < SMALL_MODEL:
+            n, why = 1, f"auto: small model, {params / 1e6:.2g}M parameters"
+        elif load >= cores - 0.5:
+            n, why = 1, f"auto: busy CPU, load {load:.1f} on {cores} cores"
+        else:
+            n, why = cores, f"auto: idle CPU, {cores} cores"
     torch.set_num_threads(n)
+    return f"torch CPU threads: {n} ({why})"
+
+
+def _device_option(ctx: click.Context, param: click.Parameter, device: str) -> str:
+    """--device: a torch device that exists on this machine, checked before any work."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise click.BadParameter(f"{device!r} is not a torch device; use cpu, cuda, cuda:N or mps") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if dev.type not in available:
+        raise click.BadParameter(f"{device!r}: etsdm runs on cpu, cuda or mps, not {dev.type}")
+    if not available[dev.type]:
+        build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a build without CUDA")
+        raise click.BadParameter(f"{device!r}: no {dev.type.upper()} device on this machine ({build}); "
+                                 "use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise click.BadParameter(f"{device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def _claim_outputs(paths: list[Path], force: bool) -> None:
+    """Before any work: refuse to overwrite existing outputs without --force (with it, remove them so
+    no stale file describes other results), and check that their folder is writable."""
+    import os
+    import tempfile
+
+    existing = [p for p in paths if p.exists()]
+    if existing and not force:
+        raise click.UsageError(f"{', '.join(map(str, existing))} already exist(s); pass --force to replace, "
+                               "or choose another --out")
+    folder = paths[0].parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".etsdm-write-test-"):
+            pass
+        for p in existing:
+            os.remove(p)
+    except OSError as err:
+        raise click.ClickException(f"cannot write to {folder}: {err.strerror or err}; choose another --out") from None
+
+
+def _sample_out(run: str, out: Path | None, sampler: str, nfe: int, seed: int) -> Path:
+    """--out of ``sample``, or its default: RUN/samples/<sampler>-<nfe>-seed<seed>.npz for a run
+    folder, ./samples/<spec>-<sampler>-<nfe>-seed<seed>.npz for an analytic spec (gmm, gmm:etsdm)."""
+    if out is not None:
+        return out if out.suffix == ".npz" else out.with_name(out.name + ".npz")  # numpy would append it
+    if Path(run).is_dir():
+        return Path(run) / "samples" / f"{sampler}-{nfe}-seed{seed}.npz"
+    return Path("samples") / f"{run.replace(':', '-')}-{sampler}-{nfe}-seed{seed}.npz"
 
 
 @click.command("train")
@@ -81,7 +145,9 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
     _set_threads(threads)
     t0 = time.perf_counter()
     try:
-        result = Trainer(cfg, out, resume=resume, progress=progress).train()
+        trainer = Trainer(cfg, out, resume=resume, progress=progress)
+        click.echo(_set_threads(threads, trainer.net))  # now that the model's size is known
+        result = trainer.train()
     except (NonFiniteLossError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from None
     click.echo(f"trained {result.step} steps in {time.perf_counter() - t0:.0f} s; run: {out}; "
@@ -98,18 +164,21 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
 @click.option("--num", type=click.IntRange(min=1), default=100, help="Number of samples.")
 @click.option("--seed", type=int, default=0, help="Seed of the initial noise (and of ancestral noise).")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Output .npz (a PNG grid is written beside it); default RUN/samples/<sampler>-<nfe>.npz.")
+              help="Output .npz (a PNG grid <out>.png beside it); default RUN/samples/<sampler>-<nfe>-seed<seed>.npz "
+                   "(./samples/<spec>-<sampler>-<nfe>-seed<seed>.npz for gmm specs).")
+@click.option("--force", is_flag=True, help="Replace existing output files (and a stale <out>.eval.json).")
 @click.option("--batch", type=click.IntRange(min=1), default=256, help="Samples per network batch.")
 @click.option("--ema/--no-ema", default=True, help="Use the EMA weights.")
 @click.option("--spacing", type=click.Choice(SPACINGS), default="time-uniform", help="Time-step spacing.")
 @click.option("--eta", type=click.FloatRange(min=0), default=0.0, help="DDIM η (0 = deterministic).")
-@click.option("--device", default="cpu", help="torch device, e.g. cpu or cuda.")
+@click.option("--device", default="cpu", callback=_device_option, help="torch device: cpu, cuda, cuda:N or mps.")
 @click.option("--threads", default="auto", help=THREADS_HELP)
 @click.option("--evaluate", "evaluate", is_flag=True,
               help="Evaluate the samples right away against the run's data (digits: FID-n with its real-vs-real "
                    "floor; gmm: the exact mixture metrics), over --eval-seeds; writes <out>.eval.json.")
 @click.option("--eval-seeds", default="0,1,2", help="Comma-separated seeds of the metrics' random draws.")
-def sample_cmd(run: str, sampler: str, nfe: int, num: int, seed: int, out: Path | None, batch: int, ema: bool,
+def sample_cmd(run: str, sampler: str, nfe: int, num: int, seed: int, out: Path | None, force: bool, batch: int,
+               ema: bool,
                spacing: str, eta: float, device: str, threads: str, evaluate: bool, eval_seeds: str) -> None:
     """Draw samples from RUN (a run dir, checkpoint dir, diffusers folder, or gmm / gmm:etsdm).
 
@@ -132,6 +201,9 @@ def sample_cmd(run: str, sampler: str, nfe: int, num: int, seed: int, out: Path 
         model = load_model(run, ema=ema, device=device)
     except (FileNotFoundError, ValueError) as err:
         raise click.BadParameter(str(err), param_hint="RUN") from None
+    out = _sample_out(run, out, sampler, nfe, seed)
+    _claim_outputs([out, out.with_suffix(".png"), out.with_suffix(".eval.json")], force)  # before sampling
+    click.echo(_set_threads(threads, model.denoiser.net))
     lowres = None
     if model.data_name == "sr":
         test = model.dataset("test")
@@ -140,10 +212,6 @@ def sample_cmd(run: str, sampler: str, nfe: int, num: int, seed: int, out: Path 
     kwargs = {"eta": eta} if sampler == "ddim" else {}
     x = generate(model, num, sampler=sampler, nfe=nfe, seed=seed, batch=batch, device=device, lowres=lowres,
                  spacing=spacing, progress=True, **kwargs)
-    if out is None:
-        base = Path(run) if Path(run).is_dir() else Path("samples")
-        out = base / "samples" / f"{sampler}-{nfe}-seed{seed}.npz"
-    out.parent.mkdir(parents=True, exist_ok=True)
     if x.ndim == 4:
         x = x.clamp(-1, 1)  # images: the sampler may overshoot the data range slightly
     np.savez_compressed(out, samples=x.numpy(), sampler=sampler, nfe=nfe, seed=seed)
@@ -183,7 +251,8 @@ def _evaluate_now(model, x, out: Path, seeds: list[int]) -> None:
 @click.argument("run", type=click.Path(exists=True, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--ema/--no-ema", default=True, help="Export the EMA weights.")
-def export_cmd(run: Path, out_dir: Path, ema: bool) -> None:
+@click.option("--force", is_flag=True, help="Replace an earlier export in OUT_DIR (whole: no stray files remain).")
+def export_cmd(run: Path, out_dir: Path, ema: bool, force: bool) -> None:
     """Export RUN as a diffusers folder OUT_DIR (UNet2DModel + DDPMScheduler config + etsdm.json).
 
     diffusers does not apply E-TSDM's condition map; etsdm.json records it and `etsdm import`
@@ -192,8 +261,8 @@ def export_cmd(run: Path, out_dir: Path, ema: bool) -> None:
     from ..runs import export_diffusers
 
     try:
-        path = export_diffusers(run, out_dir, ema=ema)
-    except (FileNotFoundError, ValueError) as err:
+        path = export_diffusers(run, out_dir, ema=ema, overwrite=force)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
         raise _fail(err) from None
     click.echo(f"diffusers folder: {path}")
 
