@@ -96,10 +96,10 @@ def test_etsdm_v_model_gives_exactly_zero_inside_subintervals_by_default():
     x0 = _x0(8, 4).float()
     times = lipschitz_times(SCHED, t_end=110)
     curve = lipschitz_curve(den, x0, SCHED, times, batch_size=64, generator=torch.Generator().manual_seed(0))
-    assert curve.output == "v" and curve.network_output
     jumps = [19, 39, 59, 79, 99]
     inside = [t for t in range(100) if t not in jumps]
     assert bool((curve.K[inside] == 0).all()) and bool((curve.K[jumps] > 0).all()) and bool((curve.K[100:] > 0).all())
+    assert curve.output == "v" and curve.network_output
     for output in ("eps", "x0"):
         conv = lipschitz_curve(den, x0, SCHED, times, output=output, batch_size=64)
         assert conv.output == output and not conv.network_output
