@@ -122,6 +122,7 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
     `accelerate launch --num_processes 4 $(which etsdm) train CONFIG`.
     """
     from ..config import ConfigError, dump_config, field_help, load_config
+    from ..train.checkpoint import CheckpointWriteError, step_dirs
     from ..train.trainer import NonFiniteLossError, Trainer
 
     if fields:
@@ -140,18 +141,28 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
         click.echo(dump_config(cfg), nl=False)
         return
     out = out or Path("runs") / (config.stem if config else "digits_etsdm")
-    if not resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+    if not resume and step_dirs(out):
         raise click.UsageError(f"{out} already holds checkpoints: pass --resume to continue it, or another --out")
     _set_threads(threads)
     t0 = time.perf_counter()
     try:
         trainer = Trainer(cfg, out, resume=resume, progress=progress)
+        for note in trainer.notes:  # e.g. a resume that falls back past an incomplete checkpoint
+            click.echo(f"note: {note}", err=True)
         click.echo(_set_threads(threads, trainer.net))  # now that the model's size is known
-        result = trainer.train()
-    except (NonFiniteLossError, FileNotFoundError, ValueError) as err:
+        try:
+            result = trainer.train()
+        finally:
+            trainer.acc.end_training()  # lets a multi-process (gloo / nccl) run exit instead of hanging
+    except (NonFiniteLossError, CheckpointWriteError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from None
-    click.echo(f"trained {result.step} steps in {time.perf_counter() - t0:.0f} s; run: {out}; "
-               f"checkpoint: {result.last_checkpoint}")
+    if result.trained == 0:
+        done = "wrote its missing final outputs" if result.outputs_written else "its outputs are complete"
+        click.echo(f"nothing to train: {out} is already at step {result.step} (train.steps={cfg.train.steps}); "
+                   f"{done}; checkpoint: {result.last_checkpoint}")
+    else:
+        click.echo(f"trained {result.trained} steps (to step {result.step}) in {time.perf_counter() - t0:.0f} s; "
+                   f"run: {out}; checkpoint: {result.last_checkpoint}")
     grids = sorted((out / "samples").glob("step_*.png"))
     if grids:
         click.echo(f"samples: {grids[-1]}   loss curve: {out / 'loss.png'}")
@@ -201,6 +212,8 @@ def sample_cmd(run: str, sampler: str, nfe: int, num: int, seed: int, out: Path 
         model = load_model(run, ema=ema, device=device)
     except (FileNotFoundError, ValueError) as err:
         raise click.BadParameter(str(err), param_hint="RUN") from None
+    for note in model.notes:  # e.g. an incomplete newest checkpoint was skipped
+        click.echo(f"note: {note}", err=True)
     out = _sample_out(run, out, sampler, nfe, seed)
     _claim_outputs([out, out.with_suffix(".png"), out.with_suffix(".eval.json")], force)  # before sampling
     click.echo(_set_threads(threads, model.denoiser.net))

@@ -1,14 +1,44 @@
-"""What a person looks at: sample grids (PIL), 2-D scatter plots and loss curves (matplotlib)."""
+"""What a person looks at: sample grids (PIL), 2-D scatter plots and loss curves (matplotlib).
+
+Every file is written to a temporary name beside its target and renamed into place, so a kill
+never leaves a truncated grid, .npz or curve that looks finished.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+
+@contextmanager
+def _atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path (same suffix, so writers pick the format) renamed to ``path`` on success."""
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _atomic_path(path) as tmp:
+        write(tmp)
+    return path
+
+
+def save_samples_npz(x: Tensor, path: str | Path) -> Path:
+    """Samples as ``path`` (.npz, key ``samples``), written atomically."""
+    return _write_atomic(Path(path), lambda p: np.savez_compressed(p, samples=x.detach().cpu().numpy()))
 
 
 def image_grid(x: Tensor, nrow: int | None = None, pad: int | None = None, upscale: int | None = None) -> np.ndarray:
@@ -34,12 +64,10 @@ def image_grid(x: Tensor, nrow: int | None = None, pad: int | None = None, upsca
 def save_samples_png(x: Tensor, path: str | Path, nrow: int | None = None) -> Path:
     """Images (N, C, H, W) as a PNG grid; vectors (N, D) as a scatter of the first two coordinates."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if x.ndim == 4:
         from PIL import Image
 
-        Image.fromarray(image_grid(x, nrow)).save(path)
-        return path
+        return _write_atomic(path, lambda p: Image.fromarray(image_grid(x, nrow)).save(p))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,7 +78,7 @@ def save_samples_png(x: Tensor, path: str | Path, nrow: int | None = None) -> Pa
     ax.scatter(v[:, 0], v[:, 1] if v.shape[1] > 1 else np.zeros(len(v)), s=2, alpha=0.5)
     ax.set_aspect("equal")
     ax.set_title(f"{len(v)} samples")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    _write_atomic(path, lambda p: fig.savefig(p, dpi=120, bbox_inches="tight"))
     plt.close(fig)
     return path
 
@@ -64,8 +92,11 @@ def plot_loss_curve(metrics: str | Path, path: str | Path) -> Path:
 
     steps, loss = [], []
     for line in Path(metrics).read_text().splitlines():
-        rec = json.loads(line)
-        if "loss" in rec:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        if isinstance(rec, dict) and "loss" in rec:
             steps.append(rec["step"])
             loss.append(rec["loss"])
     fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -74,6 +105,6 @@ def plot_loss_curve(metrics: str | Path, path: str | Path) -> Path:
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (mean over the logging window)")
     ax.grid(True, alpha=0.3)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    _write_atomic(Path(path), lambda p: fig.savefig(p, dpi=120, bbox_inches="tight"))
     plt.close(fig)
     return Path(path)

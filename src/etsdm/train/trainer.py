@@ -9,40 +9,58 @@ Determinism: the batch of micro-step k (:class:`StepBatchSampler`), the training
 and the global torch RNG of step k are all seeded from (seed, rank, k). A run stopped after step k
 and resumed from its checkpoint therefore continues bit for bit like an uninterrupted run (CPU),
 whatever the number of processes.
+
+Crash safety: checkpoints are atomic and verified (:mod:`.checkpoint`); ``resume`` takes the newest
+complete one (reporting, then deleting, any newer incomplete ones), drops metrics.jsonl lines past
+it, and refuses config changes that would make the continued run a different run
+(:data:`RESUMABLE` lists what may change). A resumed run that has nothing left to train still
+writes its final outputs (loss curve, sample grid) if a kill cut them short.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..config import RunConfig, dump_config, save_config
+from ..config import ConfigError, RunConfig, dump_config, load_config, to_dict
 from ..denoiser import Denoiser
 from ..losses import LossOutput, diffusion_loss, sample_timesteps
 from .checkpoint import (
+    CheckpointError,
+    CheckpointWriteError,
+    atomic_write_text,
+    checkpoint_problem,
+    fallback_note,
     latest_checkpoint,
     load_state,
     load_weights,
     read_meta,
+    remove_partial_writes,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    step_dirs,
 )
 from .ema import EMA
 from .sampler import StepBatchSampler
 
 IN_MEMORY_BYTES = 2**30  # data sets up to 1 GiB without random augmentation are stacked into one tensor
+# Config fields a resume may change: they stop, log, checkpoint or preview the run, but do not change
+# the weights it computes (data order, times and noise are seeded per step, not per worker). Every
+# other field defines the run; changing one on resume is refused (train a new run instead).
+RESUMABLE = ("train.steps", "train.checkpoint_every", "train.keep_last", "train.log_every", "train.sample_every",
+             "train.tensorboard", "data.num_workers", "sample.")
 
 
 class InMemory(torch.utils.data.Dataset):
@@ -82,18 +100,65 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class TrainResult:
-    """What :meth:`Trainer.train` returns."""
+    """What :meth:`Trainer.train` returns (``trained``: steps trained by this call;
+    ``outputs_written``: the final loss curve and sample grid were written by this call)."""
 
     run_dir: Path
     step: int
     last_checkpoint: Path | None
     final_loss: float | None
     seconds: float
+    trained: int = 0
+    outputs_written: bool = False
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def defining_changes(old: RunConfig, new: RunConfig) -> list[str]:
+    """The fields outside :data:`RESUMABLE` where ``new`` differs from ``old``, as "field (old -> new)"."""
+    a, b = _flat(to_dict(old)), _flat(to_dict(new))
+    return [f"{k} ({a.get(k, 'unset')} -> {b.get(k, 'unset')})" for k in sorted(a.keys() | b.keys())
+            if a.get(k) != b.get(k) and not k.startswith(RESUMABLE)]
 
 
 def _seed_for(seed: int, rank: int, step: int, stream: int) -> int:
     """A distinct 63-bit seed for each (seed, rank, step, stream)."""
     return ((seed * 1_000_003 + step) * 64 + rank * 4 + stream) % (2**63 - 1)
+
+
+def _record_step(line: str) -> float:
+    """The step of a metrics.jsonl line; +inf for a line a kill cut short (so it is dropped)."""
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError:
+        return math.inf
+    return rec["step"] if isinstance(rec, dict) and isinstance(rec.get("step"), int) else math.inf
+
+
+def _read_checkpoint(ckpt: Path) -> dict[str, Any]:
+    """Everything a resume needs from ``ckpt``, read in full before anything is applied.
+
+    Raises:
+        CheckpointError: a file is missing, truncated or unreadable (the message names it).
+    """
+    problem = checkpoint_problem(ckpt)
+    if problem:
+        raise CheckpointError(problem)
+    try:
+        config = load_config(ckpt / "config.yaml")
+    except (ConfigError, OSError) as err:
+        raise CheckpointError(f"{ckpt / 'config.yaml'}: unreadable ({err})") from None
+    has_ema = (ckpt / "ema.safetensors").exists()
+    return {"meta": read_meta(ckpt), "config": config, "model": load_weights(ckpt, ema=False),
+            "ema": load_weights(ckpt, ema=True) if has_ema else None, "state": load_state(ckpt)}
 
 
 def _split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
@@ -148,6 +213,8 @@ class Trainer:
                              f"({self.acc.num_processes} x {tc.grad_accum})")
         self.micro_batch = tc.batch_size // world
         self.step = 0
+        self.notes: list[str] = []  # what a resume fell back from / will delete, for the caller to show
+        self._discard: list[Path] = []  # incomplete checkpoints newer than the one resumed from
         if resume:
             self._resume(raw, opt)
         self.net, self.opt = self.acc.prepare(raw, opt)
@@ -173,19 +240,56 @@ class Trainer:
         return self.net(x, c)
 
     def _resume(self, raw: nn.Module, opt: torch.optim.Optimizer) -> None:
-        ckpt = latest_checkpoint(self.run_dir)
-        if ckpt is None:
-            raise FileNotFoundError(f"--resume: {self.run_dir} has no complete checkpoint")
-        meta = read_meta(ckpt)
-        raw.load_state_dict(load_weights(ckpt, ema=False))
-        if (ckpt / "ema.safetensors").exists():
-            self.ema.load_state_dict(load_weights(ckpt, ema=True), meta["ema_updates"])
-        state = load_state(ckpt)
+        """Load the newest checkpoint that is complete and loads; note (and later delete) newer ones."""
+        skipped: list[str] = []
+        for ckpt in reversed(step_dirs(self.run_dir)):
+            try:
+                loaded = _read_checkpoint(ckpt)
+                break
+            except CheckpointError as err:
+                skipped.append(str(err))
+                self._discard.append(ckpt)
+        else:
+            detail = f" ({'; '.join(skipped)})" if skipped else ""
+            raise FileNotFoundError(f"--resume: {self.run_dir} has no complete checkpoint{detail}")
+        if skipped:
+            self.notes.append(f"{fallback_note(ckpt, skipped)}; resuming from step {loaded['meta']['step']}, "
+                              "the incomplete checkpoint(s) will be deleted")
+        changes = defining_changes(loaded["config"], self.cfg)
+        if changes:
+            raise ConfigError(
+                f"--resume cannot change what defines the run {self.run_dir} (its {ckpt.name}/config.yaml): "
+                f"{', '.join(changes)}. A resume may change only {', '.join(RESUMABLE)}*; "
+                "train a new run (another --out) to change the others")
+        meta, state = loaded["meta"], loaded["state"]
+        raw.load_state_dict(loaded["model"])
+        if loaded["ema"] is not None:
+            self.ema.load_state_dict(loaded["ema"], meta["ema_updates"])
         self._resume_opt_state = state["optimizer"]
         self._resume_scaler_state = state.get("scaler")
         self.lr_sched.load_state_dict(state["lr_scheduler"])
         set_rng_state(state["rng"])
         self.step = int(meta["step"])
+
+    def _prepare_run_dir(self) -> None:
+        """Main process, before training: clear what kills left behind, write config.yaml."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        remove_partial_writes(self.run_dir)
+        for ckpt in self._discard:
+            shutil.rmtree(ckpt, ignore_errors=True)
+        self._truncate_metrics()
+        atomic_write_text(self.run_dir / "config.yaml", dump_config(self.cfg))
+
+    def _truncate_metrics(self) -> None:
+        """Keep the metrics.jsonl lines up to the current step: a killed run's later lines (and a
+        line cut by the kill) go, so the loss curve never steps back."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        lines = path.read_text().splitlines()
+        keep = [line for line in lines if _record_step(line) <= self.step]
+        if keep != lines:
+            atomic_write_text(path, "".join(line + "\n" for line in keep))
 
     def _loader(self) -> DataLoader:
         tc = self.cfg.train
@@ -217,11 +321,8 @@ class Trainer:
                      "scaler": scaler.state_dict() if scaler is not None else None}
             path = save_checkpoint(self.run_dir, self.step, model=self.raw_net,
                                    ema=self.ema.module, ema_updates=self.ema.num_updates, state=state,
-                                   config_yaml=dump_config(self.cfg), keep_last=self.cfg.train.keep_last)
-            meta_path = path / "meta.json"
-            meta = json.loads(meta_path.read_text())
-            meta["data_shape"] = list(self.shape)
-            meta_path.write_text(json.dumps(meta))
+                                   config_yaml=dump_config(self.cfg), keep_last=self.cfg.train.keep_last,
+                                   meta={"data_shape": list(self.shape)})
         self.acc.wait_for_everyone()
         return path
 
@@ -246,8 +347,8 @@ class Trainer:
         """Train to ``cfg.train.steps``; checkpoint, log, preview samples; return a summary."""
         tc = self.cfg.train
         if self.acc.is_main_process:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.run_dir / "config.yaml")
+            self._prepare_run_dir()
+        self.acc.wait_for_everyone()
         self._open_writer()
         self.net.train()
         start, t0 = self.step, time.perf_counter()
@@ -275,14 +376,23 @@ class Trainer:
         except NonFiniteLossError as err:
             where = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
             raise NonFiniteLossError(f"{err}; stopped, {where}") from None
+        except CheckpointWriteError as err:
+            where = f"last complete checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
+            raise CheckpointWriteError(f"{err}; stopped, {where}; free space, then continue with --resume") from None
         finally:
             bar.close()
             if self.writer is not None:
                 self.writer.flush()
-        if self.acc.is_main_process and self.step > start:
-            self.preview()
+        trained = self.step - start
+        written = self.acc.is_main_process and self.step > 0 and (trained > 0 or not self._final_outputs_exist())
+        if written:
             self.plot_loss()
-        return TrainResult(self.run_dir, self.step, last_ckpt, final_loss, time.perf_counter() - t0)
+            self.preview()  # its .npz is written last: it marks the outputs as complete
+        self.acc.wait_for_everyone()
+        return TrainResult(self.run_dir, self.step, last_ckpt, final_loss, time.perf_counter() - t0, trained, written)
+
+    def _final_outputs_exist(self) -> bool:
+        return (self.run_dir / "samples" / f"step_{self.step:08d}.npz").is_file()
 
     def _one_step(self, data) -> float:
         """One optimiser step over ``grad_accum`` micro-batches; returns the mean loss."""
@@ -323,7 +433,7 @@ class Trainer:
     def preview(self) -> Path | None:
         """A sample grid (images) or scatter plot (vectors) from the EMA weights: samples/step_K.png."""
         from ..runs import LoadedModel, build_dataset, build_denoiser, generate
-        from .outputs import save_samples_png
+        from .outputs import save_samples_npz, save_samples_png
 
         sc = self.cfg.sample
         den = build_denoiser(self.cfg, self.ema.module, self.schedule).eval()
@@ -335,13 +445,16 @@ class Trainer:
         num = sc.num if lowres is None else len(lowres)
         x = generate(model, num, sampler=sc.sampler, nfe=sc.nfe, seed=self.cfg.train.seed, batch=sc.batch,
                      device=self.acc.device, lowres=lowres)
+        if x.ndim == 4:
+            x = x.clamp(-1, 1)  # images: the sampler may overshoot the data range (as `etsdm sample` saves them)
         path = self.run_dir / "samples" / f"step_{self.step:08d}.png"
         save_samples_png(x, path)
-        np.savez_compressed(path.with_suffix(".npz"), samples=x.numpy())
+        save_samples_npz(x, path.with_suffix(".npz"))
         return path
 
-    def plot_loss(self) -> Path:
-        """loss.png: the training loss curve from metrics.jsonl."""
+    def plot_loss(self) -> Path | None:
+        """loss.png: the training loss curve from metrics.jsonl (None if nothing was logged)."""
         from .outputs import plot_loss_curve
 
-        return plot_loss_curve(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
+        metrics = self.run_dir / "metrics.jsonl"
+        return plot_loss_curve(metrics, self.run_dir / "loss.png") if metrics.is_file() else None
