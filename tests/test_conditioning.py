@@ -96,8 +96,9 @@ def test_float32_input_is_mapped_on_its_value():
         ((0, 5), {}, "t_tilde"),
         ((1001, 5), {}, "t_tilde"),
         ((-10, 5), {}, "t_tilde"),
-        ((100, 7), {}, "t_tilde must be an integer multiple of n"),
-        ((50.5, 5), {}, "t_tilde must be an integer multiple of n"),
+        ((100, 101), {}, "n=101 sub-intervals do not fit in t_tilde=100"),
+        ((50.5, 5), {}, "not a whole number of timesteps"),
+        ((0.1, 5), {}, r"for continuous time t in \[0, 1\] pass T=None"),
         ((1.5, 5), {"T": None}, "t_tilde"),
         ((0.0, 5), {"T": None}, "t_tilde"),
         ((0.1, 0), {"T": None}, "n must"),
@@ -147,7 +148,7 @@ def test_remap_closed_forms(kind):
     tau = (t + 1) / 1000  # DDPM's t/T for our index t
     f = (lambda x: 1 / x) if kind == "inverse" else (lambda x: torch.log(x / (1 - x)))
     torch.testing.assert_close(disc(t), f(tau))
-    u = torch.tensor([1e-4, 0.1, 0.5, 0.9], dtype=torch.float64)
+    u = torch.tensor([1e-3, 0.1, 0.5, 0.9], dtype=torch.float64)  # inside the clamp (continuous K: T = 1000)
     torch.testing.assert_close(cont(u), f(u))
 
 
@@ -173,9 +174,98 @@ def test_factory_and_configs():
     assert make_condition_map(**{**m.config(), "T": 1000}).config() == m.config()
     c = make_condition_map("etsdm", T=None)
     assert (c.t_tilde, c.n) == (0.1, 5) and math.isclose(c.delta, 0.02)
-    r = make_condition_map("remap", T=1000, remap="inverse-sigmoid")
-    assert isinstance(r, Remap) and r.kind == "inverse-sigmoid"
+    r = make_condition_map("remap", T=1000, remap="inverse-sigmoid", remap_k=9.0)
+    assert isinstance(r, Remap) and r.kind == "inverse-sigmoid" and r.K == 9.0
+    assert make_condition_map(**{**r.config(), "T": 1000}).config() == r.config()
     with pytest.raises(ValueError, match="condition map"):
         make_condition_map("bogus")
     with pytest.raises(ValueError, match="kind"):
         Remap("sqrt")
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 7, item 8: discrete sharing when n does not divide t̃ (Fig. 5a: t̃ = 150, 250 with t̃/n ≈ 20)
+# ----------------------------------------------------------------------------------------------
+def left_boundary(t: int, boundaries: list[int], t_tilde: int) -> int:
+    """f_T(t) with explicit boundaries: the largest t_i <= t below t̃, else t (a literal loop)."""
+    return max(b for b in boundaries[:-1] if b <= t) if t < t_tilde else t
+
+
+@pytest.mark.parametrize(("t_tilde", "n", "boundaries"), [
+    (150, 8, [0, 19, 38, 56, 75, 94, 113, 131, 150]),  # 18.75 i rounded (halves up: 56.25 -> 56)
+    (250, 13, [0, 19, 38, 58, 77, 96, 115, 135, 154, 173, 192, 212, 231, 250]),
+    (100, 3, [0, 33, 67, 100]),
+    (10, 4, [0, 3, 5, 8, 10]),  # 2.5 -> 3, 7.5 -> 8: halves round up
+])
+def test_sharing_rounds_boundaries_when_n_does_not_divide_t_tilde(t_tilde, n, boundaries):
+    m = TimestepSharing(t_tilde, n, T=1000)
+    assert m.boundaries == boundaries
+    ts = list(range(1000))
+    assert m(torch.tensor(ts)).tolist() == [left_boundary(t, boundaries, t_tilde) for t in ts]
+    widths = [b - a for a, b in zip(boundaries, boundaries[1:], strict=False)]
+    assert [m.cell_width(b) for b in boundaries[:-1]] == widths
+
+
+@given(st.integers(1, 1000).flatmap(lambda k: st.tuples(st.just(k), st.integers(1, k))))
+def test_rounded_boundaries_are_whole_increasing_and_exact_when_n_divides(kn):
+    t_tilde, n = kn
+    b = TimestepSharing(t_tilde, n, T=1000).boundaries
+    assert b[0] == 0 and b[-1] == t_tilde and all(isinstance(v, int) for v in b)
+    assert all(y > x for x, y in zip(b, b[1:], strict=False))  # every sub-interval holds >= 1 timestep
+    assert all(abs(v - i * t_tilde / n) <= 0.5 for i, v in enumerate(b))  # round(i t̃ / n)
+    if t_tilde % n == 0:
+        assert b == [i * t_tilde // n for i in range(n + 1)]
+
+
+def test_continuous_t_tilde_without_t_none_says_how_to_ask_for_continuous_time():
+    with pytest.raises(ValueError, match=r"t_tilde=0\.1 is not a whole number of timesteps.*pass T=None"):
+        TimestepSharing(t_tilde=0.1, n=5)
+    assert TimestepSharing(t_tilde=0.1, n=5, T=None).boundaries[1] == pytest.approx(0.02)
+
+
+def test_fig5_ablation_configs_differ_from_the_etsdm_config_only_in_the_condition():
+    from etsdm.config import configs_dir, load_config, to_dict
+
+    paths = sorted((configs_dir() / "paper" / "ablations").glob("*.yaml"))
+    seen = {}
+    for p in paths:
+        ds = p.name.split("_")[0]
+        cfg = to_dict(load_config(p))
+        ref = to_dict(load_config(configs_dir() / "paper" / f"{ds}_etsdm.yaml"))
+        cond = cfg["diffusion"].pop("condition")
+        ref["diffusion"].pop("condition")
+        assert {**cfg, "name": ref["name"]} == ref, p.name
+        m = load_config(p).build_condition()
+        assert isinstance(m, TimestepSharing) and cond["kind"] == "etsdm"
+        seen.setdefault(ds, set()).add((m.t_tilde, m.n))
+    fig5a = {(t, min(range(1, t + 1), key=lambda n: abs(t / n - 20))) for t in (20, 150, 200, 250, 300)}
+    fig5b = {(100, n) for n in (1, 2, 10, 20, 50, 100)}  # (0, -) is the baseline, (100, 5) the E-TSDM config
+    assert seen == {"ffhq": fig5a | fig5b, "celebahq": fig5a | fig5b}
+    assert {(150, 8), (250, 13)} <= fig5a
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 7, item 9: the default t̃ is T/10 (0.1 in continuous time), computed in one place
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("T", "expected"), [(1000, 100), (50, 5), (2000, 200), (15, 2), (4, 1), (None, 0.1)])
+def test_default_t_tilde_is_a_tenth_of_the_time_range(T, expected):
+    from etsdm.analysis.stability import default_t_tilde as stability_default
+    from etsdm.conditioning import default_t_tilde
+    from etsdm.schedules import make_schedule
+
+    assert default_t_tilde(T) == expected
+    if T is not None and T >= 50:  # the default n = 5 fits
+        assert make_condition_map("etsdm", T=T).t_tilde == expected
+        assert TimestepSharing(T=T).t_tilde == expected
+        assert stability_default(make_schedule("linear", T=T)) == expected
+    if T is None:
+        assert make_condition_map("etsdm", T=None).t_tilde == 0.1
+        assert stability_default(make_schedule("linear", continuous=True)) == 0.1
+
+
+def test_config_with_fifty_timesteps_builds_the_etsdm_map():
+    from etsdm.config import load_config
+
+    m = load_config(None, ["schedule.T=50", "diffusion.condition.kind=etsdm", "diffusion.condition.t_tilde=null"])
+    assert isinstance(m.build_condition(), TimestepSharing)
+    assert m.build_condition().boundaries == [0, 1, 2, 3, 4, 5]

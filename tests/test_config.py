@@ -50,7 +50,8 @@ def test_overrides_coerce_types():
         ("train.steps=many", r"train\.steps: expected an integer"),
         ("schedule.continuous=maybe", r"schedule\.continuous: expected true or false"),
         ("train.steps", r"expected key=value"),
-        ("diffusion.condition.n=3", r"diffusion\.condition: .*multiple of n"),  # t̃ = 100 is not a multiple of 3
+        ("diffusion.condition.n=101", r"diffusion\.condition: .*need n <= t_tilde"),  # t̃ = 100 timesteps
+        ("diffusion.condition.remap_grid=lambda", r"diffusion\.condition\.remap_grid: 'lambda' needs"),
         ("diffusion.time_sampling=remap-lambda", r"diffusion\.time_sampling: 'remap-lambda' needs"),
         ("data.name=folder", r"data\.root: required"),
         ("train.adam_betas=[0.9]", r"train\.adam_betas: expected a list of 2"),
@@ -96,7 +97,9 @@ def test_there_is_a_config_per_experiment():
     assert "paper/super-resolution/ffhq_sr64-256_etsdm.yaml" in names
     assert "paper/v-prediction/ffhq_v_etsdm.yaml" in names
     assert "paper/alternatives/ffhq_ddpm-r.yaml" in names
-    assert "paper/alternatives/ffhq_remap-inverse_lambda.yaml" in names
+    for remap in ("inverse", "inverse-sigmoid"):  # Table A5: 2 maps x training x inference sampling
+        for train, infer in (("t", "t"), ("t", "lambda"), ("lambda", "t"), ("lambda", "lambda")):
+            assert f"paper/alternatives/ffhq_remap-{remap}_train-{train}_infer-{infer}.yaml" in names
     assert "paper/alternatives/ffhq_modified-ns_cosine.yaml" in names
 
 

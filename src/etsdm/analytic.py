@@ -135,7 +135,7 @@ class GaussianMixture:
         if t >= sharing.t_tilde:
             return self.eps(x, t, schedule)
         left = float(sharing(torch.tensor(t, dtype=torch.float64)))
-        taus, quad_w = self._subinterval_nodes(left, sharing.delta, schedule, nodes)
+        taus, quad_w = self._subinterval_nodes(left, sharing.cell_width(left), schedule, nodes)
         x64 = x.to(torch.float64)
         eps, logq = self._on_nodes(x64, torch.tensor(taus, dtype=torch.float64, device=x64.device), schedule)
         quad_w = quad_w.to(x64.device)

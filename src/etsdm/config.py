@@ -9,9 +9,9 @@ set or a number outside its range raises :class:`ConfigError` naming the field p
 (e.g. ``diffusion.condition.kind``) and what is allowed.
 
 Conventions (see ``etsdm.schedules``): discrete schedules use integer timesteps 0..T-1, so
-E-TSDM's t̃ is in timesteps (default 100 of T = 1000); continuous schedules use t in [0, 1], so
-t̃ is a fraction of the time range (default 0.1). ``t_tilde: null`` picks the default for the
-schedule's kind.
+E-TSDM's t̃ is in timesteps (default T/10: 100 of T = 1000); continuous schedules use t in [0, 1],
+so t̃ is a fraction of the time range (default 0.1). ``t_tilde: null`` picks the default for the
+schedule's kind (``etsdm.conditioning.default_t_tilde``).
 """
 
 from __future__ import annotations
@@ -99,10 +99,18 @@ class ConditionConfig:
 
     kind: Literal["identity", "etsdm", "remap"] = field(default="identity", metadata=_h("condition map"))
     t_tilde: float | None = field(
-        default=None, metadata=_rng(0.0, None, lo_open=True, help="E-TSDM t̃ (null: 100 discrete / 0.1 continuous)")
+        default=None,
+        metadata=_rng(0.0, None, lo_open=True, help="E-TSDM t̃ (null: T/10 discrete, 0.1 continuous)"),
     )
     n: int = field(default=5, metadata=_rng(1, None, help="E-TSDM number of sub-intervals"))
     remap: Literal["inverse", "inverse-sigmoid"] = field(default="inverse", metadata=_h("remap function"))
+    remap_k: float | None = field(
+        default=None,
+        metadata=_rng(0.0, None, lo_open=True, help="remap: K bounding λ (null: T for 1/t, log(2T-1) inverse-sigmoid)"),
+    )
+    remap_grid: Literal["t", "lambda"] = field(
+        default="t", metadata=_h("remap: inference grid, the sampler's own (t) or uniform in λ (Table A5)")
+    )
 
 
 @dataclass
@@ -177,7 +185,9 @@ class RunConfig:
         """The condition map the Denoiser applies (T = None in continuous time)."""
         c = self.diffusion.condition
         T = None if self.schedule.continuous else self.schedule.T
-        opts: dict[str, Any] = {"n": c.n, "remap": c.remap}
+        opts: dict[str, Any] = {"n": c.n, "remap": c.remap, "remap_k": c.remap_k}
+        if c.remap_grid != "t" and c.kind != "remap":
+            raise ConfigError(f"diffusion.condition.remap_grid: {c.remap_grid!r} needs diffusion.condition.kind: remap")
         if c.t_tilde is not None:
             opts["t_tilde"] = int(c.t_tilde) if T is not None and float(c.t_tilde).is_integer() else c.t_tilde
         try:

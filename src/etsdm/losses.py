@@ -8,8 +8,9 @@ mean over the example's dimensions); callers reduce. Time sampling:
 
 * discrete: t uniform on {0, ..., T-1} (Alg. A1 line 4, shifted by one);
 * continuous: t ~ U(t_eps, 1);
-* ``"remap-lambda"``: the condition λ ~ U(λ_lo, λ_hi) of a :class:`~etsdm.conditioning.Remap`
-  and t = f⁻¹(λ) (Appendix D.3.3, "λ ~ U_λ"), rounded for discrete time.
+* ``"remap-lambda"``: the condition λ ~ U_λ of a :class:`~etsdm.conditioning.Remap` (Table A5:
+  U[0, K] for 1/t, U[-K, K] for inverse-sigmoid) and t = f⁻¹(λ) (Appendix D.3.3); in discrete time
+  the timestep whose λ is nearest, in continuous time f⁻¹(λ) clipped to [t_eps, 1].
 """
 
 from __future__ import annotations
@@ -42,9 +43,8 @@ def sample_timesteps(
         if not isinstance(cond, Remap):
             raise ValueError("time sampling 'remap-lambda' needs a Remap condition map")
         lo, hi = cond.lambda_range()
-        lam = lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)
-        t = cond.inverse(lam)
-        t = t.round().clamp(0, sched.T - 1) if not sched.continuous else t.clamp(t_eps, 1.0)
+        lam = lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)  # λ ~ U_λ
+        t = cond.inverse(lam).clamp(t_eps, 1.0) if sched.continuous else cond.timestep(lam)
         return t.to(device)
     if sampling != "uniform":
         raise ValueError(f"unknown time sampling {sampling!r}; allowed: uniform, remap-lambda")

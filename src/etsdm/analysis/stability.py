@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import conditioning
 from ..schedules import Schedule
 from .lipschitz import _coefficients, as_x0_fn
 
@@ -37,8 +38,8 @@ METRICS: dict[str, str] = {
 
 
 def default_t_tilde(schedule: Schedule) -> float:
-    """t̃ = 100 timesteps (discrete) or 0.1 (continuous), the paper's default."""
-    return 0.1 if schedule.continuous else 100.0
+    """The default E-TSDM t̃ of the schedule (:func:`etsdm.conditioning.default_t_tilde`: T/10, or 0.1)."""
+    return float(conditioning.default_t_tilde(None if schedule.continuous else schedule.T))
 
 
 @dataclass

@@ -104,12 +104,12 @@ def remap_snr(
     """Fig. A9: the SNR at the T times visited when t is uniform vs when the remapped condition
     λ = f(t) is uniform (f(t) = 1/t or f⁻¹ = sigmoid; Appendix D.3.3), both sorted by time.
 
-    λ is spread evenly over the same range that remap-λ training uses (``Remap.lambda_range``,
-    K = ``big``, default T), and mapped back to the nearest timestep.
+    λ is spread evenly over the λ the timesteps take (``Remap.span``; K = ``big``, default
+    ``default_remap_k``), and mapped back to the nearest timestep.
     """
     sched = make_schedule(name, T=T)
-    remap = Remap(kind, T=T)
-    lo, hi = remap.lambda_range(big=float(T if big is None else big))
+    remap = Remap(kind, T=T, K=big)
+    lo, hi = remap.span()
     t_uniform = torch.arange(T, dtype=torch.float64)
     lam = torch.linspace(lo, hi, T, dtype=torch.float64)
     t_lambda = remap.inverse(lam).round().clamp(0, T - 1).sort().values
