@@ -28,7 +28,7 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from .conditioning import ConditionMap, Identity, TimestepSharing, make_conditio
 from .config import ConfigError, RunConfig, from_dict, load_config
 from .denoiser import Denoiser
 from .schedules import DiscreteSchedule, Schedule, make_schedule, schedule_from_config
-from .train.checkpoint import latest_checkpoint, load_weights, read_meta
+from .train.checkpoint import CheckpointError, checkpoint_problem, fallback_note, load_weights, read_meta, step_dirs
 
 SIDECAR = "etsdm.json"
 GMM_SPECS = ("gmm", "gmm:etsdm", "gmm:continuous", "gmm:etsdm:continuous")
@@ -51,6 +51,22 @@ _PRED_TO_DIFFUSERS = {v: k for k, v in _PRED_FROM_DIFFUSERS.items()}
 # ---------------------------------------------------------------------------------------------
 # Building a run's pieces
 # ---------------------------------------------------------------------------------------------
+def resolve_data(cfg: RunConfig) -> tuple[RunConfig, str]:
+    """``cfg`` with an image folder's null data.channels / data.resolution filled in from its images
+    (:func:`etsdm.data.infer_format`), and a note saying what was inferred ("" if nothing was)."""
+    import dataclasses
+
+    from .data import infer_format
+
+    d = cfg.data
+    folder = d.name == "folder" or (d.name == "sr" and (d.sr_base == "folder" or (d.sr_base is None and d.root)))
+    if not folder or not d.root or (d.channels is not None and d.resolution is not None):
+        return cfg, ""
+    fmt = infer_format(d.root, channels=d.channels, resolution=d.resolution)
+    data = dataclasses.replace(d, channels=fmt.channels, resolution=fmt.resolution)
+    return dataclasses.replace(cfg, data=data), fmt.note
+
+
 def build_dataset(cfg: RunConfig, split: str = "train"):
     """The run's data set for ``split`` (``etsdm.data.make_dataset``)."""
     from .data import make_dataset
@@ -163,6 +179,7 @@ class LoadedModel:
         data_name: "digits" | "gmm" | "folder" | "sr" | None.
         source: the path or spec it was loaded from; step: the training step (None if unknown).
         mixture: the exact data distribution ("gmm" specs); shape: the shape of one sample.
+        notes: what a caller should tell the user (e.g. incomplete newer checkpoints were skipped).
     """
 
     denoiser: Denoiser
@@ -174,6 +191,7 @@ class LoadedModel:
     step: int | None = None
     mixture: GaussianMixture | None = None
     shape: tuple[int, ...] | None = None
+    notes: list[str] = field(default_factory=list)
 
     def dataset(self, split: str = "test"):
         """Rebuild the run's data set (``split``: "train" or "test")."""
@@ -227,10 +245,7 @@ def load_model(spec: str | Path, *, ema: bool = True, device: str | torch.device
     if unet_dir is not None:
         return _load_diffusers(path, unet_dir, device=device)
     if is_run_dir(path):
-        ckpt = latest_checkpoint(path)
-        if ckpt is None:
-            raise FileNotFoundError(f"{path}: run directory has no complete checkpoint yet")
-        return _load_checkpoint(ckpt, ema=ema, device=device)
+        return _load_run(path, ema=ema, device=device)
     raise ValueError(f"{path}: not an etsdm run, checkpoint, or diffusers UNet2DModel folder")
 
 
@@ -256,8 +271,37 @@ def rebuild_net(cfg: RunConfig, shape: tuple[int, ...]) -> nn.Module:
     return build_net(cfg, shape)
 
 
+def _load_run(run: Path, *, ema: bool, device: str | torch.device) -> LoadedModel:
+    """The newest checkpoint of a run that is complete and loads; older ones if newer are broken
+    (the returned model's ``notes`` say so).
+
+    Raises:
+        FileNotFoundError: no checkpoint yet. CheckpointError: none loads (every broken file named).
+    """
+    skipped: list[str] = []
+    for ckpt in reversed(step_dirs(run)):
+        try:
+            model = _load_checkpoint(ckpt, ema=ema, device=device)
+        except CheckpointError as err:
+            skipped.append(str(err))
+            continue
+        note = fallback_note(ckpt, skipped)
+        model.notes.extend([note] if note else [])
+        return model
+    if skipped:
+        raise CheckpointError(f"{run}: no complete checkpoint ({'; '.join(skipped)})")
+    raise FileNotFoundError(f"{run}: run directory has no complete checkpoint yet")
+
+
 def _load_checkpoint(ckpt: Path, *, ema: bool, device: str | torch.device) -> LoadedModel:
-    cfg = load_config(ckpt / "config.yaml")
+    """Raises CheckpointError (naming the file) if the checkpoint is incomplete or unreadable."""
+    problem = checkpoint_problem(ckpt)
+    if problem:
+        raise CheckpointError(problem)
+    try:
+        cfg = load_config(ckpt / "config.yaml")
+    except ConfigError as err:
+        raise CheckpointError(f"{ckpt / 'config.yaml'}: unreadable ({err})") from None
     meta = read_meta(ckpt)
     shape = tuple(meta["data_shape"]) if "data_shape" in meta else dataset_shape(build_dataset(cfg, "train"))
     net = build_net(cfg, shape)
@@ -438,8 +482,30 @@ def import_diffusers(src: str | Path, out_run: str | Path, *, condition: dict[st
     if unet_dir is None:
         raise ValueError(f"{src}: no diffusers UNet2DModel folder (config.json with _class_name UNet2DModel)")
     out = Path(out_run)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out}: exists and is not empty")
+    # Built in a temporary folder beside OUT and renamed at the end: a failure (or a kill: its
+    # leftover is removed by the next import) never leaves a half-made run that blocks a retry.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.importing*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = out.parent / f".{out.name}.importing{os.getpid()}"
+    try:
+        _write_import(src, unet_dir, tmp, condition=condition, prediction=prediction, name=name)
+        try:
+            load_model(tmp)  # fail now, not later, if it does not load
+        except Exception as err:  # diffusers raises OSError / SafetensorError / RuntimeError for bad weights
+            raise ValueError(f"{src}: the UNet does not load, nothing was imported ({err})") from None
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _write_import(src: Path, unet_dir: Path, out: Path, *, condition: dict[str, Any] | None,
+                  prediction: str | None, name: str | None) -> None:
     dest = out / "diffusers"
     shutil.copytree(unet_dir, dest)
     sched_cfg = _scheduler_config(src)
@@ -452,8 +518,6 @@ def import_diffusers(src: str | Path, out_run: str | Path, *, condition: dict[st
         side["prediction"] = prediction
     side["name"] = name or side.get("name") or src.name
     (out / SIDECAR).write_text(json.dumps(side, indent=2))
-    load_model(out)  # fail now, not later, if it does not load
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
