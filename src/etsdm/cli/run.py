@@ -107,7 +107,10 @@ def _sample_out(run: str, out: Path | None, sampler: str, nfe: int, seed: int) -
               help="Override a config field, e.g. --set train.steps=500 --set diffusion.condition.kind=identity.")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory (default: runs/<config name>).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its newest complete checkpoint, bit for bit. --set may change "
+                   "only what stops, logs or previews the run (train.steps, logging / checkpoint / preview "
+                   "frequency, sample.*); other changes are refused, listed by field.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit without training.")
 @click.option("--fields", is_flag=True, help="List every config field (for --set) and exit.")
