@@ -267,6 +267,15 @@ def test_disk_full_removes_its_partial_write_and_resume_retries(reference, tmp_p
     assert_same_run(run, reference)
 
 
+def test_disk_full_while_logging_is_a_message(tmp_path, monkeypatch):
+    def full(self, record):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.run_dir / "metrics.jsonl"))
+
+    monkeypatch.setattr(Trainer, "_log", full)
+    res = cli_train(tmp_path / "run", "--set", "train.steps=1")
+    assert res.exit_code == 1 and "No space left on device" in res.output and "--resume" in res.output
+
+
 # --- config changes on resume ----------------------------------------------------------------------
 def test_resume_refuses_to_change_what_defines_the_run(finished):
     before = (finished / "config.yaml").read_text()
@@ -334,3 +343,4 @@ def test_train_waits_for_every_process_and_cli_ends_training(tmp_path, monkeypat
     res = cli_train(tmp_path / "run", "--set", "train.steps=2")
     assert res.exit_code == 0, res.output
     assert events[-3:] == ["preview", "wait", "end"]
+

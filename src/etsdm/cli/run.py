@@ -140,6 +140,12 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
         cfg = load_config(config, overrides)
     except ConfigError as err:
         raise click.BadParameter(str(err), param_hint="CONFIG / --set") from None
+    try:  # an image folder's channels / resolution, where null, from its images
+        cfg, inferred = resolve_data(cfg)
+    except (OSError, ValueError) as err:
+        raise click.BadParameter(str(err), param_hint="data.root") from None
+    if inferred:
+        click.echo(f"data: {inferred}", err=True)
     if print_config:
         click.echo(dump_config(cfg), nl=False)
         return
@@ -159,6 +165,8 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
             trainer.acc.end_training()  # lets a multi-process (gloo / nccl) run exit instead of hanging
     except (NonFiniteLossError, CheckpointWriteError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from None
+    except OSError as err:  # e.g. the disk filled up while logging or writing the sample grid
+        raise click.ClickException(f"{err}; continue from the last complete checkpoint with --resume") from None
     if result.trained == 0:
         done = "wrote its missing final outputs" if result.outputs_written else "its outputs are complete"
         click.echo(f"nothing to train: {out} is already at step {result.step} (train.steps={cfg.train.steps}); "

@@ -328,8 +328,8 @@ def save_checkpoint(
     ``meta``: extra meta.json entries (e.g. the data shape), written before the rename like the rest.
 
     Raises:
-        CheckpointWriteError: an OSError (disk full, permissions) while writing; the partial
-            checkpoint is removed, the previous ones are untouched.
+        CheckpointWriteError: an OSError (disk full, permissions) while writing or renaming; a
+            partial checkpoint is removed, the previous ones are untouched.
     """
     root = Path(run_dir) / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
@@ -345,7 +345,10 @@ def save_checkpoint(
         if isinstance(err, OSError):
             raise CheckpointWriteError(f"writing checkpoint {final} failed: {err}") from err
         raise
-    _publish(tmp, final)
-    _point_latest(root, name)
+    try:
+        _publish(tmp, final)
+        _point_latest(root, name)
+    except OSError as err:
+        raise CheckpointWriteError(f"publishing checkpoint {final} failed: {err}") from err
     _prune(Path(run_dir), final, keep_last)
     return final
