@@ -140,12 +140,6 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
         cfg = load_config(config, overrides)
     except ConfigError as err:
         raise click.BadParameter(str(err), param_hint="CONFIG / --set") from None
-    try:  # an image folder's channels / resolution, where null, from its images
-        cfg, inferred = resolve_data(cfg)
-    except (OSError, ValueError) as err:
-        raise click.BadParameter(str(err), param_hint="data.root") from None
-    if inferred:
-        click.echo(f"data: {inferred}", err=True)
     if print_config:
         click.echo(dump_config(cfg), nl=False)
         return
