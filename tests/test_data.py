@@ -222,8 +222,9 @@ def test_folder_empty_and_wrong_path(tmp_path: Path):
         make_dataset("folder", root=str(tmp_path / "does-not-exist"), resolution=8)
     with pytest.raises(ValueError, match="root"):
         make_dataset("folder", resolution=8)
-    with pytest.raises(ValueError, match="resolution"):
-        make_dataset("folder", root=str(tmp_path))
+    Image.new("L", (8, 8)).save(tmp_path / "empty" / "one.png")
+    with pytest.raises(ValueError, match="resolution"):  # None is inferred; a bad value is an error
+        make_dataset("folder", root=str(tmp_path / "empty"), resolution=0)
 
 
 def test_folder_holdout_split(image_dir: Path):
@@ -272,3 +273,21 @@ def test_denormalize_and_bad_names():
     with pytest.raises(ValueError, match="split"):
         make_dataset("digits", split="val")
     assert len(make_dataset("digits", num_samples=10)) == 10
+
+
+def test_folder_format_inferred_from_the_images(image_dir: Path):
+    from etsdm.data import infer_format
+
+    mixed = infer_format(image_dir)  # RGB, RGBA and one grayscale JPEG: colour
+    assert mixed.channels == 3 and "1 of 4 inspected images are grayscale" in mixed.note
+    assert make_dataset("folder", root=str(image_dir), resolution=8).shape == (3, 8, 8)
+    gray = image_dir / "gray"
+    gray.mkdir()
+    for i, side in enumerate((20, 13, 30)):  # grayscale PNGs (mode L)
+        Image.fromarray(np.full((side, side + 3), 40 * i, np.uint8), "L").save(gray / f"g{i}.png")
+    fmt = infer_format(gray)
+    assert (fmt.channels, fmt.resolution) == (1, 8)  # smallest shorter side 13 -> multiple of 8
+    assert "channels=1 (3 of 3 inspected images are grayscale)" in fmt.note and "resolution=8" in fmt.note
+    ds = make_dataset("folder", root=str(gray))
+    assert data_shape(ds) == (1, 8, 8) and ds[0].shape == (1, 8, 8) and "inferred" in ds.inferred
+    assert infer_format(gray, channels=3, resolution=16).note == ""  # nothing left to infer

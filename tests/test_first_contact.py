@@ -229,3 +229,33 @@ def test_threads_auto_is_one_for_small_models_and_follows_the_load_otherwise(mon
         torch.set_num_threads(1)
     res = _run("sample", "gmm", "--num", 2, "--nfe", 1, "--threads", "two")
     assert res.exit_code == 2 and "expected 'auto' or a positive integer" in res.output
+
+
+# --- folder data: inferred format -----------------------------------------------------------------
+def _gray_folder(root: Path, n: int = 6, side: int = 8) -> Path:
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (side, side), dtype=np.uint8), "L").save(root / f"{i}.png")
+    return root
+
+
+def test_train_infers_a_grayscale_folder_and_says_so(tmp_path):
+    root = _gray_folder(tmp_path / "gray", side=12)
+    res = _run("train", "--set", "data.name=folder", "--set", f"data.root={root}", "--print-config")
+    assert res.exit_code == 0, res.output
+    cfg = __import__("yaml").safe_load(res.stdout)
+    assert (cfg["data"]["channels"], cfg["data"]["resolution"]) == (1, 8)
+    assert "data: channels=1 (6 of 6 inspected images are grayscale)" in res.stderr
+    res = _run("train", "--set", "data.name=folder", "--set", f"data.root={tmp_path / 'none'}", "--print-config")
+    assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_train_fields_lists_types_and_allowed_values():
+    res = _run("train", "--fields")
+    lines = {line.split()[0]: line for line in res.output.splitlines()}
+    assert "one of identity|etsdm|remap" in lines["diffusion.condition.kind"]
+    assert "integer in [0, inf)" in lines["train.steps"] and "number in [0, 1]" in lines["train.ema_rate"]
+    assert "string or null" in lines["data.root"] and "true|false" in lines["data.hflip"]

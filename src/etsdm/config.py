@@ -433,3 +433,40 @@ def field_help(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str]]
         else:
             out.append((path, f.metadata.get("help", "")))
     return out
+
+
+def _describe_type(tp: Any, meta: dict[str, Any]) -> str:
+    """A field's type and allowed values, as ``etsdm train --fields`` prints them."""
+    optional, tp = _is_optional(tp)
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        text = "one of " + "|".join(map(str, typing.get_args(tp)))
+    elif tp is bool:
+        text = "true|false"
+    elif tp in (int, float):
+        text = "integer" if tp is int else "number"
+        if "range" in meta:
+            lo, hi, lo_open = meta["range"]
+            text += f" in {'(' if lo_open else '['}{'-inf' if lo is None else f'{lo:g}'}, "
+            text += "inf)" if hi is None else f"{hi:g}]"
+    elif origin is tuple:
+        text = "[" + ", ".join(_describe_type(a, {}) for a in typing.get_args(tp)) + "]"
+    elif origin is dict:
+        text = "mapping"
+    else:
+        text = getattr(tp, "__name__", str(tp)).replace("str", "string")
+    return text + (" or null" if optional else "")
+
+
+def field_reference(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(path, type and allowed values, help) for every leaf field: what ``--fields`` prints."""
+    out = []
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = _is_optional(hints[f.name])[1]
+        path = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            out += field_reference(tp, path + ".")
+        else:
+            out.append((path, _describe_type(hints[f.name], dict(f.metadata)), f.metadata.get("help", "")))
+    return out

@@ -7,7 +7,7 @@ Gaussian-mixture samples are float32 (D,); super-resolution items are dicts (see
 
 from .digits import DigitsDataset, digits_arrays
 from .factory import DATASETS, data_shape, make_dataset
-from .folder import IMAGE_EXTENSIONS, BadImageError, ImageFolderDataset, scan_images
+from .folder import IMAGE_EXTENSIONS, BadImageError, FolderFormat, ImageFolderDataset, infer_format, scan_images
 from .gmm import GMMDataset, make_mixture
 from .sr import SuperResolutionDataset
 from .transforms import area_downsample, denormalize, resize_center_crop, upsample
@@ -17,6 +17,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "BadImageError",
     "DigitsDataset",
+    "FolderFormat",
     "GMMDataset",
     "ImageFolderDataset",
     "SuperResolutionDataset",
@@ -24,6 +25,7 @@ __all__ = [
     "data_shape",
     "denormalize",
     "digits_arrays",
+    "infer_format",
     "make_dataset",
     "make_mixture",
     "resize_center_crop",

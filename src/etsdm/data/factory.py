@@ -49,8 +49,8 @@ def make_dataset(
         split: "train" | "test" ("all" too for digits and folder). Digits: fixed 1,497 / 300
             stratified split. GMM: independent sample streams. Folder: see ``holdout``.
         root: image folder ("folder", or "sr" with sr_base="folder").
-        resolution: image side (folder: required; digits: default 8, resized if set).
-        channels: 1 or 3 (digits default 1, folder default 3).
+        resolution: image side (folder: inferred from the images if None; digits: default 8, resized if set).
+        channels: 1 or 3 (digits default 1; folder: inferred, 1 if every image is grayscale, else 3).
         hflip: random left-right flips of images.
         skip_bad: folder: skip and count unreadable files instead of raising.
         sr_factor: "sr": downsampling factor (default 4, the paper's 64 -> 256).

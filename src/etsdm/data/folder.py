@@ -18,6 +18,10 @@
   item is replaced by the next good file in order (index i+1, i+2, ... wrapping), so the
   replacement is deterministic. With DataLoader workers, lazily found files are counted in the
   worker's copy of the dataset only (the warning still appears).
+* Format: ``channels`` and ``resolution`` left as None are inferred (:func:`infer_format`) from the
+  headers of up to 64 files spread over the sorted list: 1 channel when every one is grayscale
+  (PIL modes L, LA, I, I;16, 1, F), else 3; the resolution is the smallest shorter side, rounded
+  down to a multiple of 8. ``dataset.inferred`` says what was inferred and from what.
 * Splits: ``holdout`` (a count, or a fraction in (0, 1)) reserves files for "test", chosen by a
   fixed permutation (``split_seed``, default 0) of the sorted list, independent of the run's seed;
   "train" is the rest and "all" every file. With holdout = 0, "train" is every file and "test"
@@ -29,6 +33,7 @@ from __future__ import annotations
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -81,6 +86,52 @@ def scan_images(root: str | os.PathLike) -> list[str]:
     return sorted(files)
 
 
+GRAY_MODES: tuple[str, ...] = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+INFER_FILES = 64  # files whose headers infer_format reads
+
+
+@dataclass(frozen=True)
+class FolderFormat:
+    """What :func:`infer_format` found: channels, resolution, and a sentence saying what was inferred."""
+
+    channels: int
+    resolution: int
+    note: str
+
+
+def infer_format(root: str | os.PathLike, *, channels: int | None = None, resolution: int | None = None,
+                 max_files: int = INFER_FILES) -> FolderFormat:
+    """Channels and resolution of an image folder where not given, from the headers (no decoding)
+    of up to ``max_files`` files spread evenly over its sorted list.
+
+    channels: 1 if every inspected image is grayscale, else 3. resolution: the smallest shorter
+    side among them, rounded down to a multiple of 8 (UNet levels halve it), at least 8.
+    """
+    files = scan_images(root)
+    picked = files[:: max(1, -(-len(files) // max_files))][:max_files]
+    modes, sides = [], []
+    for path in picked:
+        try:
+            with Image.open(path) as img:  # reads the header only
+                modes.append(img.mode)
+                sides.append(min(img.size))
+        except _DECODE_ERRORS:
+            continue
+    if not modes:
+        raise ValueError(f"image folder {str(root)!r}: none of the {len(picked)} files inspected opens as an image")
+    notes = []
+    if channels is None:
+        grey = sum(mode in GRAY_MODES for mode in modes)
+        channels = 1 if grey == len(modes) else 3
+        notes.append(f"channels={channels} ({grey} of {len(modes)} inspected images are grayscale)")
+    if resolution is None:
+        resolution = max(8, min(sides) // 8 * 8)
+        notes.append(f"resolution={resolution} (smallest shorter side {min(sides)} px of {len(modes)} inspected "
+                     "images, rounded down to a multiple of 8)")
+    note = f"{', '.join(notes)}; inferred from {root} (set data.channels / data.resolution to choose)" if notes else ""
+    return FolderFormat(channels, resolution, note)
+
+
 def check_header(path: str) -> None:
     """Raise BadImageError unless the file starts with a PNG or JPEG signature (reads 8 bytes)."""
     try:
@@ -126,8 +177,8 @@ class ImageFolderDataset(Dataset):
     Args:
         root: the folder (searched recursively).
         split: "train", "test" or "all" (see ``holdout``).
-        resolution: output side R (required).
-        channels: 1 (grey) or 3 (RGB, default).
+        resolution: output side R (None: inferred, see :func:`infer_format`).
+        channels: 1 (grey) or 3 (RGB); None: inferred (1 if every inspected file is grayscale).
         hflip: random left-right flips.
         skip_bad: skip and count unreadable files instead of raising BadImageError.
         verify: "header" (default), "full" or "none": what is checked at construction.
@@ -148,7 +199,10 @@ class ImageFolderDataset(Dataset):
         holdout: int | float = 0,
         split_seed: int = 0,
     ):
-        channels = 3 if channels is None else channels
+        self.inferred = ""
+        if channels is None or resolution is None:
+            fmt = infer_format(root, channels=channels, resolution=resolution)
+            channels, resolution, self.inferred = fmt.channels, fmt.resolution, fmt.note
         if channels not in (1, 3):
             raise ValueError(f"folder: channels must be 1 or 3, got {channels!r}")
         if not isinstance(resolution, int) or resolution < 1:
