@@ -67,22 +67,6 @@ def resolve_data(cfg: RunConfig) -> tuple[RunConfig, str]:
     return dataclasses.replace(cfg, data=data), fmt.note
 
 
-def resolve_data(cfg: RunConfig) -> tuple[RunConfig, str]:
-    """``cfg`` with an image folder's null data.channels / data.resolution filled in from its images
-    (:func:`etsdm.data.infer_format`), and a note saying what was inferred ("" if nothing was)."""
-    import dataclasses
-
-    from .data import infer_format
-
-    d = cfg.data
-    folder = d.name == "folder" or (d.name == "sr" and (d.sr_base == "folder" or (d.sr_base is None and d.root)))
-    if not folder or not d.root or (d.channels is not None and d.resolution is not None):
-        return cfg, ""
-    fmt = infer_format(d.root, channels=d.channels, resolution=d.resolution)
-    data = dataclasses.replace(d, channels=fmt.channels, resolution=fmt.resolution)
-    return dataclasses.replace(cfg, data=data), fmt.note
-
-
 def build_dataset(cfg: RunConfig, split: str = "train"):
     """The run's data set for ``split`` (``etsdm.data.make_dataset``)."""
     from .data import make_dataset

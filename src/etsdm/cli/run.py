@@ -124,13 +124,14 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
     grid samples/step_*.png and loss.png. Several GPUs, same flags:
     `accelerate launch --num_processes 4 $(which etsdm) train CONFIG`.
     """
-    from ..config import ConfigError, dump_config, field_help, load_config
+    from ..config import ConfigError, dump_config, field_reference, load_config
+    from ..runs import resolve_data
     from ..train.checkpoint import CheckpointWriteError, step_dirs
     from ..train.trainer import NonFiniteLossError, Trainer
 
     if fields:
-        for path, text in field_help():
-            click.echo(f"{path:32s} {text}")
+        for path, kind, text in field_reference():
+            click.echo(f"{path:32s} {kind:40s} {text}")
         return
     if resume and out is None:
         raise click.UsageError("--resume needs --out RUN_DIR (the run to continue)")
@@ -140,6 +141,12 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
         cfg = load_config(config, overrides)
     except ConfigError as err:
         raise click.BadParameter(str(err), param_hint="CONFIG / --set") from None
+    try:  # an image folder's channels / resolution, where null, from its images
+        cfg, inferred = resolve_data(cfg)
+    except (OSError, ValueError) as err:
+        raise click.BadParameter(str(err), param_hint="data.root") from None
+    if inferred:
+        click.echo(f"data: {inferred}", err=True)
     if print_config:
         click.echo(dump_config(cfg), nl=False)
         return
