@@ -201,6 +201,18 @@ def test_every_checkpoint_damaged_is_a_clear_error(finished, tmp_path):
     assert res.exit_code == 1 and "no complete checkpoint" in res.output and "step_00000002" in res.output
 
 
+
+def test_resume_drops_the_killed_runs_metrics_lines(finished, tmp_path):
+    """Lines past the resumed checkpoint (and one a kill cut short) go; the loss curve never steps back."""
+    from etsdm.train.outputs import plot_loss_curve
+
+    with open(finished / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 5, "loss": 1.0}) + "\n" + '{"step": 6, "lo')
+    plot_loss_curve(finished / "metrics.jsonl", tmp_path / "loss.png")  # a cut line is skipped, not fatal
+    shutil.rmtree(finished / "checkpoints" / "step_00000004")  # the resume starts at step 2
+    train(finished, resume=True)
+    assert metric_steps(finished) == [1, 2, 3, 4]
+
 # --- final outputs --------------------------------------------------------------------------------
 def test_kill_during_final_sampling_is_finished_by_resume(finished, monkeypatch):
     for f in ("loss.png", "samples/step_00000004.png", "samples/step_00000004.npz"):
