@@ -192,6 +192,19 @@ def test_damaged_newest_checkpoint_falls_back(name, legacy, finished, reference,
     assert_same_run(finished, reference)
 
 
+
+@pytest.mark.parametrize("header", [b"{not json", b'{"w": {"dtype": "F32"}}', b"[1, 2]"])
+def test_corrupt_safetensors_header_is_named(header, finished):
+    """(Without a manifest, so the header itself is checked; with one the size already differs.)"""
+    ckpt = finished / "checkpoints" / "step_00000004"
+    meta = json.loads((ckpt / "meta.json").read_text())
+    del meta["files"]
+    (ckpt / "meta.json").write_text(json.dumps(meta))
+    f = ckpt / "ema.safetensors"
+    f.write_bytes(len(header).to_bytes(8, "little") + header)
+    assert ckpt_mod.checkpoint_problem(ckpt) == f"{f} has a corrupt header"
+    assert latest_checkpoint(finished).name == "step_00000002"
+
 def test_every_checkpoint_damaged_is_a_clear_error(finished, tmp_path):
     for ckpt in ckpt_mod.step_dirs(finished):
         (ckpt / "model.safetensors").write_bytes(b"")

@@ -136,9 +136,9 @@ def _safetensors_problem(path: Path) -> str | None:
             return f"{path} is truncated ({size} bytes, header alone needs {8 + n})"
         try:
             header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, IndexError, TypeError):
             return f"{path} has a corrupt header"
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + n + end > size:
         return f"{path} is truncated ({size} bytes of {8 + n + end})"
     return None
