@@ -80,7 +80,7 @@ def test_sample_command_npz_and_png(run_dir, tmp_path):
     m = load_model(run_dir)
     g = torch.Generator().manual_seed(3)
     ref = torch.cat([sample(m.denoiser, torch.randn(k, 1, 8, 8, generator=g), m.schedule, "dpm-solver-2", 4,
-                            generator=g) for k in (4, 2)])
+                            generator=g, clip="static") for k in (4, 2)])  # --clip auto: static for images
     np.testing.assert_allclose(x, ref.clamp(-1, 1).numpy(), rtol=0, atol=1e-6)  # images are saved clamped
     res = CliRunner().invoke(main, ["sample", str(tmp_path / "nope"), "--num", "2"])
     assert res.exit_code == 2 and "no such run" in res.output

@@ -74,8 +74,9 @@ def _trace(model, noise, schedule, sampler, nfe, **kw):
 def test_ddim_equals_dpm_solver_1_step_for_step(kind, spacing, request):
     schedule = request.getfixturevalue(kind)
     model = MIXTURE.eps_model(schedule)
-    _, ddim = _trace(model, _noise(), schedule, "ddim", 25, spacing=spacing)
-    _, dpm1 = _trace(model, _noise(), schedule, "dpm-solver-1", 25, spacing=spacing)
+    # same plan for both (DDIM lands on the data by default, DPM-Solver-1 stops at t_min as Lu et al.)
+    _, ddim = _trace(model, _noise(), schedule, "ddim", 25, spacing=spacing, denoise_to_zero=True)
+    _, dpm1 = _trace(model, _noise(), schedule, "dpm-solver-1", 25, spacing=spacing, denoise_to_zero=True)
     assert len(ddim) == len(dpm1) == 25
     for (t_a, s_a, x_a), (t_b, s_b, x_b) in zip(ddim, dpm1, strict=True):
         assert (t_a, s_a) == (t_b, s_b)
@@ -237,7 +238,7 @@ def test_dpm_solver_pp_2m_matches_diffusers(discrete, steps):
     sched.multistep_dpm_solver_second_order_update = lambda *a, **k: (used.append(2), second(*a, **k))[1]
     model, noise = _mixture_model(discrete), _noise()
     ref = _run_diffusers(sched, model, noise)
-    assert used == plan(discrete, "dpm-solver++2m", steps)[1]  # our default orders = diffusers'
+    assert used == plan(discrete, "dpm-solver++2m", steps, denoise_to_zero=True)[1]  # diffusers lands on σ = 0
     times = [float(t) for t in sched.timesteps] + [-1.0]
     _, trace = _trace(model, noise, discrete, "dpm-solver++2m", 0, timesteps=times, orders=used)
     for (_, _, x), x_ref in zip(trace, ref, strict=True):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -125,7 +126,8 @@ class DiffusionConfig:
 
 @dataclass
 class SampleConfig:
-    """How the trainer draws its preview sample grids."""
+    """How the trainer draws its preview sample grids (and the run's sampling defaults for
+    ``etsdm.runs.generate``; see etsdm.samplers and docs/samplers.md for the conventions)."""
 
     sampler: Literal["ddpm", "ddim", "dpm-solver-1", "dpm-solver-2", "dpm-solver-3", "dpm-solver++2m"] = field(
         default="ddpm", metadata=_h("sampler")
@@ -133,6 +135,17 @@ class SampleConfig:
     nfe: int = field(default=1000, metadata=_rng(1, None, help="network evaluations"))
     num: int = field(default=100, metadata=_rng(1, None, help="samples in the grid"))
     batch: int = field(default=500, metadata=_rng(1, None, help="samples per forward batch"))
+    timestep_spacing: (
+        Literal["linspace", "leading", "trailing", "fractional", "time-uniform", "logSNR", "time-quadratic"] | None
+    ) = field(default=None, metadata=_h("step grid (null: linspace = integer timesteps for discrete schedules, "
+                                        "time-uniform for continuous; fractional: queries between timesteps)"))
+    denoise_to_zero: bool | None = field(
+        default=None, metadata=_h("last NFE = x̂0 at t_end (null: on for ddpm/ddim, off for DPM-Solvers, Lu et al.)")
+    )
+    order_plan: Literal["lu", "diffusers"] = field(default="lu", metadata=_h("DPM-Solver NFE split (Lu et al. 3.4)"))
+    clip: Literal["auto", "none", "static", "dynamic"] = field(
+        default="auto", metadata=_h("x̂0 clipping (auto: static [-1, 1] for images, none for gmm / vectors)")
+    )
 
 
 @dataclass
@@ -319,6 +332,12 @@ def validate(cfg: RunConfig) -> RunConfig:
     if (d.name == "folder" or (d.name == "sr" and d.sr_base == "folder")) and not d.root:
         raise ConfigError(f"data.root: required for data.name={d.name!r} (a folder of images)")
     cfg.build_condition()  # t_tilde / n consistency (raises ConfigError)
+    if cfg.schedule.name == "zero-snr" and cfg.diffusion.prediction == "eps":
+        warnings.warn(
+            "diffusion.prediction: eps with schedule.name: zero-snr: α = 0 at the last step, so x̂0 = (x - σε)/α "
+            "is undefined (α is floored at 2^-12, amplifying ε's errors ~4096x); Lin et al. (2023) use v",
+            stacklevel=2,
+        )
     return cfg
 
 

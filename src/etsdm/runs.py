@@ -523,6 +523,56 @@ def _write_import(src: Path, unet_dir: Path, out: Path, *, condition: dict[str, 
 # ---------------------------------------------------------------------------------------------
 # Sampling helpers
 # ---------------------------------------------------------------------------------------------
+SAMPLE_CONVENTIONS = ("timestep_spacing", "denoise_to_zero", "order_plan", "clip")
+IMAGE_DATA = ("digits", "folder", "sr")
+
+
+def auto_clip(model: LoadedModel) -> str:
+    """x̂0 clipping per data kind: ``static`` ([-1, 1]) for image data, as the DDPM / ADM code the
+    paper builds on does at every step (``clip_denoised=True``); ``none`` for gmm / vector data,
+    which is unbounded."""
+    shape = model.shape
+    image = model.data_name in IMAGE_DATA or (model.data_name is None and shape is not None and len(shape) == 3)
+    return "static" if image else "none"
+
+
+def sample_settings(model: LoadedModel, sampler: str, nfe: int, **options: Any) -> dict[str, Any]:
+    """Sampler keyword arguments for ``model``: the given ones, else the run's ``sample:`` config
+    (timestep_spacing, denoise_to_zero, order_plan, clip), else SampleConfig's defaults; clip
+    ``auto`` resolved by :func:`auto_clip`. ``spacing`` (older name) counts as timestep_spacing.
+    A remap run with ``diffusion.condition.remap_grid: lambda`` gets the λ-uniform grid
+    (:func:`~etsdm.conditioning.remap_lambda_plan`) as ``timesteps`` / ``orders`` unless given."""
+    from .config import SampleConfig
+
+    out = dict(options)
+    cond_cfg = model.config.diffusion.condition if model.config is not None else None
+    if cond_cfg is not None and cond_cfg.remap_grid == "lambda" and "timesteps" not in out:
+        ts, orders = remap_lambda_plan(model.denoiser.condition, model.schedule, sampler, nfe)  # Table A5: λ ~ U_λ
+        out |= {"timesteps": ts, "orders": orders}
+    if out.get("timestep_spacing") is None and out.get("spacing") is not None:
+        out["timestep_spacing"] = out.pop("spacing")
+    out.pop("spacing", None)
+    cfg = model.config.sample if model.config is not None else SampleConfig()
+    for key in SAMPLE_CONVENTIONS:
+        if out.get(key) is None:
+            out[key] = getattr(cfg, key)
+    if out["clip"] == "auto":
+        out["clip"] = auto_clip(model)
+    return out
+
+
+def describe_sampling(model: LoadedModel, sampler: str, nfe: int, **options: Any) -> dict[str, Any]:
+    """What :func:`generate` with these arguments walks, for result tables and sample files: grid
+    convention, NFE plan and orders, final-step option, clipping (``etsdm.samplers.describe``)."""
+    from .samplers import describe
+
+    settings = sample_settings(model, sampler, nfe, **options)
+    if "timesteps" in settings:  # an explicit (e.g. remap λ-grid) plan: recorded as given
+        return {"sampler": sampler, "nfe": nfe, **{k: v for k, v in settings.items() if k != "orders"},
+                "orders": list(settings.get("orders") or [])}
+    return describe(model.schedule, sampler, nfe, **settings)
+
+
 @torch.no_grad()
 def generate(
     model: LoadedModel, num: int, *, sampler: str = "ddim", nfe: int = 50, seed: int = 0, batch: int = 256,
@@ -530,9 +580,11 @@ def generate(
 ) -> Tensor:
     """``num`` samples from a loaded model (float32, on CPU); reproducible from ``seed``.
 
-    ``lowres`` (super-resolution runs): the (num, C, h, w) low-resolution inputs. A remap run
-    with ``diffusion.condition.remap_grid: lambda`` walks the λ-uniform grid
-    (:func:`~etsdm.conditioning.remap_lambda_plan`) unless ``timesteps`` are given.
+    Sampler conventions not given (timestep_spacing, denoise_to_zero, order_plan, clip) come from
+    the run's ``sample:`` config, else the defaults, and a remap run with ``remap_grid: lambda``
+    walks the λ-uniform grid unless ``timesteps`` are given (:func:`sample_settings`).
+
+    ``lowres`` (super-resolution runs): the (num, C, h, w) low-resolution inputs.
     """
     from .samplers import sample
 
@@ -542,10 +594,7 @@ def generate(
     g = torch.Generator(device=device).manual_seed(seed)
     out = []
     den = model.denoiser
-    cond_cfg = model.config.diffusion.condition if model.config is not None else None
-    if cond_cfg is not None and cond_cfg.remap_grid == "lambda" and "timesteps" not in sampler_kwargs:
-        ts, orders = remap_lambda_plan(den.condition, model.schedule, sampler, nfe)  # Table A5: λ ~ U_λ at inference
-        sampler_kwargs = {**sampler_kwargs, "timesteps": ts, "orders": orders}
+    sampler_kwargs = sample_settings(model, sampler, nfe, **sampler_kwargs)
     for i in range(0, num, batch):
         k = min(batch, num - i)
         noise = torch.randn((k, *shape), generator=g, device=device)

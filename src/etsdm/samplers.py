@@ -11,8 +11,7 @@ number of network evaluations, and any grid (ours or diffusers') can be replayed
   posterior β_ts σ_s²/σ_t² (``variance="posterior"``); no noise on the step into the data (Alg. A2).
 * ``ddim`` (Song et al.): x_s = α_s x̂0 + sqrt(σ_s² - σ̃²) ε̂ + σ̃ z, σ̃ = η sqrt(σ_s²/σ_t² β_ts).
 * ``dpm-solver-1/2/3``: singlestep DPM-Solver (Lu et al. 2022, noise prediction, Alg. 1-2), NFE
-  split into orders as that paper does (Sec. 3.4); intermediate points at r = 1/2 (order 2) and
-  r = 1/3, 2/3 (order 3) of the step in λ. DPM-Solver-1 is DDIM(η = 0) (Lu et al. Eq. 3.7).
+  split into orders as that paper does (Sec. 3.4). DPM-Solver-1 is DDIM(η = 0) (Lu et al. Eq. 3.7).
   ``third_order_intermediate`` picks the rule for DPM-Solver-3's second intermediate point u2:
   ``"lu"`` (default, Alg. 2: u2 = ... - σ_s2 (r2/r1)(φ(r2 h) - 1)(ε_s1 - ε_t), φ(z) = (e^z - 1)/z)
   or ``"midpoint"`` (diffusers' DPMSolverSinglestepScheduler: a DPM-Solver-2 step t -> s2 through
@@ -23,35 +22,73 @@ number of network evaluations, and any grid (ours or diffusers') can be replayed
   ``t_end`` and fewer than 15 steps are taken (with ``denoise_to_zero`` the last step into the data
   is already first order), as diffusers' DPMSolverMultistepScheduler does.
 
+Conventions (docs/samplers.md explains each choice; :func:`describe` records them with a result):
+
+* **Timestep spacing.** Discrete models were trained on integer timesteps only, so by default every
+  sampler evaluates them at integers: ``timestep_spacing`` ``"linspace"`` (default), ``"leading"``
+  or ``"trailing"``, rounded exactly as diffusers' ``timestep_spacing`` (DPMSolver schedulers'
+  formulas for ``steps`` steps; with ``denoise_to_zero`` the DDIM/DDPM schedulers' N timesteps).
+  DPM-Solver-2/3 then take their intermediate points from the same integer grid, as diffusers'
+  DPMSolverSinglestepScheduler does. ``"fractional"`` is the time-uniform float grid, i.e. what the
+  official dpm-solver code does for discrete models (queries at t = 978.61, ...); ``"logSNR"`` and
+  ``"time-quadratic"`` are float grids too. Continuous schedules default to ``"time-uniform"``.
+* **Order plan.** ``order_plan="lu"`` (default) splits the NFE as Lu et al. Sec. 3.4 and their code
+  (``get_orders_and_timesteps_for_singlestep_solver``): DPM-Solver-3 at NFE 20 is [3]*6 + [2], all
+  20 evaluations in the solver, the outer points at those positions of the NFE-point grid (or
+  uniform in λ for ``logSNR``), intermediate points at r = 1/2 or 1/3, 2/3 in λ on float grids.
+  ``order_plan="diffusers"`` uses diffusers' lower-order-final list (differs for DPM-Solver-2 at
+  even NFE: [2, ..., 2, 1, 1]).
+* **Final denoising step.** ``denoise_to_zero=True`` spends the last NFE on a first-order step
+  from ``t_end`` into the data (σ = 0): x̂0 at t_end (Lu et al.'s ``denoise_to_zero``, but inside
+  the NFE budget). Default (None): on for ``ddpm`` / ``ddim``, whose last step lands on the data
+  (Ho et al. Alg. 2; diffusers' DDIM/DDPM with ``set_alpha_to_one``), off for the DPM-Solvers
+  (Lu et al.'s default; they return x at t_end = t_min). For discrete schedules the data is
+  t = -1, so DDPM with NFE = T walks T-1, ..., 0, -1 exactly as Algorithm A2 walks T, ..., 1, 0.
+* **x̂0 clipping.** ``clip="static"`` clamps every x̂0 to [-1, 1] (ADM's ``clip_denoised``,
+  diffusers' ``clip_sample``), ``"dynamic"`` is Saharia et al.'s dynamic thresholding (percentile
+  0.995, s >= 1); ε̂ is then recomputed from the clipped x̂0, ε̂ = (x - α x̂0)/σ, as ADM's DDIM and
+  diffusers' DPM-Solver do, so every sampler sees one consistent estimate. Default ``"none"``
+  (the library does not know the data range; ``etsdm.runs.generate`` picks per data kind).
+* **α = 0** (zero terminal SNR; continuous cosine at t = 1). Schedules floor α² at 2⁻²⁴ to keep
+  λ finite. For v- and x0-prediction Denoisers the samplers use α = 0, σ = 1 exactly at such
+  points (x̂0 = -v, ε̂ = x); a step starting there is first order (λ = -∞: DDIM's step is the
+  exact limit), so a singlestep plan starts with one DDIM step. ε-prediction keeps the floor and
+  warns: x̂0 = (x - σ ε̂)/α amplifies ε̂'s errors ~4096× (Lin et al. 2023 require v-prediction).
+
 Replaying diffusers (tests/test_samplers.py): pass its integer ``timesteps`` followed by its final
 point (t = -1 for σ = 0, t = 0 for ``final_sigmas_type="sigma_min"``) as ``timesteps=``, and its
 per-step orders as ``orders=`` (singlestep: [1, 2, 3] runs of its order_list become one step of
 order 3). With our float64 table in the scheduler, DDIM, DDPM and DPM-Solver-2/3 ("midpoint") agree
 to ~1e-10; DPM-Solver++(2M) to float32 precision (diffusers casts the sample to float32).
-
-``denoise_to_zero=True`` spends the last NFE on a first-order step from ``t_end`` into the data
-(σ = 0): x̂0 at t_end. For discrete schedules the data is t = -1, so DDPM with NFE = T walks
-T-1, ..., 0, -1 exactly as Algorithm A2 walks T, ..., 1, 0.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from .denoiser import Estimate
-from .schedules import Schedule
+from .schedules import LOG_ALPHA_FLOOR, Schedule
 
 SamplerName = Literal["ddpm", "ddim", "dpm-solver-1", "dpm-solver-2", "dpm-solver-3", "dpm-solver++2m"]
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpm-solver-1", "dpm-solver-2", "dpm-solver-3", "dpm-solver++2m")
-Spacing = Literal["time-uniform", "logSNR", "time-quadratic"]
-SPACINGS: tuple[str, ...] = ("time-uniform", "logSNR", "time-quadratic")
+Spacing = Literal["linspace", "leading", "trailing", "fractional", "time-uniform", "logSNR", "time-quadratic"]
+INTEGER_SPACINGS: tuple[str, ...] = ("linspace", "leading", "trailing")  # diffusers' timestep_spacing
+FLOAT_SPACINGS: tuple[str, ...] = ("fractional", "time-uniform", "logSNR", "time-quadratic")
+SPACINGS: tuple[str, ...] = INTEGER_SPACINGS + FLOAT_SPACINGS
+OrderPlan = Literal["lu", "diffusers"]
+ORDER_PLANS: tuple[str, ...] = ("lu", "diffusers")
+Clip = Literal["none", "static", "dynamic"]
+CLIPS: tuple[str, ...] = ("none", "static", "dynamic")
+DYNAMIC_PERCENTILE = 0.995  # Saharia et al. (2022), dynamic thresholding
 Intermediate = Literal["lu", "midpoint"]
 MAX_ORDER = {"ddpm": 1, "ddim": 1, "dpm-solver-1": 1, "dpm-solver-2": 2, "dpm-solver-3": 3, "dpm-solver++2m": 2}
 Estimator = Callable[[Tensor, float], Estimate]
@@ -77,17 +114,28 @@ class _Point:
     lam: float
 
 
-def _points(schedule: Schedule, times: Sequence[float]) -> list[_Point]:
+def _points(schedule: Schedule, times: Sequence[float], exact_zero: bool = False) -> list[_Point]:
     """α, σ, λ at each time; ``t_data`` is the data exactly (α = 1, σ = 0), even for schedules such
-    as cosine-shift whose clipped log-SNR leaves σ(0) slightly above 0."""
+    as cosine-shift whose clipped log-SNR leaves σ(0) slightly above 0. With ``exact_zero``, a time
+    where α² sits at the schedule's floor 2⁻²⁴ gets α = 0, σ = 1, λ = -∞ (zero terminal SNR)."""
     t = torch.tensor([float(v) for v in times], dtype=torch.float64)
-    alpha, sigma = schedule.alpha(t).tolist(), schedule.sigma(t).tolist()
+    log_a = schedule.log_alpha(t)
+    alpha, sigma, floored = log_a.exp().tolist(), schedule.sigma(t).tolist(), (log_a <= LOG_ALPHA_FLOOR).tolist()
     points = []
-    for v, a, s in zip(times, alpha, sigma, strict=True):
+    for v, a, s, at_floor in zip(times, alpha, sigma, floored, strict=True):
         if float(v) == schedule.t_data:
             a, s = 1.0, 0.0
-        points.append(_Point(float(v), a, s, math.log(a / s) if s > 0 else math.inf))
+        elif exact_zero and at_floor:
+            a, s = 0.0, 1.0
+        points.append(
+            _Point(float(v), a, s, math.log(a / s) if s > 0 and a > 0 else (math.inf if s == 0 else -math.inf))
+        )
     return points
+
+
+def _alpha_is_zero(schedule: Schedule, t: float) -> bool:
+    """α² at the floor 2⁻²⁴: a zero-terminal-SNR endpoint (see the module docstring)."""
+    return float(schedule.log_alpha(float(t))) <= LOG_ALPHA_FLOOR
 
 
 def as_estimator(model: Callable[[Tensor, float], Tensor], schedule: Schedule) -> Estimator:
@@ -109,13 +157,65 @@ def as_estimator(model: Callable[[Tensor, float], Tensor], schedule: Schedule) -
 # ---------------------------------------------------------------------------------------------
 # Time grids and order lists
 # ---------------------------------------------------------------------------------------------
+def default_spacing(schedule: Schedule) -> str:
+    """Integer timesteps (diffusers' ``linspace``) for discrete schedules, uniform t for continuous ones."""
+    return "time-uniform" if schedule.continuous else "linspace"
+
+
+def default_denoise_to_zero(sampler: str) -> bool:
+    """DDPM / DDIM land on the data (Ho et al. Alg. 2, Song et al.); the DPM-Solvers stop at t_end (Lu et al.)."""
+    return sampler in ("ddpm", "ddim")
+
+
+def resolve_spacing(schedule: Schedule, spacing: str | None) -> str:
+    """``spacing`` checked against the schedule's kind; None -> :func:`default_spacing`."""
+    if spacing is None:
+        return default_spacing(schedule)
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
+    if schedule.continuous and (spacing in INTEGER_SPACINGS or spacing == "fractional"):
+        raise ValueError(
+            f"timestep spacing {spacing!r} is for discrete schedules (integer timesteps); a continuous schedule "
+            "takes time-uniform, logSNR or time-quadratic"
+        )
+    return spacing
+
+
+def _integer_grid(schedule: Schedule, steps: int, spacing: str, t_start: float, t_end: float) -> list[float]:
+    """``steps + 1`` integer timesteps from (about) t_start down to t_end, rounded as diffusers'
+    DPMSolver schedulers' ``timestep_spacing`` (their N inference steps plus the final σ_min point)."""
+    if schedule.continuous:
+        raise ValueError(f"timestep spacing {spacing!r} needs a discrete schedule")
+    if not (float(t_start).is_integer() and float(t_end).is_integer()):
+        raise ValueError(f"timestep spacing {spacing!r} needs integer t_start / t_end, got {t_start}, {t_end}")
+    lo, hi = int(t_end), int(t_start)
+    n = hi - lo + 1  # integer timesteps available (diffusers' num_train_timesteps when lo = 0, hi = T-1)
+    if spacing == "linspace":  # np.linspace(0, T-1, N+1).round()[::-1]
+        grid = np.linspace(lo, hi, steps + 1).round()[::-1]
+    elif spacing == "leading":  # (arange(N+1) * (T // (N+1)))[::-1]
+        grid = (lo + np.arange(steps + 1) * (n // (steps + 1)))[::-1]
+    else:  # trailing: round(arange(T, 0, -T/N)) - 1, then the final point
+        grid = np.concatenate([lo + np.round(np.arange(n, 0, -n / steps))[:steps] - 1, [lo]])
+    out = [float(v) for v in grid]
+    if len(out) != steps + 1 or any(b >= a for a, b in zip(out, out[1:], strict=False)):
+        raise ValueError(
+            f"timestep spacing {spacing!r}: {steps} steps do not fit the {n} integer timesteps in [{lo}, {hi}]; "
+            "use fewer steps or timestep_spacing='fractional'"
+        )
+    return out
+
+
 def time_grid(schedule: Schedule, steps: int, spacing: Spacing, t_start: float, t_end: float) -> list[float]:
-    """``steps + 1`` decreasing times from t_start to t_end, uniform in t, in λ, or in sqrt(t - t_data)."""
+    """``steps + 1`` decreasing times ending at t_end: integers (``linspace`` / ``leading`` /
+    ``trailing``, diffusers' rounding), or floats uniform in t (``fractional`` = ``time-uniform``), in
+    λ, or in sqrt(t - t_data)."""
     if spacing not in SPACINGS:
         raise ValueError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
     if steps < 1:
         raise ValueError(f"time_grid needs steps >= 1, got {steps}")
-    if spacing == "time-uniform":
+    if spacing in INTEGER_SPACINGS:
+        return _integer_grid(schedule, steps, spacing, t_start, t_end)
+    if spacing in ("time-uniform", "fractional"):
         grid = torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64)
     elif spacing == "logSNR":
         lam_start, lam_end = float(schedule.lambda_(t_start)), float(schedule.lambda_(t_end))
@@ -128,11 +228,20 @@ def time_grid(schedule: Schedule, steps: int, spacing: Spacing, t_start: float, 
     return grid.tolist()
 
 
-def singlestep_orders(order: int, nfe: int) -> list[int]:
-    """Lu et al. (2022), Sec. 3.4: split ``nfe`` evaluations into K singlestep steps of order <= ``order``."""
+def singlestep_orders(order: int, nfe: int, order_plan: OrderPlan = "lu") -> list[int]:
+    """Split ``nfe`` evaluations into singlestep steps of order <= ``order``.
+
+    ``"lu"``: Lu et al. (2022), Sec. 3.4 (K = NFE//3 + 1 steps for order 3; [2]*(NFE/2) for order 2).
+    ``"diffusers"``: DPMSolverSinglestepScheduler's lower-order-final list, grouped into steps
+    (identical for order 3; order 2 at even NFE ends [..., 2, 1, 1]).
+    """
+    if order_plan not in ORDER_PLANS:
+        raise ValueError(f"order_plan must be one of {', '.join(ORDER_PLANS)}, got {order_plan!r}")
     if order == 1 or nfe == 0:
         return [1] * nfe
     if order == 2:
+        if order_plan == "diffusers" and nfe % 2 == 0:
+            return [2] * (nfe // 2 - 1) + [1, 1]
         return [2] * (nfe // 2) + [1] * (nfe % 2)
     k = nfe // 3 + 1
     if nfe % 3 == 0:
@@ -156,38 +265,63 @@ def _singlestep_times(schedule: Schedule, outer: list[float], orders: list[int])
     return times
 
 
+def _orders(
+    sampler: str, budget: int, order_plan: OrderPlan, lower_order_final: bool, denoise_to_zero: bool, zero_start: bool
+) -> list[int]:
+    """Per-step orders for ``budget`` solver evaluations (the final denoising step not included)."""
+    if sampler in ("dpm-solver-2", "dpm-solver-3"):
+        if zero_start and budget:  # λ = -∞ at the start: one DDIM step, then the plan (module doc)
+            return [1] + singlestep_orders(int(sampler[-1]), budget - 1, order_plan)
+        return singlestep_orders(int(sampler[-1]), budget, order_plan)
+    if sampler == "dpm-solver++2m" and budget:
+        orders = [1] + [2] * (budget - 1)
+        if lower_order_final and budget < 15 and not denoise_to_zero:  # as diffusers: stabler with few steps
+            orders[-1] = 1
+        return orders
+    return [1] * budget
+
+
 def plan(
     schedule: Schedule,
     sampler: SamplerName,
     nfe: int,
     *,
-    spacing: Spacing = "time-uniform",
+    timestep_spacing: Spacing | None = None,
     t_start: float | None = None,
     t_end: float | None = None,
-    denoise_to_zero: bool = True,
+    denoise_to_zero: bool | None = None,
+    order_plan: OrderPlan = "lu",
     lower_order_final: bool = True,
+    spacing: Spacing | None = None,
 ) -> tuple[list[float], list[int]]:
-    """The ``(timesteps, orders)`` a sampler will walk for a given NFE budget (sum of work = nfe)."""
+    """The ``(timesteps, orders)`` a sampler will walk for a given NFE budget (sum of work = nfe).
+
+    ``timestep_spacing`` None: :func:`default_spacing` (``spacing`` is an older name for it);
+    ``denoise_to_zero`` None: :func:`default_denoise_to_zero`. See the module docstring.
+    """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
     if not isinstance(nfe, int) or isinstance(nfe, bool) or nfe < 1:
         raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
+    spacing = resolve_spacing(schedule, timestep_spacing if timestep_spacing is not None else spacing)
+    denoise_to_zero = default_denoise_to_zero(sampler) if denoise_to_zero is None else bool(denoise_to_zero)
     t_start = schedule.t_max if t_start is None else float(t_start)
     t_end = schedule.t_min if t_end is None else float(t_end)
     if not schedule.t_data < t_end < t_start <= schedule.t_max:
         raise ValueError(f"need t_data={schedule.t_data} < t_end={t_end} < t_start={t_start} <= t_max={schedule.t_max}")
     budget = nfe - 1 if denoise_to_zero else nfe
-    if sampler.startswith("dpm-solver-") and sampler != "dpm-solver-1":
-        orders = singlestep_orders(int(sampler[-1]), budget)
-        outer = time_grid(schedule, len(orders), spacing, t_start, t_end) if orders else [t_start]
-        times = _singlestep_times(schedule, outer, orders)
+    orders = _orders(sampler, budget, order_plan, lower_order_final, denoise_to_zero, _alpha_is_zero(schedule, t_start))
+    if not budget:
+        times = [t_start]
+    elif sampler in ("dpm-solver-2", "dpm-solver-3") and spacing == "logSNR":  # Lu et al.: K steps uniform in λ
+        times = _singlestep_times(schedule, time_grid(schedule, len(orders), spacing, t_start, t_end), orders)
     else:
-        times = time_grid(schedule, budget, spacing, t_start, t_end) if budget else [t_start]
-        orders = [1] * budget
-        if sampler == "dpm-solver++2m" and budget:
-            orders = [1] + [2] * (budget - 1)
-            if lower_order_final and budget < 15 and not denoise_to_zero:  # as diffusers: stabler with few steps
-                orders[-1] = 1
+        times = time_grid(schedule, budget, spacing, t_start, t_end)
+        if sampler in ("dpm-solver-2", "dpm-solver-3") and spacing not in INTEGER_SPACINGS:
+            # Lu et al.'s code: outer points at the step boundaries of the NFE-point grid, inner ones in λ
+            outer = [times[i] for i in np.cumsum([0, *orders])]
+            times = _singlestep_times(schedule, outer, orders)
+        # integer grids: every evaluation, intermediate points included, on the grid (diffusers' singlestep)
     if denoise_to_zero:
         times.append(schedule.t_data)
         orders.append(1)
@@ -219,22 +353,30 @@ def _dpm1(x: Tensor, eps: Tensor, x0: Tensor, p: _Point, q: _Point) -> Tensor:
     """DPM-Solver-1: x_s = (α_s/α_t) x_t - σ_s (e^h - 1) ε̂ (Lu et al. Eq. 3.7)."""
     if q.sigma == 0.0:
         return x0
+    if p.alpha == 0.0:  # λ_t = -∞: the same step written as DDIM's, x_s = α_s x̂0 + σ_s ε̂
+        return q.alpha * x0 + q.sigma * eps
     return (q.alpha / p.alpha) * x - q.sigma * math.expm1(q.lam - p.lam) * eps
 
 
 def _dpm_singlestep(
-    f: Estimator, x: Tensor, est: Estimate, pts: list[_Point], intermediate: Intermediate = "lu"
+    f: Callable[[Tensor, _Point], Estimate],
+    x: Tensor,
+    est: Estimate,
+    pts: list[_Point],
+    intermediate: Intermediate = "lu",
 ) -> Tensor:
     """One DPM-Solver-2 or -3 step over points [t, s1, (s2,) s] (Lu et al. 2022, Alg. 1 / 2)."""
     p, q = pts[0], pts[-1]
     if q.sigma == 0.0:
         raise ValueError("a DPM-Solver step of order > 1 cannot land on the data (σ = 0); use order 1")
+    if p.alpha == 0.0:
+        raise ValueError("a DPM-Solver step of order > 1 cannot start where α = 0 (λ = -∞); use order 1 there")
     h = q.lam - p.lam
     eps_t = est.eps
     s1 = pts[1]
     r1 = (s1.lam - p.lam) / h
     u1 = (s1.alpha / p.alpha) * x - s1.sigma * math.expm1(r1 * h) * eps_t
-    eps_s1 = f(u1, s1.t).eps
+    eps_s1 = f(u1, s1).eps
     base = (q.alpha / p.alpha) * x - q.sigma * math.expm1(h) * eps_t
     if len(pts) == 3:  # DPM-Solver-2 (Alg. 1): x_s = base - σ_s/(2 r1) (e^h - 1)(ε_s1 - ε_t)
         return base - (q.sigma / (2 * r1)) * math.expm1(h) * (eps_s1 - eps_t)
@@ -245,7 +387,7 @@ def _dpm_singlestep(
     else:  # diffusers' "midpoint": a DPM-Solver-2 step t -> s2 through s1
         c2 = s2.sigma * (r2 / r1) * 0.5 * math.expm1(r2 * h)
     u2 = (s2.alpha / p.alpha) * x - s2.sigma * math.expm1(r2 * h) * eps_t - c2 * (eps_s1 - eps_t)
-    eps_s2 = f(u2, s2.t).eps
+    eps_s2 = f(u2, s2).eps
     # Alg. 2: x_s = base - σ_s/r2 (φ_1(h) - 1)(ε_s2 - ε_t)
     return base - (q.sigma / r2) * (math.expm1(h) / h - 1.0) * (eps_s2 - eps_t)
 
@@ -260,6 +402,55 @@ def _dpmpp_update(
         r = h_prev / h
         d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * prev_x0
     return (q.sigma / p.sigma) * x - q.alpha * math.expm1(-h) * d
+
+
+# ---------------------------------------------------------------------------------------------
+# x̂0 clipping and the per-point evaluation
+# ---------------------------------------------------------------------------------------------
+def _quantile_rows(v: Tensor, q: float) -> Tensor:
+    """Per-row linear-interpolation quantile (torch.quantile's rule) without its input-size limit."""
+    n = v.shape[1]
+    pos = q * (n - 1)
+    lo = int(math.floor(pos))
+    a = v.kthvalue(lo + 1, dim=1).values
+    b = v.kthvalue(min(lo + 2, n), dim=1).values
+    return a + (pos - lo) * (b - a)
+
+
+def clip_x0(x0: Tensor, clip: Clip) -> Tensor:
+    """``"static"``: clamp to [-1, 1] (ADM's clip_denoised); ``"dynamic"``: Saharia et al.'s dynamic
+    thresholding, s = max(1, percentile_0.995 |x̂0|) per sample, x̂0 = clamp(x̂0, -s, s) / s."""
+    if clip == "none":
+        return x0
+    if clip == "static":
+        return x0.clamp(-1.0, 1.0)
+    flat = x0.detach().abs().reshape(x0.shape[0], -1)
+    s = _quantile_rows(flat.float() if flat.dtype in (torch.float16, torch.bfloat16) else flat, DYNAMIC_PERCENTILE)
+    s = s.clamp(min=1.0).to(x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))
+    return torch.maximum(torch.minimum(x0, s), -s) / s
+
+
+def _prediction(model: Any) -> str:
+    return str(getattr(model, "prediction", "eps"))
+
+
+def _evaluator(model: Any, schedule: Schedule, clip: Clip) -> Callable[[Tensor, _Point], Estimate]:
+    """One network evaluation at a point -> (ε̂, x̂0), exact at α = 0 and clipped per ``clip``."""
+    f = as_estimator(model, schedule)
+    prediction = _prediction(model)
+
+    def evaluate(x: Tensor, p: _Point) -> Estimate:
+        if p.alpha == 0.0:  # α = 0, σ = 1 exactly (only v / x0 Denoisers get such points)
+            out = model.net_output(x, p.t)
+            est = Estimate(x, -out if prediction == "v" else out)  # ε = σx + αv = x; x0 = αx - σv = -v
+        else:
+            est = f(x, p.t)
+        if clip == "none":
+            return est
+        x0 = clip_x0(est.x0, clip)
+        return Estimate((x - p.alpha * x0) / p.sigma, x0)  # ε̂ consistent with the clipped x̂0
+
+    return evaluate
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,6 +469,28 @@ def _check_plan(sampler: str, timesteps: Sequence[float], orders: Sequence[int])
         raise ValueError(f"orders {list(orders)} do not cover the {len(timesteps) - 1} steps of timesteps")
 
 
+def _check_options(variance: str, third_order_intermediate: str, eta: float, clip: str, order_plan: str) -> None:
+    if variance not in ("beta", "posterior"):
+        raise ValueError(f"variance must be 'beta' or 'posterior', got {variance!r}")
+    if third_order_intermediate not in ("lu", "midpoint"):
+        raise ValueError(f"third_order_intermediate must be 'lu' or 'midpoint', got {third_order_intermediate!r}")
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    if clip not in CLIPS:
+        raise ValueError(f"clip must be one of {', '.join(CLIPS)}, got {clip!r}")
+    if order_plan not in ORDER_PLANS:
+        raise ValueError(f"order_plan must be one of {', '.join(ORDER_PLANS)}, got {order_plan!r}")
+
+
+def _warn_eps_at_zero_snr(model: Any, pts: list[_Point], schedule: Schedule) -> None:
+    if _prediction(model) == "eps" and any(p.sigma > 0 and _alpha_is_zero(schedule, p.t) for p in pts):
+        warnings.warn(
+            "ε-prediction where α = 0 (zero terminal SNR): x̂0 = (x - σ ε̂)/α uses α floored at 2^-12, so ε̂'s "
+            "errors are amplified ~4096x and results depend on the floor; use v-prediction (Lin et al. 2023)",
+            stacklevel=3,
+        )
+
+
 def sample(
     model: Callable[[Tensor, float], Tensor],
     noise: Tensor,
@@ -285,12 +498,14 @@ def sample(
     sampler: SamplerName = "ddim",
     nfe: int = 50,
     *,
-    spacing: Spacing = "time-uniform",
+    timestep_spacing: Spacing | None = None,
     eta: float = 0.0,
     variance: Literal["beta", "posterior"] = "beta",
-    denoise_to_zero: bool = True,
+    denoise_to_zero: bool | None = None,
+    order_plan: OrderPlan = "lu",
     lower_order_final: bool = True,
     third_order_intermediate: Intermediate = "lu",
+    clip: Clip = "none",
     t_start: float | None = None,
     t_end: float | None = None,
     timesteps: Sequence[float] | None = None,
@@ -298,6 +513,7 @@ def sample(
     generator: torch.Generator | None = None,
     progress: bool = False,
     callback: Callable[[StepInfo], None] | None = None,
+    spacing: Spacing | None = None,
 ) -> Tensor:
     """Draw samples by integrating the reverse process from ``noise`` (x at ``t_start``).
 
@@ -308,43 +524,49 @@ def sample(
         schedule: the noise schedule the model was trained with.
         sampler: ``ddpm``, ``ddim``, ``dpm-solver-1/2/3`` or ``dpm-solver++2m``.
         nfe: number of network evaluations, exactly.
-        spacing: step spacing: uniform in time, in log-SNR, or quadratic in time.
+        timestep_spacing: discrete schedules: ``linspace`` (default), ``leading``, ``trailing``
+            (integer timesteps, diffusers' rounding) or the float grids ``fractional`` (uniform in t,
+            the official dpm-solver behaviour), ``logSNR``, ``time-quadratic``; continuous:
+            ``time-uniform`` (default), ``logSNR``, ``time-quadratic``. ``spacing``: older name.
         eta: DDIM's η (0 = deterministic). variance: DDPM's β (Eq. 10) or posterior variance.
-        denoise_to_zero: spend the last evaluation on x̂0 at t_end (lands on the data).
+        denoise_to_zero: spend the last evaluation on x̂0 at t_end (lands on the data); None: on
+            for ddpm / ddim, off for the DPM-Solvers (Lu et al.).
+        order_plan: ``"lu"`` (Lu et al. Sec. 3.4) or ``"diffusers"`` (lower-order-final list).
         lower_order_final: DPM-Solver++(2M) takes a first-order last step when NFE < 15.
         third_order_intermediate: DPM-Solver-3's rule for u2: ``"lu"`` (Lu et al. Alg. 2) or
             ``"midpoint"`` (diffusers' singlestep scheduler); see the module docstring.
+        clip: x̂0 at every evaluation: ``"none"`` (default), ``"static"`` ([-1, 1]) or ``"dynamic"``
+            (Saharia et al., percentile 0.995).
         t_start, t_end: first and last noisy time (defaults: ``schedule.t_max``, ``schedule.t_min``).
         timesteps, orders: replay an explicit plan instead (see module doc; overrides nfe, spacing,
-            t_start, t_end, denoise_to_zero; orders default to all 1).
+            t_start, t_end, denoise_to_zero, order_plan; orders default to all 1).
         generator: randomness for ancestral / η > 0 noise.
         progress: show a progress bar. callback: called with a :class:`StepInfo` after each step.
 
     Raises:
-        ValueError: unknown sampler, spacing, variance or intermediate rule; nfe < 1; η < 0; a time
-            range outside (t_data, t_max]; a replayed plan that does not fit (see :func:`_check_plan`).
+        ValueError: unknown sampler, spacing, variance, clip, order plan or intermediate rule; nfe < 1;
+            η < 0; a time range outside (t_data, t_max]; an integer spacing with more steps than
+            timesteps; a replayed plan that does not fit (see :func:`_check_plan`).
     """
-    if variance not in ("beta", "posterior"):
-        raise ValueError(f"variance must be 'beta' or 'posterior', got {variance!r}")
-    if third_order_intermediate not in ("lu", "midpoint"):
-        raise ValueError(f"third_order_intermediate must be 'lu' or 'midpoint', got {third_order_intermediate!r}")
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+    _check_options(variance, third_order_intermediate, eta, clip, order_plan)
     if timesteps is None:
         timesteps, orders = plan(
             schedule,
             sampler,
             nfe,
-            spacing=spacing,
+            timestep_spacing=timestep_spacing if timestep_spacing is not None else spacing,
             t_start=t_start,
             t_end=t_end,
             denoise_to_zero=denoise_to_zero,
+            order_plan=order_plan,
             lower_order_final=lower_order_final,
         )
     orders = list(orders if orders is not None else [1] * (len(timesteps) - 1))
     _check_plan(sampler, timesteps, orders)
-    pts = _points(schedule, timesteps)
-    f = as_estimator(model, schedule)
+    exact_zero = _prediction(model) in ("v", "x0") and callable(getattr(model, "net_output", None))
+    pts = _points(schedule, timesteps, exact_zero)
+    _warn_eps_at_zero_snr(model, pts, schedule)
+    f = _evaluator(model, schedule, clip)
     x = noise
 
     def z() -> Tensor:
@@ -354,7 +576,7 @@ def sample(
     for i, order in enumerate(tqdm(orders, desc=sampler, disable=not progress, leave=False)):
         p = pts[j]
         q = pts[j + (1 if sampler == "dpm-solver++2m" else order)]
-        est = f(x, p.t)
+        est = f(x, p)
         if sampler == "dpm-solver++2m":
             x_new = _dpmpp_update(x, est.x0, prev_x0, p, q, h_prev, order if prev_x0 is not None else 1)
             prev_x0, h_prev = est.x0, q.lam - p.lam
@@ -371,3 +593,49 @@ def sample(
         if callback is not None:
             callback(StepInfo(i, p.t, q.t, x, est.x0))
     return x
+
+
+def describe(
+    schedule: Schedule,
+    sampler: SamplerName,
+    nfe: int,
+    *,
+    timestep_spacing: Spacing | None = None,
+    denoise_to_zero: bool | None = None,
+    order_plan: OrderPlan = "lu",
+    lower_order_final: bool = True,
+    clip: Clip = "none",
+    t_start: float | None = None,
+    t_end: float | None = None,
+    spacing: Spacing | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """The conventions a :func:`sample` call with these arguments uses, resolved, for result tables:
+    sampler, NFE, grid convention, final-step option, order plan, clipping, the walked timesteps
+    and per-step orders, and any other sampler options (η, variance, ...) as given."""
+    chosen = timestep_spacing if timestep_spacing is not None else spacing
+    times, orders = plan(
+        schedule,
+        sampler,
+        nfe,
+        timestep_spacing=chosen,
+        t_start=t_start,
+        t_end=t_end,
+        denoise_to_zero=denoise_to_zero,
+        order_plan=order_plan,
+        lower_order_final=lower_order_final,
+    )
+    if clip not in CLIPS:
+        raise ValueError(f"clip must be one of {', '.join(CLIPS)}, got {clip!r}")
+    return {
+        "sampler": sampler,
+        "nfe": nfe,
+        "timestep_spacing": resolve_spacing(schedule, chosen),
+        "integer_timesteps": all(float(t).is_integer() for t in times[:-1]) and not schedule.continuous,
+        "denoise_to_zero": default_denoise_to_zero(sampler) if denoise_to_zero is None else bool(denoise_to_zero),
+        "order_plan": order_plan,
+        "orders": orders,
+        "timesteps": times,
+        "clip": clip,
+        **options,
+    }

@@ -192,7 +192,20 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
 @click.option("--force", is_flag=True, help="Replace existing output files (and a stale <out>.eval.json).")
 @click.option("--batch", type=click.IntRange(min=1), default=256, help="Samples per network batch.")
 @click.option("--ema/--no-ema", default=True, help="Use the EMA weights.")
-@click.option("--spacing", type=click.Choice(SPACINGS), default="time-uniform", help="Time-step spacing.")
+@click.option("--timestep-spacing", "--spacing", "spacing", type=click.Choice(("auto", *SPACINGS)), default="auto",
+              show_default=True,
+              help="Step grid. auto: linspace for discrete schedules (integer timesteps, diffusers' rounding; also "
+                   "leading, trailing), time-uniform for continuous ones. fractional: uniform float times, i.e. a "
+                   "discrete model queried between its trained timesteps (what the official dpm-solver code does).")
+@click.option("--denoise-to-zero/--no-denoise-to-zero", "denoise_to_zero", default=None,
+              help="Spend the last NFE on x̂0 at t_end (a final denoising step into the data). Default: on for "
+                   "ddpm/ddim (their last step lands on the data), off for the DPM-Solvers (Lu et al.).")
+@click.option("--order-plan", type=click.Choice(("lu", "diffusers")), default="lu", show_default=True,
+              help="DPM-Solver NFE split: lu (Lu et al. Sec. 3.4; NFE 20 -> orders 3,3,3,3,3,3,2) or diffusers "
+                   "(its lower-order-final list).")
+@click.option("--clip", type=click.Choice(("auto", "none", "static", "dynamic")), default="auto", show_default=True,
+              help="x̂0 clipping at every step. auto: static ([-1, 1], as the DDPM/ADM code the paper builds on) "
+                   "for image data, none for gmm/vector data; dynamic: Saharia et al.'s thresholding (p = 0.995).")
 @click.option("--eta", type=click.FloatRange(min=0), default=0.0, help="DDIM η (0 = deterministic).")
 @click.option("--device", default="cpu", callback=_device_option, help="torch device: cpu, cuda, cuda:N or mps.")
 @click.option("--threads", default="auto", help=THREADS_HELP)
@@ -202,16 +215,20 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
 @click.option("--eval-seeds", default="0,1,2", help="Comma-separated seeds of the metrics' random draws.")
 def sample_cmd(run: str, sampler: str, nfe: int, num: int, seed: int, out: Path | None, force: bool, batch: int,
                ema: bool,
-               spacing: str, eta: float, device: str, threads: str, evaluate: bool, eval_seeds: str) -> None:
+               spacing: str, denoise_to_zero: bool | None, order_plan: str, clip: str, eta: float, device: str,
+               threads: str, evaluate: bool, eval_seeds: str) -> None:
     """Draw samples from RUN (a run dir, checkpoint dir, diffusers folder, or gmm / gmm:etsdm).
 
     The run's own condition map (E-TSDM or not) is applied automatically by its Denoiser.
-    Writes the samples (float32, [-1, 1] for images) as .npz and a PNG grid.
+    Writes the samples (float32, [-1, 1] for images) as .npz and a PNG grid; the .npz records the
+    sampling conventions (grid, NFE plan and orders, final step, clipping) as JSON in `sampling`.
     """
+    import json
+
     import numpy as np
     import torch
 
-    from ..runs import generate, load_model
+    from ..runs import describe_sampling, generate, load_model
     from ..train.outputs import save_samples_png
 
     _set_threads(threads)
@@ -235,18 +252,25 @@ def sample_cmd(run: str, sampler: str, nfe: int, num: int, seed: int, out: Path 
         num = min(num, len(test))
         lowres = torch.stack([test[i]["lowres"] for i in range(num)])
     kwargs = {"eta": eta} if sampler == "ddim" else {}
+    kwargs |= {"timestep_spacing": None if spacing == "auto" else spacing, "denoise_to_zero": denoise_to_zero,
+               "order_plan": order_plan, "clip": clip}
+    try:  # the plan is checked before sampling (e.g. more NFE than integer timesteps)
+        sampling = describe_sampling(model, sampler, nfe, **kwargs)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    click.echo("sampling: " + ", ".join(f"{k}={v}" for k, v in sampling.items() if k != "timesteps"))
     x = generate(model, num, sampler=sampler, nfe=nfe, seed=seed, batch=batch, device=device, lowres=lowres,
-                 spacing=spacing, progress=True, **kwargs)
+                 progress=True, **kwargs)
     if x.ndim == 4:
         x = x.clamp(-1, 1)  # images: the sampler may overshoot the data range slightly
-    np.savez_compressed(out, samples=x.numpy(), sampler=sampler, nfe=nfe, seed=seed)
+    np.savez_compressed(out, samples=x.numpy(), sampler=sampler, nfe=nfe, seed=seed, sampling=json.dumps(sampling))
     png = save_samples_png(x, out.with_suffix(".png"))
     click.echo(f"{num} samples -> {out}  grid -> {png}")
     if evaluate:
-        _evaluate_now(model, x, out, seeds)
+        _evaluate_now(model, x, out, seeds, sampling)
 
 
-def _evaluate_now(model, x, out: Path, seeds: list[int]) -> None:
+def _evaluate_now(model, x, out: Path, seeds: list[int], sampling: dict | None = None) -> None:
     """The metrics of ``etsdm evaluate`` for a run whose data has a built-in reference."""
     import json
 
@@ -268,7 +292,8 @@ def _evaluate_now(model, x, out: Path, seeds: list[int]) -> None:
     for line in format_results(results):
         click.echo(line)
     path = out.with_suffix(".eval.json")
-    path.write_text(json.dumps(results, indent=2, default=float))
+    record = results if sampling is None else {**results, "sampling": sampling}  # the conventions beside the numbers
+    path.write_text(json.dumps(record, indent=2, default=float))
     click.echo(f"metrics -> {path}")
 
 
