@@ -259,3 +259,32 @@ def test_train_fields_lists_types_and_allowed_values():
     assert "one of identity|etsdm|remap" in lines["diffusion.condition.kind"]
     assert "integer in [0, inf)" in lines["train.steps"] and "number in [0, 1]" in lines["train.ema_rate"]
     assert "string or null" in lines["data.root"] and "true|false" in lines["data.hflip"]
+
+
+# --- folder data: a reference for FID -------------------------------------------------------------
+def test_evaluate_against_an_image_folder_uses_its_own_feature_net(tmp_path):
+    root = _gray_folder(tmp_path / "gray", n=12)
+    x = np.random.default_rng(1).uniform(-1, 1, (6, 1, 8, 8)).astype(np.float32)
+    res = _run("evaluate", _npz(tmp_path / "s.npz", x), "--ref", root, "--seeds", "0,1", "--out", tmp_path / "e")
+    assert res.exit_code == 0, res.output
+    assert "feature space: a CNN trained now on the reference images (rotation prediction)" in res.output
+    assert "FID-6 (own features)" in res.output and "a random split of the reference images" in res.output
+    out = json.loads((tmp_path / "e" / "evaluate.json").read_text())["fid-own"]
+    assert out["n_reference"] == 12 and np.isfinite(out["fid"]) and out["feature_net"]["n_val"] == 2
+
+
+def test_sample_evaluate_on_a_folder_run_uses_its_held_out_images(tmp_path):
+    from etsdm.config import dump_config
+    from etsdm.runs import build_net, resolve_data
+    from etsdm.train.checkpoint import save_checkpoint
+
+    root = _gray_folder(tmp_path / "gray", n=12)
+    cfg, _ = resolve_data(load_config(None, [TINY_NET, "data.name=folder", f"data.root={root}", "data.holdout=4"]))
+    net = build_net(cfg, (1, 8, 8))
+    save_checkpoint(tmp_path / "run", 1, model=net, ema=None, ema_updates=0, state={}, config_yaml=dump_config(cfg))
+    res = _run("sample", tmp_path / "run", "--num", 6, "--nfe", 1, "--evaluate", "--eval-seeds", 0, "--threads", 1)
+    assert res.exit_code == 0, res.output
+    assert f"reference: 8 training images of {root} (n=8); floor from held-out images" in res.output
+    assert "FID-4 (own features)" in res.output
+    saved = json.loads((tmp_path / "run" / "samples" / "ddim-1-seed0.eval.json").read_text())
+    assert saved["fid-own"]["n"] == 4

@@ -168,3 +168,39 @@ def test_inception_fid_needs_local_weights_and_optional_extra(tmp_path):
         pytest.skip(f"Inception-v3 FID not testable here: {why}")
     weights = tmp_path / "pt_inception-2015-12-05.pth"
     pytest.skip("no local Inception-v3 weights file in the test environment") if not weights.exists() else None
+
+
+def test_check_samples_rejects_what_no_metric_can_use_and_clamps_overshoot():
+    from etsdm.metrics import SampleError, check_samples, evaluate_samples
+
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    for bad, message in [
+        (x.clone().index_put_((torch.tensor([1]),), torch.tensor(float("nan"))), "NaN"),
+        (x.clone().index_put_((torch.tensor([2]),), torch.tensor(float("inf"))), "infinite"),
+        (((x + 1) * 127.5).to(torch.uint8), "integer dtype uint8"),
+        ((x + 1) * 127.5, r"expected images in \[-1, 1\].*127.5"),
+    ]:
+        with pytest.raises(SampleError, match=message):
+            check_samples(bad)
+    same, notes = check_samples(x)
+    assert torch.equal(same, x) and notes == []
+    clamped, notes = check_samples(1.5 * x)
+    assert torch.equal(clamped, (1.5 * x).clamp(-1, 1)) and "overshoot" in notes[0]
+    vectors, notes = check_samples(torch.full((5, 2), 10.0))  # mixture samples are unbounded: no range check
+    assert notes == [] and float(vectors.max()) == 10.0
+    with pytest.raises(SampleError, match="NaN"):  # the library path of `etsdm sample --evaluate`
+        evaluate_samples(torch.full((4, 2), float("nan")), "gmm", seeds=(0,))
+
+
+def test_image_feature_net_learns_rotations_deterministically():
+    from etsdm.metrics import train_image_feature_net
+
+    gen = torch.Generator().manual_seed(0)
+    x = 0.3 * torch.rand(64, 1, 8, 8, generator=gen) - 1
+    x[:, :, :2, :] = 1.0  # a bright top edge: its rotation is visible
+    x[:, :, :, :1] = 0.5  # and a dimmer left edge: 90 and 270 degrees differ too
+    net, report = train_image_feature_net(x, epochs=40)
+    assert report.rotation_accuracy > 0.9 and (report.n_train, report.n_val) == (51, 13)
+    net2, _ = train_image_feature_net(x, epochs=40)
+    torch.testing.assert_close(net(x), net2(x), rtol=0, atol=0)
+    assert net(x).shape == (64, 64) and net(x).dtype == torch.float64

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 # = etsdm.metrics.evaluate.METRICS (kept here so that `etsdm --help` does not import scipy)
-METRICS = ("fid-digits", "fid-inception", "gmm", "psnr", "ssim")
+METRICS = ("fid-digits", "fid-own", "fid-inception", "gmm", "psnr", "ssim")
 
 SEEDS_HELP = "comma-separated seeds; every number is reported as mean ± std over them"
 
@@ -452,8 +452,24 @@ def _array(data: dict, path: Path, keys: tuple[str, ...], what: str) -> torch.Te
     )
 
 
-def _reference(ref: str, split: str) -> tuple[str, Any]:
-    """('digits', train images) | ('gmm', mixture) | ('file', images)."""
+def _folder_images(path: Path, shape: tuple[int, ...]) -> Any:
+    """An image folder as an FID reference, read at the samples' channels and size."""
+    from ..data import ImageFolderDataset, stack_images
+    from ..metrics.evaluate import MAX_REFERENCE_IMAGES, ImageSet
+
+    if len(shape) != 4 or shape[1] not in (1, 3) or shape[2] != shape[3]:
+        raise click.BadParameter(f"an image folder as reference needs square 1- or 3-channel image samples, "
+                                 f"got samples of shape {shape}", param_hint="--ref")
+    try:
+        folder = ImageFolderDataset(path, split="all", resolution=shape[2], channels=shape[1])
+    except (OSError, ValueError) as err:
+        raise click.BadParameter(str(err), param_hint="--ref") from None
+    images = stack_images(folder, MAX_REFERENCE_IMAGES)
+    return ImageSet(images, None, f"{len(images)} images of {path} at the samples' {shape[1]}x{shape[2]}x{shape[3]}")
+
+
+def _reference(ref: str, split: str, shape: tuple[int, ...] = ()) -> tuple[str, Any]:
+    """('digits', train images) | ('gmm', mixture) | ('images', ImageSet of a folder) | ('file', images)."""
     if ref == "digits":
         from ..metrics.features import digits_split
 
@@ -463,8 +479,11 @@ def _reference(ref: str, split: str) -> tuple[str, Any]:
 
         return "gmm", reference_mixture()
     path = Path(ref)
+    if path.is_dir():
+        return "images", _folder_images(path, shape)
     if not path.is_file():
-        raise click.BadParameter(f"{ref!r} is neither 'digits', 'gmm' nor an existing .npz file", param_hint="--ref")
+        raise click.BadParameter(f"{ref!r} is neither 'digits', 'gmm', an image folder nor an existing .npz file",
+                                 param_hint="--ref")
     from ..metrics.checks import SampleError, check_samples
 
     images = _array(_load_npz(path, "--ref"), path, ("samples", "images", "targets", "x"), "--ref")
@@ -491,7 +510,8 @@ def _feature_net(path: Path | None, out: Path):
 
 @click.command("evaluate", short_help="Sample quality: FID-n with its floor, mixture metrics, PSNR/SSIM.")
 @click.argument("samples_file", metavar="SAMPLES", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--ref", required=True, help="reference: 'digits', 'gmm', or an .npz (key samples/images/targets/x)")
+@click.option("--ref", required=True,
+              help="reference: 'digits', 'gmm', an image folder (fid-own), or an .npz (key samples/images/targets/x)")
 @click.option(
     "--metric", "metrics", multiple=True, type=click.Choice(METRICS), help="repeat for several (default by --ref)"
 )
@@ -518,7 +538,9 @@ def evaluate_cmd(samples_file, ref, metrics, seeds, n, features_path, inception_
     fid-digits: Fréchet distance in the digits classifier's features, FID-n with the real-vs-real
     floor (digits test split vs train split) at the same n. gmm: near-mode share, mode balance,
     per-mode spread vs true std, exact log-likelihood, sliced W1, MMD², each with its
-    true-vs-true value. psnr / ssim: against "targets" in SAMPLES or the --ref .npz, pairwise.
+    true-vs-true value. fid-own (an image folder as --ref): FID-n with its floor in the features
+    of a small CNN trained now on the folder's images (rotation prediction; the digits net is for
+    digits only). psnr / ssim: against "targets" in SAMPLES or the --ref .npz, pairwise.
     Writes OUT/evaluate.json and a PNG of the samples.
     """
     from ..metrics.checks import SampleError, check_samples
@@ -532,7 +554,7 @@ def evaluate_cmd(samples_file, ref, metrics, seeds, n, features_path, inception_
         x, _ = check_samples(raw, what=f"samples in {samples_file}")  # (evaluate_samples reports the notes)
     except SampleError as err:
         raise click.ClickException(str(err)) from None
-    kind, reference = _reference(ref, "train")
+    kind, reference = _reference(ref, "train", tuple(x.shape))
     targets = _array(data, samples_file, ("targets",), "SAMPLES").float() if "targets" in data else None
     out.mkdir(parents=True, exist_ok=True)
     net, report = None, None

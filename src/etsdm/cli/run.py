@@ -211,7 +211,8 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
 @click.option("--threads", default="auto", help=THREADS_HELP)
 @click.option("--evaluate", "evaluate", is_flag=True,
               help="Evaluate the samples right away against the run's data (digits: FID-n with its real-vs-real "
-                   "floor; gmm: the exact mixture metrics), over --eval-seeds; writes <out>.eval.json.")
+                   "floor; image folder: FID-n in a small CNN trained on its training images, floor from its "
+                   "held-out images; gmm: the exact mixture metrics), over --eval-seeds; writes <out>.eval.json.")
 @click.option("--eval-seeds", default="0,1,2", help="Comma-separated seeds of the metrics' random draws.")
 def sample_cmd(run: str, sampler: str, nfe: int, num: int, seed: int, out: Path | None, force: bool, batch: int,
                ema: bool,
@@ -270,6 +271,24 @@ def sample_cmd(run: str, sampler: str, nfe: int, num: int, seed: int, out: Path 
         _evaluate_now(model, x, out, seeds, sampling)
 
 
+def _folder_reference(cfg):
+    """An image-folder run's FID reference: its training images (no flips), and its held-out
+    images (data.holdout) for the real-vs-real floor."""
+    import dataclasses
+
+    from ..data import stack_images
+    from ..metrics.evaluate import MAX_REFERENCE_IMAGES, ImageSet
+    from ..runs import build_dataset
+
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, hflip=False))
+    images = stack_images(build_dataset(cfg, "train"), MAX_REFERENCE_IMAGES)
+    held = stack_images(build_dataset(cfg, "test"), MAX_REFERENCE_IMAGES) if cfg.data.holdout else None
+    source = f"{len(images)} training images of {cfg.data.root}"
+    if held is None:
+        source += " (data.holdout = 0: the floor splits them)"
+    return ImageSet(images, held, source)
+
+
 def _evaluate_now(model, x, out: Path, seeds: list[int], sampling: dict | None = None) -> None:
     """The metrics of ``etsdm evaluate`` for a run whose data has a built-in reference."""
     import json
@@ -280,10 +299,12 @@ def _evaluate_now(model, x, out: Path, seeds: list[int], sampling: dict | None =
         reference = "digits"
     elif model.data_name == "gmm":
         reference = model.mixture if model.mixture is not None else model.dataset("test").mixture
+    elif model.data_name == "folder" and model.config is not None:
+        reference = _folder_reference(model.config)
     else:
         raise click.UsageError(
-            f"--evaluate knows the references of digits and gmm runs; for {model.data_name!r} data use "
-            "`etsdm evaluate SAMPLES --ref ...`"
+            f"--evaluate knows the references of digits, gmm and image-folder runs; for {model.data_name!r} data "
+            "use `etsdm evaluate SAMPLES --ref ...`"
         )
     try:
         results = evaluate_samples(x, reference, seeds=seeds)

@@ -6,7 +6,7 @@ Gaussian-mixture samples are float32 (D,); super-resolution items are dicts (see
 """
 
 from .digits import DigitsDataset, digits_arrays
-from .factory import DATASETS, data_shape, make_dataset
+from .factory import DATASETS, data_shape, make_dataset, stack_images
 from .folder import IMAGE_EXTENSIONS, BadImageError, FolderFormat, ImageFolderDataset, infer_format, scan_images
 from .gmm import GMMDataset, make_mixture
 from .sr import SuperResolutionDataset
@@ -30,5 +30,6 @@ __all__ = [
     "make_mixture",
     "resize_center_crop",
     "scan_images",
+    "stack_images",
     "upsample",
 ]

@@ -156,3 +156,15 @@ def data_shape(dataset: Dataset) -> tuple[int, ...]:
     if not isinstance(x0, Tensor):
         raise ValueError(f"data_shape: items must be tensors or dicts with 'x0', got {type(item).__name__}")
     return tuple(x0.shape)
+
+
+def stack_images(dataset: Dataset, limit: int | None = None, seed: int = 0) -> Tensor:
+    """Up to ``limit`` items of an image data set as one (N, C, H, W) tensor (a fixed random subset
+    when it holds more): real images for FID references."""
+    import torch
+
+    n = len(dataset)
+    idx = list(range(n))
+    if limit is not None and n > limit:
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit].sort().values.tolist()
+    return torch.stack([dataset[i] for i in idx])

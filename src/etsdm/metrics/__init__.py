@@ -3,8 +3,16 @@ exact Gaussian-mixture metrics, PSNR/SSIM. Every metric reports mean ± std over
 it has one, the true-vs-true (real-vs-real) value at the same n beside it."""
 
 from .checks import SampleError, check_samples
-from .evaluate import evaluate_samples, format_results
-from .features import DigitsFeatureNet, digits_split, load_feature_net, save_feature_net, train_feature_net
+from .evaluate import ImageSet, evaluate_samples, format_results
+from .features import (
+    DigitsFeatureNet,
+    ImageFeatureNet,
+    digits_split,
+    load_feature_net,
+    save_feature_net,
+    train_feature_net,
+    train_image_feature_net,
+)
 from .fid import fid_with_floor, frechet_distance, identity_features, inception_available, inception_fid
 from .gmm import gmm_metrics, mmd2, sample_stats, sliced_wasserstein
 from .image import psnr, ssim
@@ -12,6 +20,8 @@ from .stats import format_pm, summarize
 
 __all__ = [
     "DigitsFeatureNet",
+    "ImageFeatureNet",
+    "ImageSet",
     "SampleError",
     "check_samples",
     "digits_split",
@@ -33,4 +43,5 @@ __all__ = [
     "ssim",
     "summarize",
     "train_feature_net",
+    "train_image_feature_net",
 ]

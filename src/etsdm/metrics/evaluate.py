@@ -5,8 +5,13 @@
     for line in format_results(results): print(line)
 
 ``reference`` is ``"digits"`` (train split as the FID reference, test split for the floor),
-``"gmm"`` (the default ring mixture) or a :class:`~etsdm.analytic.GaussianMixture`, or a tensor
-of reference images (``psnr`` / ``ssim`` targets, or the Inception-v3 FID reference).
+``"gmm"`` (the default ring mixture) or a :class:`~etsdm.analytic.GaussianMixture`, an
+:class:`ImageSet` (real images of any other data, e.g. an image folder: ``fid-own`` by default),
+or a tensor of reference images (``psnr`` / ``ssim`` targets, or the Inception-v3 FID reference).
+
+FID needs a feature space: ``fid-digits`` uses the digits classifier (digits only), ``fid-own`` a
+small CNN trained now on the reference images themselves (:func:`~etsdm.metrics.features.
+train_image_feature_net`), ``fid-inception`` Inception-v3 from a local weights file.
 
 Samples pass :func:`~etsdm.metrics.checks.check_samples` first: NaN/inf, an integer dtype or
 images far outside [-1, 1] raise :class:`~etsdm.metrics.checks.SampleError`; images that overshoot
@@ -17,6 +22,7 @@ results. The mixture metrics use the raw vectors.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +33,26 @@ from ..analytic import GaussianMixture
 from .checks import check_samples
 from .stats import format_pm
 
-METRICS: tuple[str, ...] = ("fid-digits", "fid-inception", "gmm", "psnr", "ssim")
+METRICS: tuple[str, ...] = ("fid-digits", "fid-own", "fid-inception", "gmm", "psnr", "ssim")
+MAX_REFERENCE_IMAGES = 5000  # real images an image-folder FID reference holds at most (fixed random subset)
+
+
+@dataclass
+class ImageSet:
+    """Real images as an FID reference: ``images`` give the statistics, ``held_out`` (disjoint
+    real images, e.g. a folder's test split) the real-vs-real floor; None: a random split of
+    ``images`` per seed. ``source`` says where they came from."""
+
+    images: Tensor
+    held_out: Tensor | None = None
+    source: str = ""
 
 
 def _resolve_reference(reference: Any) -> tuple[str, Any]:
     if isinstance(reference, GaussianMixture):
         return "gmm", reference
+    if isinstance(reference, ImageSet):
+        return "images", reference
     if isinstance(reference, Tensor):
         return "file", reference.float()
     if reference == "digits":
@@ -43,13 +63,15 @@ def _resolve_reference(reference: Any) -> tuple[str, Any]:
         from ..data import make_mixture
 
         return "gmm", make_mixture(None)
-    raise ValueError(f"reference must be 'digits', 'gmm', a GaussianMixture or a tensor of images, got {reference!r}")
+    raise ValueError(
+        f"reference must be 'digits', 'gmm', a GaussianMixture, an ImageSet or a tensor of images, got {reference!r}"
+    )
 
 
 def default_metrics(reference: Any) -> tuple[str, ...]:
-    """fid-digits for digits, gmm for a mixture, psnr + ssim for paired images."""
+    """fid-digits for digits, fid-own for an ImageSet, gmm for a mixture, psnr + ssim for paired images."""
     kind, _ = _resolve_reference(reference)
-    return {"digits": ("fid-digits",), "gmm": ("gmm",), "file": ("psnr", "ssim")}[kind]
+    return {"digits": ("fid-digits",), "images": ("fid-own",), "gmm": ("gmm",), "file": ("psnr", "ssim")}[kind]
 
 
 def evaluate_samples(
@@ -71,7 +93,8 @@ def evaluate_samples(
         metrics: names from :data:`METRICS` (default :func:`default_metrics`).
         seeds: each metric's random draws per seed; reported as mean ± std over them.
         n: FID-n (default: as many as samples and the held-out split allow).
-        feature_net: the digits feature net (default: trained now, deterministically, in seconds).
+        feature_net: the digits feature net for fid-digits, or an image feature net for fid-own
+            (default: trained now, deterministically, in seconds).
         inception_weights: LOCAL Inception-v3 weights for ``fid-inception``.
         targets: ground truth paired with ``samples`` for psnr / ssim (default: ``reference``).
 
@@ -104,10 +127,14 @@ def evaluate_samples(
                 **fid_with_floor(images, ref, digits_split("test")[0], net, n=n, seeds=seeds),
                 "feature_net": report,
             }
+        elif metric == "fid-own":
+            if kind not in ("images", "file") or x.ndim != 4:
+                raise ValueError("fid-own needs image samples and real reference images (an image folder or .npz)")
+            out[metric] = _fid_own(images, ref, feature_net, n, seeds)
         elif metric == "fid-inception":
             if kind == "gmm" or inception_weights is None:
                 raise ValueError("fid-inception needs image references and a local --inception-weights file")
-            value = inception_fid(images, ref, inception_weights)
+            value = inception_fid(images, ref.images if kind == "images" else ref, inception_weights)
             out[metric] = {"fid": value, "n": int(x.shape[0]), "n_ref": int(ref.shape[0])}
         elif metric == "gmm":
             if kind != "gmm":
@@ -127,6 +154,25 @@ def evaluate_samples(
     return out
 
 
+def _fid_own(images: Tensor, ref: Any, net: nn.Module | None, n: int | None, seeds: Sequence[int]) -> dict[str, Any]:
+    """FID-n with its floor in the features of a CNN trained on the reference images themselves."""
+    from .features import train_image_feature_net
+    from .fid import fid_with_floor
+
+    real = ref if isinstance(ref, ImageSet) else ImageSet(ref)
+    if tuple(real.images.shape[1:]) != tuple(images.shape[1:]):
+        raise ValueError(f"fid-own: samples {tuple(images.shape[1:])} and reference images "
+                         f"{tuple(real.images.shape[1:])} differ in shape")
+    report: dict[str, Any] = {"source": "given"}
+    if net is None:
+        net, trained = train_image_feature_net(real.images)
+        report = dict(trained.__dict__)
+    result = fid_with_floor(images, real.images, real.held_out, net, n=n, seeds=seeds)
+    floor = "held-out images" if real.held_out is not None else "a random split of the reference images per seed"
+    return {**result, "feature_net": report, "reference": real.source or "reference images",
+            "n_reference": int(real.images.shape[0]), "floor_from": floor}
+
+
 def _digits_net(net: nn.Module | None) -> tuple[nn.Module, dict]:
     if net is not None:
         return net, {"source": "given"}
@@ -143,6 +189,16 @@ def format_results(results: dict[str, Any]) -> list[str]:
         r = results["fid-digits"]
         lines.append(
             f"FID-{r['n']} (digits features): {format_pm(r['fid'], r['fid_std'])}   "
+            f"real-vs-real floor at n={r['n']}: {format_pm(r['floor'], r['floor_std'])}"
+        )
+    if "fid-own" in results:
+        r, net = results["fid-own"], results["fid-own"]["feature_net"]
+        how = (f"{net['source']}, held-out rotation accuracy {net['rotation_accuracy']:.2f}"
+               if "rotation_accuracy" in net else "a given feature net")
+        lines.append(f"feature space: {how}; reference: {r['reference']} (n={r['n_reference']}); "
+                     f"floor from {r['floor_from']}")
+        lines.append(
+            f"FID-{r['n']} (own features): {format_pm(r['fid'], r['fid_std'])}   "
             f"real-vs-real floor at n={r['n']}: {format_pm(r['floor'], r['floor_std'])}"
         )
     if "fid-inception" in results:
