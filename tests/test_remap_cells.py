@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import etsdm.nets  # noqa: F401  (imported here, at collection: its first import takes seconds)
-from etsdm import GaussianMixture, Remap, diffusion_loss, sample_timesteps
+from etsdm import GaussianMixture, Remap, TimestepSharing, diffusion_loss, sample_timesteps
 from etsdm.conditioning import remap_lambda_plan, remap_lambda_times
 from etsdm.config import ConfigError, configs_dir, load_config
 from etsdm.denoiser import Denoiser
@@ -93,6 +93,8 @@ def test_lambda_grid_is_uniform_in_lambda(kind, continuous):
     assert times[:-1] == ts and times[-1] == s.t_data and len(orders) == len(times) - 1
     with pytest.raises(ValueError, match="dpm-solver-2"):
         remap_lambda_plan(m, s, "dpm-solver-2", 41)
+    with pytest.raises(ValueError, match="needs a Remap"):
+        remap_lambda_plan(TimestepSharing(T=None if continuous else s.T), s, "ddpm", 41)
 
 
 # ----------------------------------------------------------------------------------------------

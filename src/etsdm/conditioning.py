@@ -262,15 +262,19 @@ def remap_lambda_times(remap: Remap, schedule: Schedule, steps: int) -> list[flo
 ONE_STEP_SAMPLERS = ("ddpm", "ddim", "dpm-solver-1", "dpm-solver++2m")
 
 
-def remap_lambda_plan(remap: Remap, schedule: Schedule, sampler: str, nfe: int) -> tuple[list[float], list[int]]:
+def remap_lambda_plan(
+    remap: ConditionMap, schedule: Schedule, sampler: str, nfe: int
+) -> tuple[list[float], list[int]]:
     """The ``(timesteps, orders)`` for :func:`etsdm.samplers.sample` on the λ-uniform grid:
     nfe - 1 steps from t_max to t_min (:func:`remap_lambda_times`) and a last step into the data,
     as the samplers' own plans with ``denoise_to_zero``. Discrete time may use fewer evaluations.
 
     Raises:
-        ValueError: a singlestep DPM-Solver-2/3 (its intermediate points need their own grid),
-            or nfe < 2.
+        ValueError: ``remap`` not a :class:`Remap`, a singlestep DPM-Solver-2/3 (its intermediate
+            points need their own grid), or nfe < 2.
     """
+    if not isinstance(remap, Remap):
+        raise ValueError(f"the λ-uniform grid needs a Remap condition map, got {remap!r}")
     if sampler not in ONE_STEP_SAMPLERS:
         raise ValueError(f"the remap λ-uniform grid runs with {', '.join(ONE_STEP_SAMPLERS)}; not {sampler!r}")
     if nfe < 2:
