@@ -288,3 +288,36 @@ def test_sample_evaluate_on_a_folder_run_uses_its_held_out_images(tmp_path):
     assert "FID-4 (own features)" in res.output
     saved = json.loads((tmp_path / "run" / "samples" / "ddim-1-seed0.eval.json").read_text())
     assert saved["fid-own"]["n"] == 4
+
+
+# --- no traceback for a user error, anywhere ------------------------------------------------------
+def _user_errors(tmp: Path) -> list[list]:
+    (tmp / "list.yaml").write_text("- 1\n- 2\n")
+    (tmp / "bad.yaml").write_text("train: {steps: [\n")
+    (tmp / "a-file").write_text("")
+    (tmp / "no-images").mkdir()
+    np.savez(tmp / "s.npz", samples=np.zeros((4, 1, 8, 8), np.float32))
+    return [
+        ["train", tmp / "list.yaml", "--print-config"],
+        ["train", tmp / "bad.yaml", "--print-config"],
+        ["train", "--set", "data.name=folder", "--print-config"],
+        ["train", "--set", "data.name=folder", "--set", f"data.root={tmp / 'a-file'}", "--print-config"],
+        ["train", "--set", "data.name=folder", "--set", f"data.root={tmp / 'no-images'}", "--print-config"],
+        ["train", "--set", "train.steps=-1", "--print-config"],
+        ["sample", tmp / "no-such-run"],
+        ["sample", "gmm", "--threads", "0"],
+        ["sample", "gmm", "--device", "cuda:99"],
+        ["evaluate", tmp / "s.npz", "--ref", tmp / "nothing-here"],
+        ["evaluate", tmp / "s.npz", "--ref", tmp / "no-images", "--out", tmp / "e"],
+        ["evaluate", tmp / "s.npz", "--ref", "digits", "--metric", "gmm", "--out", tmp / "e"],
+        ["export", tmp / "no-such-run", tmp / "hf"],
+        ["export", tmp / "a-file", tmp / "hf"],
+        ["features", "--epochs", "0"],
+    ]
+
+
+def test_user_errors_never_print_a_traceback(tmp_path):
+    for args in _user_errors(tmp_path):
+        res = _run(*args)  # asserts: no traceback, no exception other than click's exit
+        assert res.exit_code in (1, 2), (args, res.output)
+        assert "Error: " in res.output, (args, res.output)
