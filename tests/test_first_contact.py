@@ -111,6 +111,7 @@ def test_sample_evaluate_refuses_nan_samples(monkeypatch, tmp_path):
     monkeypatch.setattr(etsdm.runs, "generate", lambda *a, **k: torch.full((4, 2), float("nan")))
     res = _run("sample", "gmm", "--num", 4, "--nfe", 2, "--out", tmp_path / "s.npz", "--evaluate", "--threads", 1)
     assert res.exit_code == 1 and "NaN" in res.output, res.output
+    assert "warning: 4 of 4 samples contain NaN or inf" in res.stderr
     assert not (tmp_path / "s.eval.json").exists()
 
 

@@ -267,6 +267,9 @@ def sample_cmd(run: str, sampler: str, nfe: int, num: int, seed: int, out: Path 
     np.savez_compressed(out, samples=x.numpy(), sampler=sampler, nfe=nfe, seed=seed, sampling=json.dumps(sampling))
     png = save_samples_png(x, out.with_suffix(".png"))
     click.echo(f"{num} samples -> {out}  grid -> {png}")
+    diverged = int((~torch.isfinite(x.reshape(len(x), -1))).any(1).sum())
+    if diverged:  # saved as they are (to inspect), but said: no metric of them means anything
+        click.echo(f"warning: {diverged} of {num} samples contain NaN or inf (the model or sampler diverged)", err=True)
     if evaluate:
         _evaluate_now(model, x, out, seeds, sampling)
 
