@@ -1,6 +1,7 @@
-"""Sample-quality metrics: Fréchet distance (digits features or Inception-v3, via torchmetrics),
-exact Gaussian-mixture metrics, PSNR/SSIM. Every metric reports mean ± std over seeds and, where
-it has one, the true-vs-true (real-vs-real) value at the same n beside it."""
+"""Sample-quality metrics: Fréchet distance (digits features, features of a CNN trained on the
+reference images themselves, or Inception-v3; via torchmetrics), exact Gaussian-mixture metrics,
+PSNR/SSIM. Samples are checked first (:func:`check_samples`). Every metric reports mean ± std over
+seeds and, where it has one, the true-vs-true (real-vs-real) value at the same n beside it."""
 
 from .checks import SampleError, check_samples
 from .evaluate import ImageSet, evaluate_samples, format_results
