@@ -336,7 +336,7 @@ def export_cmd(run: Path, out_dir: Path, ema: bool, force: bool) -> None:
 
     try:
         path = export_diffusers(run, out_dir, ema=ema, overwrite=force)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
+    except (OSError, ValueError) as err:  # existing / unwritable OUT_DIR (FileExistsError, PermissionError, ...)
         raise _fail(err) from None
     click.echo(f"diffusers folder: {path}")
 
