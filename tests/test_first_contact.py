@@ -322,3 +322,9 @@ def test_user_errors_never_print_a_traceback(tmp_path):
         res = _run(*args)  # asserts: no traceback, no exception other than click's exit
         assert res.exit_code in (1, 2), (args, res.output)
         assert "Error: " in res.output, (args, res.output)
+
+
+def test_export_into_an_unwritable_place_is_a_named_error(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    res = _run("export", _tiny_run(tmp_path / "r"), tmp_path / "a-file" / "hf")
+    assert res.exit_code == 1 and "a-file" in res.output
