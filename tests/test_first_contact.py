@@ -328,3 +328,15 @@ def test_export_into_an_unwritable_place_is_a_named_error(tmp_path):
     (tmp_path / "a-file").write_text("")
     res = _run("export", _tiny_run(tmp_path / "r"), tmp_path / "a-file" / "hf")
     assert res.exit_code == 1 and "a-file" in res.output
+
+
+def test_gitignore_and_readme_first_contact_facts():
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    ignored = (root / ".gitignore").read_text().split()
+    assert {"/exported/", "/reports/", "/samples/"} <= set(ignored)
+    readme = (root / "README.md").read_text()
+    counts = set(re.findall(r"≈ (\d+) tests", readme))
+    assert len(counts) == 1, f"the README gives different test counts: {counts}"
+    assert "runs/digits-etsdm/samples/dpm-solver-3-20-seed0.npz" in readme  # where `sample` writes
