@@ -92,8 +92,8 @@ def test_export_loads_in_diffusers_and_import_round_trips(run_dir, tmp_path):
     out = tmp_path / "hf"
     res = CliRunner().invoke(main, ["export", str(run_dir), str(out)])
     assert res.exit_code == 0, res.output
-    unet = UNet2DModel.from_pretrained(str(out))
-    sched = DDPMScheduler.from_pretrained(str(out))
+    unet = UNet2DModel.from_pretrained(str(out), subfolder="unet")  # the plain parent class: no map applied
+    sched = DDPMScheduler.from_pretrained(str(out), subfolder="scheduler")
     m = load_model(run_dir)
     np.testing.assert_allclose(sched.alphas_cumprod.double().numpy(), m.schedule.alphas_cumprod().numpy(), rtol=1e-6)
     side = json.loads((out / "etsdm.json").read_text())

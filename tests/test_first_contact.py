@@ -167,7 +167,7 @@ def test_exported_files_have_ordinary_modes(tmp_path):
     assert _run("export", _tiny_run(tmp_path / "r"), out).exit_code == 0
     umask = os.umask(0)
     os.umask(umask)
-    weights = out / "diffusion_pytorch_model.safetensors"
+    weights = out / "unet" / "diffusion_pytorch_model.safetensors"
     assert weights.stat().st_mode & 0o777 == 0o666 & ~umask  # 0644 under the usual umask 022, not 0600
     assert out.stat().st_mode & 0o777 == 0o777 & ~umask
 

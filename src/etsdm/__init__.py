@@ -4,15 +4,24 @@ The public API: schedules, condition maps (E-TSDM's timestep sharing), the Denoi
 losses, samplers and the analytic Gaussian mixture. See README.md for the notation.
 """
 
-from . import losses
+from . import diffusers_model, losses  # diffusers_model: light; lets diffusers find ETSDMUNet2DModel in exports
 from .analytic import GaussianMixture
 from .conditioning import ConditionMap, Identity, Remap, TimestepSharing, make_condition_map
 from .denoiser import Denoiser, Estimate
 from .losses import diffusion_loss, sample_timesteps
 from .samplers import SAMPLERS, StepInfo, plan, sample, singlestep_orders, time_grid
 from .schedules import SCHEDULE_NAMES, DiscreteSchedule, Schedule, make_schedule, schedule_from_config
+from .share import SharedTimesteps, share_timesteps
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # PEP 562: the diffusers-backed class without importing diffusers up front
+    if name == "ETSDMUNet2DModel":
+        from .diffusers_unet import ETSDMUNet2DModel
+
+        return ETSDMUNet2DModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "ConditionMap",
@@ -25,8 +34,10 @@ __all__ = [
     "SAMPLERS",
     "SCHEDULE_NAMES",
     "Schedule",
+    "SharedTimesteps",
     "StepInfo",
     "TimestepSharing",
+    "diffusers_model",
     "diffusion_loss",
     "losses",
     "make_condition_map",
@@ -35,6 +46,7 @@ __all__ = [
     "sample",
     "sample_timesteps",
     "schedule_from_config",
+    "share_timesteps",
     "singlestep_orders",
     "time_grid",
 ]

@@ -43,6 +43,7 @@ from .schedules import DiscreteSchedule, Schedule, make_schedule, schedule_from_
 from .train.checkpoint import CheckpointError, checkpoint_problem, fallback_note, load_weights, read_meta, step_dirs
 
 SIDECAR = "etsdm.json"
+UNET_CLASSES = ("UNet2DModel", "ETSDMUNet2DModel")  # the latter applies its condition map itself
 GMM_SPECS = ("gmm", "gmm:etsdm", "gmm:continuous", "gmm:etsdm:continuous")
 _PRED_FROM_DIFFUSERS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 _PRED_TO_DIFFUSERS = {v: k for k, v in _PRED_FROM_DIFFUSERS.items()}
@@ -213,7 +214,7 @@ def _diffusers_unet_dir(path: Path) -> Path | None:
         cfg = cand / "config.json"
         if cfg.is_file():
             try:
-                if json.loads(cfg.read_text()).get("_class_name") == "UNet2DModel":
+                if json.loads(cfg.read_text()).get("_class_name") in UNET_CLASSES:
                     return cand
             except json.JSONDecodeError:
                 continue
@@ -322,7 +323,9 @@ class DiffusersNet(nn.Module):
         self.time_scale = time_scale
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        return self.unet(x, c * self.time_scale if self.time_scale != 1.0 else c).sample
+        from .diffusers_unet import unet_at_condition  # an ETSDMUNet2DModel's own map is not applied twice
+
+        return unet_at_condition(self.unet, x, c * self.time_scale if self.time_scale != 1.0 else c)
 
 
 def _scheduler_config(path: Path) -> dict[str, Any] | None:
@@ -355,8 +358,13 @@ def schedule_from_diffusers(sched_cfg: dict[str, Any] | None) -> Schedule:
 def _load_diffusers(path: Path, unet_dir: Path, *, device: str | torch.device) -> LoadedModel:
     from diffusers import UNet2DModel
 
-    unet = UNet2DModel.from_pretrained(str(unet_dir))
+    from .diffusers_unet import ETSDMUNet2DModel
+
+    own = json.loads((unet_dir / "config.json").read_text()).get("_class_name") == "ETSDMUNet2DModel"
+    unet = (ETSDMUNet2DModel if own else UNet2DModel).from_pretrained(str(unet_dir))
     side = _sidecar(path, unet_dir)
+    if own:  # the map and time scale the UNet applies in diffusers are the ones etsdm applies
+        side |= {"condition": unet.config.etsdm_condition, "time_scale": unet.config.etsdm_time_scale}
     sched_cfg = _scheduler_config(path)
     if "schedule" in side:
         schedule = schedule_from_config(side["schedule"])
@@ -394,20 +402,26 @@ def find_unet(net: nn.Module) -> tuple[nn.Module, float]:
     raise ValueError(f"{type(net).__name__} holds no diffusers UNet2DModel: only UNet runs can be exported")
 
 
-def export_diffusers(spec: str | Path, out_dir: str | Path, *, ema: bool = True, overwrite: bool = False) -> Path:
-    """Write a run as a diffusers folder: UNet2DModel, scheduler config, etsdm.json sidecar.
+def export_diffusers(spec: str | Path, out_dir: str | Path, *, ema: bool = True, overwrite: bool = False,
+                     command: str | None = None) -> Path:
+    """Write a run as a diffusers pipeline folder: ``model_index.json`` (a ``DDPMPipeline``),
+    ``unet/``, ``scheduler/``, the ``etsdm.json`` sidecar and a model card ``README.md``.
 
     An existing non-empty ``out_dir`` is an error unless ``overwrite`` and it is an earlier export
     (it has an etsdm.json); then it is replaced whole (no stray files of the old export remain).
     The new folder is written beside it and moved into place, with ordinary file modes (0644).
 
-    The scheduler is a DDPMScheduler with the run's exact β table (``trained_betas``) and prediction
-    type, for discrete schedules; continuous-time runs get no scheduler config (diffusers'
-    schedulers are discrete) and their exact schedule lives in the sidecar. diffusers does not
-    apply etsdm's condition map: the sidecar records it, and etsdm applies it on import.
+    The UNet: a run with a condition map (E-TSDM, remap) is an
+    :class:`~etsdm.diffusers_unet.ETSDMUNet2DModel`, which applies the map in its forward, so
+    ``DiffusionPipeline.from_pretrained(out_dir)`` (after ``import etsdm``) samples it correctly;
+    a baseline run stays a plain ``UNet2DModel``. The scheduler (discrete schedules) is a
+    DDPMScheduler with the run's exact β table (``trained_betas``), prediction type,
+    ``variance_type="fixed_large"`` (Eq. 10's η_t² = β_t, etsdm's ddpm default), x̂0 clipping as
+    ``etsdm sample`` does by default and the run's integer ``timestep_spacing`` (else diffusers'
+    ``leading``); continuous-time runs get none (diffusers' schedulers are discrete) and their
+    exact schedule lives in the sidecar. ``command`` goes into the model card (default: the
+    equivalent ``etsdm export`` line).
     """
-    from diffusers import DDPMScheduler
-
     out = Path(out_dir)
     _check_export_target(out, overwrite)
     model = load_model(spec, ema=ema)
@@ -419,12 +433,11 @@ def export_diffusers(spec: str | Path, out_dir: str | Path, *, ema: bool = True,
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        unet.save_pretrained(str(tmp))
-        sched = model.schedule
-        if not sched.continuous:
-            DDPMScheduler(num_train_timesteps=sched.T, trained_betas=sched.betas().tolist(), clip_sample=False,
-                          prediction_type=_PRED_TO_DIFFUSERS[model.denoiser.prediction]).save_pretrained(str(tmp))
+        _save_pipeline(tmp, model, unet, time_scale)
         _write_sidecar(tmp, model, time_scale)
+        from .model_card import write_model_card
+
+        write_model_card(tmp, model, command or f"etsdm export {spec} {out}")
         _ordinary_modes(tmp)  # safetensors and mkdtemp create 0600 / 0700
         if out.exists():
             shutil.rmtree(out)
@@ -433,6 +446,36 @@ def export_diffusers(spec: str | Path, out_dir: str | Path, *, ema: bool = True,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _export_scheduler(model: LoadedModel) -> Any:
+    """The run's discrete schedule as a DDPMScheduler that samples as ``etsdm sample`` does."""
+    from diffusers import DDPMScheduler
+
+    sched, cfg = model.schedule, model.config
+    spacing = cfg.sample.timestep_spacing if cfg is not None else None
+    clip = sample_settings(model, "ddpm", 1)["clip"]
+    return DDPMScheduler(num_train_timesteps=sched.T, trained_betas=sched.betas().tolist(),
+                         clip_sample=clip == "static", clip_sample_range=1.0, variance_type="fixed_large",
+                         timestep_spacing=spacing if spacing in ("linspace", "leading", "trailing") else "leading",
+                         prediction_type=_PRED_TO_DIFFUSERS[model.denoiser.prediction])
+
+
+def _save_pipeline(folder: Path, model: LoadedModel, unet: nn.Module, time_scale: float) -> None:
+    """``DDPMPipeline(unet, scheduler).save_pretrained``; an ETSDMUNet2DModel unless the map is the
+    identity (and the time scale 1); no scheduler (only ``unet/``) for continuous time."""
+    from diffusers import DDPMPipeline
+
+    from .diffusers_unet import ETSDMUNet2DModel
+
+    cond, sched = model.denoiser.condition, model.schedule
+    if not isinstance(cond, Identity) or time_scale != 1.0:
+        unet = ETSDMUNet2DModel.from_unet(unet, cond, num_train_timesteps=None if sched.continuous else sched.T,
+                                          time_scale=time_scale)
+    if sched.continuous:
+        unet.save_pretrained(str(folder / "unet"))
+        return
+    DDPMPipeline(unet=unet, scheduler=_export_scheduler(model)).save_pretrained(str(folder))
 
 
 def _check_export_target(out: Path, overwrite: bool) -> None:
@@ -462,7 +505,8 @@ def _write_sidecar(out: Path, model: LoadedModel, time_scale: float) -> None:
         "name": model.name, "schedule": sched.config(), "prediction": model.denoiser.prediction,
         "condition": model.denoiser.condition.config(), "time_scale": time_scale, "step": model.step,
         "config": _plain(model.config),
-        "note": "diffusers does not apply the condition map: call the UNet with timestep = condition(t) * time_scale",
+        "note": "unet/ applies the condition map itself (ETSDMUNet2DModel; `import etsdm` before loading with "
+                "diffusers) unless it is a plain UNet2DModel (identity map, time_scale 1)",
     }
     (out / SIDECAR).write_text(json.dumps(side, indent=2))
 
@@ -514,6 +558,9 @@ def _write_import(src: Path, unet_dir: Path, out: Path, *, condition: dict[str, 
     side = _sidecar(src, unet_dir)
     if condition is not None:
         side["condition"] = condition
+        unet_cfg = json.loads((dest / "config.json").read_text())
+        if unet_cfg.get("_class_name") == "ETSDMUNet2DModel":  # the map diffusers applies follows too
+            (dest / "config.json").write_text(json.dumps(unet_cfg | {"etsdm_condition": condition}, indent=2))
     if prediction is not None:
         side["prediction"] = prediction
     side["name"] = name or side.get("name") or src.name

@@ -1,0 +1,165 @@
+"""Issue 12: an exported E-TSDM run is a diffusers model that applies its own condition map
+(item 1), and ``etsdm.share_timesteps`` / the examples/ training script (item 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMPipeline, DDPMPipeline, DiffusionPipeline, UNet2DModel
+from torch import nn
+
+import etsdm
+from etsdm.config import dump_config, load_config
+from etsdm.diffusers_model import ETSDMUNet2DModel
+from etsdm.runs import build_net, export_diffusers, generate, import_diffusers, load_model
+from etsdm.train.checkpoint import save_checkpoint
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TINY_NET = ("model.overrides={base_channels: 8, channel_mult: [1], layers_per_block: 1, attention_resolutions: [], "
+            "attention_head_dim: 8, time_embedding_dim: 16, norm_num_groups: 4}")
+NFE = 20  # diffusers' "leading" grid 950, 900, ..., 50, 0: t = 50 lies inside E-TSDM's [0, 100), f_T(50) = 40
+
+
+def _run(path: Path, condition: str = "etsdm") -> Path:
+    """A digits run with one checkpoint of random (not zero-initialised) weights, written without training."""
+    cfg = load_config(None, [TINY_NET, f"diffusion.condition.kind={condition}"])
+    torch.manual_seed(0)
+    net = build_net(cfg, (1, 8, 8))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.2 * torch.randn_like(p))  # so the output depends on the timestep
+    save_checkpoint(path, 7, model=net, ema=None, ema_updates=0, state={}, config_yaml=dump_config(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("native")
+    run = _run(tmp / "run")
+    return run, export_diffusers(run, tmp / "hf")
+
+
+def _ours(spec: Path, sampler: str, seed: int) -> np.ndarray:
+    x = generate(load_model(spec), 2, sampler=sampler, nfe=NFE, seed=seed, timestep_spacing="leading")
+    return (x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()  # as the pipelines return images
+
+
+def test_export_is_a_pipeline_folder_whose_unet_applies_f(exported):
+    run, out = exported
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["_class_name"] == "DDPMPipeline" and index["unet"] == ["etsdm.diffusers_model", "ETSDMUNet2DModel"]
+    pipe = DiffusionPipeline.from_pretrained(str(out))
+    assert isinstance(pipe, DDPMPipeline) and isinstance(pipe.unet, ETSDMUNet2DModel)
+    assert pipe.scheduler.config.variance_type == "fixed_large" and pipe.scheduler.config.clip_sample
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        out_57, out_40 = pipe.unet(x, 57).sample, pipe.unet(x, torch.tensor([40, 40])).sample
+        plain = UNet2DModel.from_pretrained(str(out), subfolder="unet")(x, 57).sample  # no map: not the same
+    torch.testing.assert_close(out_57, out_40, rtol=0, atol=0)  # f_T(57) = 40
+    assert not torch.allclose(plain, out_57)
+    card = (out / "README.md").read_text()
+    for text in ("t̃ = 100, n = 5", "| training steps | 7 |", f"etsdm export {run}", "kind: etsdm", "import etsdm"):
+        assert text in card
+
+
+@pytest.mark.parametrize("pipeline, sampler", [(DDIMPipeline, "ddim"), (DDPMPipeline, "ddpm")])
+def test_diffusers_pipelines_sample_as_etsdm(exported, pipeline, sampler):
+    run, out = exported
+    pipe = pipeline.from_pretrained(str(out))
+    pipe.set_progress_bar_config(disable=True)
+    # DDIM: ε̂ recomputed from the clipped x̂0, as ADM's DDIM and etsdm's samplers do
+    kwargs = {"use_clipped_model_output": True} if sampler == "ddim" else {}
+    images = pipe(batch_size=2, generator=torch.Generator().manual_seed(3), num_inference_steps=NFE,
+                  output_type="np", **kwargs).images
+    np.testing.assert_allclose(images, _ours(run, sampler, 3), rtol=0, atol=2e-5)
+    np.testing.assert_allclose(images, _ours(out, sampler, 3), rtol=0, atol=2e-5)  # etsdm on the folder
+    pipe.unet = UNet2DModel.from_pretrained(str(out), subfolder="unet")  # the silent mistake the class prevents
+    wrong = pipe(batch_size=2, generator=torch.Generator().manual_seed(3), num_inference_steps=NFE,
+                 output_type="np", **kwargs).images
+    assert np.abs(wrong - images).max() > 1e-3
+
+
+def test_baseline_export_stays_a_plain_unet2dmodel(tmp_path):
+    out = export_diffusers(_run(tmp_path / "b", "identity"), tmp_path / "hf")
+    assert json.loads((out / "model_index.json").read_text())["unet"] == ["diffusers", "UNet2DModel"]
+    assert json.loads((out / "unet" / "config.json").read_text())["_class_name"] == "UNet2DModel"
+    assert type(DiffusionPipeline.from_pretrained(str(out)).unet) is UNet2DModel
+
+
+def test_import_of_an_export_round_trips(exported, tmp_path):
+    run, out = exported
+    back = import_diffusers(out, tmp_path / "imported")
+    m0, m1 = load_model(run), load_model(back)
+    assert m1.denoiser.condition.config() == m0.denoiser.condition.config() == {"kind": "etsdm", "t_tilde": 100,
+                                                                                 "n": 5}
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([5.0, 57.0, 640.0])
+    with torch.no_grad():
+        torch.testing.assert_close(m1.denoiser.eps(x, t), m0.denoiser.eps(x, t))  # the map is applied once
+    other = import_diffusers(out, tmp_path / "other", condition={"kind": "etsdm", "t_tilde": 200, "n": 4})
+    unet_cfg = json.loads((other / "diffusers" / "config.json").read_text())
+    assert unet_cfg["etsdm_condition"] == {"kind": "etsdm", "t_tilde": 200, "n": 4}  # diffusers and etsdm agree
+    assert load_model(other).denoiser.condition.config() == {"kind": "etsdm", "t_tilde": 200, "n": 4}
+
+
+# --- item 2: share_timesteps --------------------------------------------------------------------
+class Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(1, 1)
+        self.label = "toy"
+
+    def forward(self, x, t, scale=1.0):
+        return x + scale * torch.as_tensor(t, dtype=torch.float32).reshape(-1, 1)
+
+
+def test_share_timesteps_wraps_any_module_for_training_and_sampling():
+    wrapped = etsdm.share_timesteps(Toy(), t_tilde=100, n=5)
+    x = torch.zeros(3, 1)
+    t = torch.tensor([0, 57, 640])
+    expect = torch.tensor([[0.0], [40.0], [640.0]])
+    torch.testing.assert_close(wrapped(x, t), expect)  # positional
+    torch.testing.assert_close(wrapped(x, t=t, scale=1.0), expect)  # keyword
+    assert wrapped.label == "toy" and wrapped.module.lin is wrapped.lin  # attributes pass through
+    assert etsdm.share.map_timestep(wrapped.condition, 99) == 80 and isinstance(
+        etsdm.share.map_timestep(wrapped.condition, 99), int)
+    assert wrapped.condition(t).dtype == torch.long  # integer timesteps stay integers
+    with pytest.raises(ValueError, match="already applies"):
+        etsdm.share_timesteps(wrapped)
+    with pytest.raises(ValueError, match="t_tilde"):
+        etsdm.share_timesteps(Toy(), t_tilde=2000)
+
+
+def test_share_timesteps_turns_a_diffusers_unet_into_the_exportable_class(tmp_path):
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 8), norm_num_groups=4,
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       layers_per_block=1)
+    shared = etsdm.share_timesteps(unet, t_tilde=100, n=5)
+    assert isinstance(shared, ETSDMUNet2DModel)
+    assert all(a is b for a, b in zip(unet.parameters(), shared.parameters(), strict=True))  # same tensors
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(shared(x, 99).sample, unet(x, 80).sample)
+    shared.save_pretrained(str(tmp_path))
+    back = ETSDMUNet2DModel.from_pretrained(str(tmp_path))
+    with torch.no_grad():
+        torch.testing.assert_close(back(x, 99).sample, unet(x, 80).sample)
+
+
+def test_example_training_script_runs_at_tiny_size(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "train_unconditional_etsdm.py"
+    spec = importlib.util.spec_from_file_location("train_unconditional_etsdm", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "pipe"
+    losses = mod.main(["--output_dir", str(out), "--max_train_steps", "3", "--train_batch_size", "4",
+                       "--resolution", "8", "--ddpm_num_inference_steps", "2", "--tiny"])
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    pipe = DiffusionPipeline.from_pretrained(str(out))
+    assert isinstance(pipe.unet, ETSDMUNet2DModel) and pipe.unet.condition.config()["t_tilde"] == 100
