@@ -327,10 +327,12 @@ def _evaluate_now(model, x, out: Path, seeds: list[int], sampling: dict | None =
 @click.option("--ema/--no-ema", default=True, help="Export the EMA weights.")
 @click.option("--force", is_flag=True, help="Replace an earlier export in OUT_DIR (whole: no stray files remain).")
 def export_cmd(run: Path, out_dir: Path, ema: bool, force: bool) -> None:
-    """Export RUN as a diffusers folder OUT_DIR (UNet2DModel + DDPMScheduler config + etsdm.json).
+    """Export RUN as a diffusers pipeline folder OUT_DIR (model_index.json, unet/, scheduler/,
+    etsdm.json, a model card README.md).
 
-    diffusers does not apply E-TSDM's condition map; etsdm.json records it and `etsdm import`
-    or etsdm.runs.load_model(OUT_DIR) applies it again.
+    An E-TSDM (or remap) run's UNet is an ETSDMUNet2DModel that applies the condition map itself:
+    after `import etsdm`, DiffusionPipeline.from_pretrained(OUT_DIR) samples it correctly. A
+    baseline run's UNet stays a plain UNet2DModel. `etsdm import` reads the folder back.
     """
     from ..runs import export_diffusers
 
