@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +39,8 @@ from etsdm.analysis.stability import perturbation_error
 from etsdm.metrics import fid_with_floor, summarize
 from etsdm.metrics.features import digits_split, load_feature_net, save_feature_net, train_feature_net
 from etsdm.metrics.paired import VERDICT_RULE, paired_difference, verdict
+from etsdm.reproduce.runner import parse_plan as _parse_plan
+from etsdm.reproduce.runner import slug as _slug
 from etsdm.runs import generate, load_model
 
 ARMS: tuple[str, ...] = ("baseline", "etsdm")
@@ -47,30 +48,12 @@ NOISE_SEED_OFFSET = 1000
 
 
 def parse_plan(spec: str) -> tuple[str, int, dict[str, Any]]:
-    """``"dpm-solver-3:20:timestep_spacing=fractional"`` → ("dpm-solver-3", 20, {...})."""
-    parts = spec.split(":")
-    if len(parts) < 2 or not parts[1].isdigit():
-        raise SystemExit(f"--plans: {spec!r} is not sampler:nfe[:option=value,...]")
-    options: dict[str, Any] = {}
-    for item in ",".join(parts[2:]).split(",") if len(parts) > 2 else []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--plans: option {item!r} of {spec!r} is not key=value")
-        options[key] = _literal(value)
-    return parts[0], int(parts[1]), options
-
-
-def _literal(value: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "none": None}.get(value.lower(), value)
-
-
-def _slug(spec: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.-]+", "_", spec)
+    """``"dpm-solver-3:20:timestep_spacing=fractional"`` → ("dpm-solver-3", 20, {...})
+    (:func:`etsdm.reproduce.runner.parse_plan`, with a command-line error)."""
+    try:
+        return _parse_plan(spec)
+    except ValueError as err:
+        raise SystemExit(f"--plans: {err}") from None
 
 
 def run_dir(runs: Path, arm: str, seed: int) -> Path:

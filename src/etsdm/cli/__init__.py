@@ -1,4 +1,5 @@
-"""The ``etsdm`` command line: train | sample | export | import | lipschitz | stability | schedules | evaluate.
+"""The ``etsdm`` command line: train | sample | export | import | lipschitz | stability | schedules | evaluate |
+reproduce.
 
 Each group of commands lives in its own module and registers itself on :data:`main`.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from . import measure, run
+from . import measure, reproduce, run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -22,3 +23,4 @@ def main() -> None:
 
 run.register(main)
 measure.register(main)
+reproduce.register(main)

@@ -1,0 +1,165 @@
+"""etsdm reproduce: the quick budget end to end, kill-and-restart, the toy/full plans, the verdict rule,
+and user errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import etsdm.runs
+import etsdm.train.trainer
+from etsdm.cli import main as cli
+from etsdm.reproduce import BUDGETS, CLAIM_IDS, CLAIMS, ReproduceError, plan_runs, reproduce, runner, select_budget
+from etsdm.reproduce.report import claim_verdict, row_result
+from etsdm.reproduce.runner import arm_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def test_quick_end_to_end_and_kill_restart(tmp_path, monkeypatch):
+    """A kill during the evaluations of the 4th run; the restart retrains none of the finished runs and
+    recomputes no finished evaluation; the report has a verdict for every claim; a third call does nothing."""
+    out = tmp_path / "repro"
+    trained: list[str] = []
+    real_trainer = etsdm.train.trainer.Trainer
+
+    class SpyTrainer(real_trainer):
+        def __init__(self, cfg, run_dir, **kw):
+            trained.append(Path(run_dir).name + ("" if not kw.get("resume") else " (resumed)"))
+            super().__init__(cfg, run_dir, **kw)
+
+    sampled: list[tuple[str, str]] = []
+    real_generate = etsdm.runs.generate
+
+    def spy_generate(model, num, **kw):
+        sampled.append((str(model.source), kw["sampler"]))
+        return real_generate(model, num, **kw)
+
+    monkeypatch.setattr(etsdm.train.trainer, "Trainer", SpyTrainer)
+    monkeypatch.setattr(etsdm.runs, "generate", spy_generate)
+    real_fid = runner.eval_fid
+    calls = {"n": 0}
+
+    def killing_fid(spec, ctx, plan, model):
+        calls["n"] += 1
+        if spec.key == "shared/etsdm-s1" and plan.startswith("ddim"):
+            raise Killed("simulated kill")
+        return real_fid(spec, ctx, plan, model)
+
+    monkeypatch.setattr(runner, "eval_fid", killing_fid)
+    with pytest.raises(Killed):
+        reproduce(out, budget="quick", progress=False)
+    finished = [p.parent.parent.name for p in out.glob("runs/*/*/samples/step_00000002.npz")]
+    assert len(finished) == 4  # baseline-s0, baseline-s1, etsdm-s0, etsdm-s1 (killed while evaluating it)
+    done_evals = sorted(p.relative_to(out) for p in out.glob("evals/**/*.json"))
+    assert (out / "evals/shared/etsdm-s1/fid-ddpm_10.json").is_file()
+    trained.clear()
+    sampled.clear()
+    monkeypatch.setattr(runner, "eval_fid", real_fid)
+    res = reproduce(out, budget="quick", progress=False)
+    assert not any(name in trained for name in ("baseline-s0", "baseline-s1", "etsdm-s0", "etsdm-s1"))
+    assert trained  # the runs not reached before the kill
+    assert any("shared/etsdm-s1/" in src and s == "ddim" for src, s in sampled), sampled  # unfinished
+    assert not any("shared/etsdm-s1/" in src and s == "ddpm" for src, s in sampled)  # its finished pool is reused
+    for rel in done_evals:  # finished evaluations are not rewritten
+        assert json.loads((out / rel).read_text())["settings"]
+    assert set(res["claims"]) == set(CLAIM_IDS)
+    for claim in res["claims"].values():
+        assert claim["verdict"] != "missing"
+        assert all(r["verdict"] in ("reproduced", "reversed", "not resolved") for r in claim["rows"])
+    report = (out / "report.md").read_text()
+    assert "Verdict rule" in report and "| 5b." in report and "timestep_spacing=fractional" in report
+    data = json.loads((out / "report.json").read_text())
+    assert data["claims"]["3"]["rows"][0]["floor"] > 0
+    assert (out / "figures" / "claim1_k_curves.png").stat().st_size > 0
+    assert (out / "figures" / "claim2_stability.png").is_file()
+    # paired noise: the two arms of seed k sampled from noise seed 1000 + k
+    rec = json.loads((out / "evals/shared/etsdm-s1/fid-ddpm_10.json").read_text())
+    assert rec["settings"]["noise_seed"] == 1001
+    trained.clear()
+    sampled.clear()
+    again = reproduce(out, budget="quick", progress=False)
+    assert trained == [] and sampled == []
+    assert again["claims"]["5"]["rows"] == res["claims"]["5"]["rows"]
+
+
+def test_toy_plan_sizes_sharing_and_dry_run(tmp_path):
+    toy = BUDGETS["toy"]
+    specs = plan_runs(toy, CLAIM_IDS)
+    by_claim = {cid: [s for s in specs if cid in s.claims] for cid in CLAIM_IDS}
+    for cid in ("1", "2", "3", "5"):
+        assert {s.seed for s in by_claim[cid]} == set(range(5))
+    for cid in ("4", "6", "7", "8"):
+        assert {s.seed for s in by_claim[cid]} == {0, 1, 2}
+    main = [s for s in specs if s.group == "shared" and s.name == "etsdm"]
+    assert len(main) == 5 and "fid:ddpm:1000" in main[0].metrics and "lipschitz" in main[0].metrics
+    assert "fid:dpm-solver-3:20:timestep_spacing=fractional" in main[0].metrics
+    sweep = [s for s in specs if s.name == "etsdm-sweep"]  # one shorter E-TSDM pair for claims 4, 6, 8
+    assert len(sweep) == 3 and {"4", "6", "8"} <= set(sweep[0].claims) and "train.steps=1000" in sweep[0].overrides
+    assert len({(s.group, s.name, s.seed) for s in specs}) == len(specs)  # no two runs share a folder
+    assert len(specs) == 145
+    text = reproduce(tmp_path / "o", budget="toy", dry_run=True, jobs=2)
+    assert "estimated time" in text and "claim 8" in text and not (tmp_path / "o").exists()
+    full = reproduce(tmp_path / "o", budget="full", dry_run=True, data="/data/ffhq")
+    cmds = [line for line in full.splitlines() if "accelerate launch" in line]
+    assert len(cmds) == 139 and "--set data.root=/data/ffhq" in cmds[0]
+    for line in cmds:  # every printed paper config exists
+        assert (REPO / line.split(" train ")[1].split()[0]).is_file(), line
+
+
+def test_verdict_rule_per_row_and_claim():
+    claim = CLAIMS["3"]
+    budget = select_budget("quick", seeds=3)
+    row = budget.rows(claim)[0]
+    specs, values = {}, {}
+    for seed, (b, e) in enumerate([(10.0, 8.0), (11.0, 9.5), (10.5, 8.7)]):
+        for arm, fid in (("baseline", b), ("etsdm", e)):
+            spec = runner.RunSpec(claim.arm(arm), "main", seed, "shared", arm,
+                                  arm_overrides(claim.arm(arm), budget, "main", seed, None))
+            specs[(spec.overrides, seed)] = spec
+            values[spec.key] = {"fid:ddpm:10": {"fid": fid, "floor": 1.0}}
+    res = row_result(row, claim, budget, specs, values)
+    assert res["verdict"] == "reproduced" and res["difference"]["mean"] == pytest.approx(-1.7666, abs=1e-3)
+    for spec in specs.values():  # E-TSDM worse on every seed: reversed
+        if spec.name == "etsdm":
+            values[spec.key]["fid:ddpm:10"]["fid"] += 4
+    assert row_result(row, claim, budget, specs, values)["verdict"] == "reversed"
+    rows = [{"primary": True, "verdict": "reproduced"}, {"primary": True, "verdict": "reproduced"},
+            {"primary": False, "verdict": "reversed"}]
+    assert claim_verdict(rows) == "reproduced"
+    rows[1]["verdict"] = "not resolved"
+    assert claim_verdict(rows) == "mixed (1 reproduced, 1 not resolved)"
+
+
+def test_a_folder_holding_another_run_is_refused(tmp_path):
+    spec = next(s for s in plan_runs(BUDGETS["quick"], ["3"]) if s.name == "baseline")
+    cfg = runner.run_config(spec)
+    run = spec.run_dir(tmp_path)
+    run.mkdir(parents=True)
+    other = runner.run_config(next(s for s in plan_runs(BUDGETS["quick"], ["3"]) if s.name == "etsdm"))
+    from etsdm.config import save_config
+
+    save_config(other, run / "config.yaml")
+    with pytest.raises(ReproduceError, match="holds a different run.*diffusion.condition.kind"):
+        runner.check_same_run(run, cfg)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--claims", "1,9"], "unknown claim(s) 9"),
+    (["--seeds", "1"], "--seeds"),
+    (["--data", "/no/such/folder"], "neither 'digits' nor an image folder"),
+    (["--budget", "huge"], "'huge' is not one of"),
+    (["--jobs", "0"], "--jobs"),
+])
+def test_bad_arguments_are_click_errors(tmp_path, args, message):
+    res = CliRunner().invoke(cli, ["reproduce", "--out", str(tmp_path / "o"), "--dry-run", *args])
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+    with pytest.raises(ReproduceError, match="at least 2"):
+        select_budget("toy", seeds=1)
