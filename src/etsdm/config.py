@@ -116,12 +116,40 @@ class ConditionConfig:
 
 @dataclass
 class DiffusionConfig:
-    """The objective: prediction type, condition map, time sampling, DDPM-r regulariser."""
+    """The objective: prediction type, condition map, time sampling, DDPM-r regulariser, and the
+    training knobs of diffusers' / kohya's scripts (``etsdm.losses``; they act on the real t, the
+    condition map on the sampled t)."""
 
     prediction: Literal["eps", "v", "x0"] = field(default="eps", metadata=_h("network output"))
     condition: ConditionConfig = field(default_factory=ConditionConfig)
-    time_sampling: Literal["uniform", "remap-lambda"] = field(default="uniform", metadata=_h("training t sampling"))
+    time_sampling: Literal["uniform", "remap-lambda", "logit-normal"] = field(
+        default="uniform", metadata=_h("training t density: uniform, logit-normal (logit_mean/std), remap-lambda")
+    )
     reg_weight: float = field(default=0.0, metadata=_rng(0.0, None, help="DDPM-r weight (Appendix D.3.1)"))
+    logit_mean: float = field(default=0.0, metadata=_h("logit-normal time sampling: mean of logit(u)"))
+    logit_std: float = field(default=1.0, metadata=_rng(0.0, None, lo_open=True, help="logit-normal: std"))
+    timestep_shift: float = field(
+        default=1.0, metadata=_rng(0.0, None, lo_open=True, help="shift s: u <- s·u/(1+(s-1)·u) (SD3/kohya)")
+    )
+    min_timestep: float | None = field(default=None, metadata=_rng(0.0, None, help="smallest training t (kohya)"))
+    max_timestep: float | None = field(default=None, metadata=_rng(0.0, None, help="training t below this (kohya)"))
+    snr_gamma: float | None = field(
+        default=None, metadata=_rng(0.0, None, lo_open=True, help="Min-SNR-γ loss weight (null: off; 5 typical)")
+    )
+    noise_offset: float = field(default=0.0, metadata=_rng(0.0, None, help="offset noise (diffusers/kohya)"))
+    input_perturbation: float = field(default=0.0, metadata=_rng(0.0, None, help="input perturbation (diffusers)"))
+
+    def density(self) -> Any:
+        """The training-time density (``etsdm.losses.TimestepDensity``)."""
+        from .losses import TimestepDensity
+
+        return TimestepDensity(self.time_sampling, self.logit_mean, self.logit_std, self.timestep_shift,
+                               self.min_timestep, self.max_timestep)
+
+    def loss_knobs(self) -> dict[str, Any]:
+        """Keyword arguments of ``etsdm.losses.diffusion_loss`` beyond t and noise."""
+        return {"reg_weight": self.reg_weight, "snr_gamma": self.snr_gamma, "noise_offset": self.noise_offset,
+                "input_perturbation": self.input_perturbation}
 
 
 @dataclass
@@ -332,6 +360,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     if (d.name == "folder" or (d.name == "sr" and d.sr_base == "folder")) and not d.root:
         raise ConfigError(f"data.root: required for data.name={d.name!r} (a folder of images)")
     cfg.build_condition()  # t_tilde / n consistency (raises ConfigError)
+    _check_knobs(cfg)
     if cfg.schedule.name == "zero-snr" and cfg.diffusion.prediction == "eps":
         warnings.warn(
             "diffusion.prediction: eps with schedule.name: zero-snr: α = 0 at the last step, so x̂0 = (x - σε)/α "
@@ -339,6 +368,21 @@ def validate(cfg: RunConfig) -> RunConfig:
             stacklevel=2,
         )
     return cfg
+
+
+def _check_knobs(cfg: RunConfig) -> None:
+    """The training-time density is valid, and warn where it makes E-TSDM a no-op."""
+    from .losses import knob_warnings
+
+    try:
+        density = cfg.diffusion.density()
+        schedule = cfg.build_schedule()
+        density.bounds(schedule)  # min_timestep < max_timestep within the schedule's range
+        if cfg.diffusion.condition.kind == "etsdm":
+            for message in knob_warnings(cfg.build_condition(), schedule, density):
+                warnings.warn(message, stacklevel=3)
+    except ValueError as err:
+        raise ConfigError(f"diffusion: {err}") from None
 
 
 def from_dict(data: dict[str, Any]) -> RunConfig:

@@ -364,6 +364,16 @@ def _rescale_zero_snr(abar: Tensor) -> Tensor:
     return a**2
 
 
+def rescale_betas_zero_snr(betas: Tensor) -> Tensor:
+    """A β table rescaled to zero terminal SNR (Lin et al. 2023, Algorithm 1; diffusers'
+    ``rescale_zero_terminal_snr``, kohya's ``--zero_terminal_snr``): sqrt(ᾱ) shifted and scaled so
+    that ᾱ_{T-1} = 0 while ᾱ_0 is kept, so the last β is 1. Use v-prediction with it (ε cannot be
+    turned into x̂0 at α = 0). The ``zero-snr`` schedule is the linear table rescaled this way."""
+    betas = torch.as_tensor(betas, dtype=torch.float64)
+    abar = _rescale_zero_snr(torch.cumprod(1.0 - betas, 0))
+    return 1.0 - torch.cat([abar[:1], abar[1:] / abar[:-1]])  # β_i = 1 - ᾱ_i / ᾱ_{i-1}
+
+
 def make_schedule(
     name: ScheduleName | str,
     *,

@@ -308,9 +308,10 @@ class Trainer:
         self.gen_noise.manual_seed(_seed_for(seed, rank, micro_step, 1))
         d = self.cfg.diffusion
         t = sample_timesteps(self.denoiser, x0.shape[0], device=x0.device, generator=self.gen_t,
-                             sampling=d.time_sampling)
+                             density=d.density())  # time_sampling, logit-normal, shift, min/max timestep
         noise = torch.randn(x0.shape, generator=self.gen_noise, device=x0.device, dtype=x0.dtype)
-        return diffusion_loss(self.denoiser, x0, t=t, noise=noise, reg_weight=d.reg_weight)
+        # reg_weight, snr_gamma, noise_offset, input_perturbation (their extra noise from gen_noise)
+        return diffusion_loss(self.denoiser, x0, t=t, noise=noise, generator=self.gen_noise, **d.loss_knobs())
 
     def _checkpoint(self) -> Path | None:
         self.acc.wait_for_everyone()
