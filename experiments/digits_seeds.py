@@ -98,9 +98,11 @@ def fid_table(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
         t0 = time.time()
         per_arm: dict[str, list[float]] = {arm: [] for arm in ARMS}
         floors: list[float] = []
+        pools: list[int] = []
         for seed in args.seeds:
             for arm in ARMS:
                 x = pooled_samples(args.runs, arm, seed, spec, args.pool, cache).clamp(-1, 1)
+                pools.append(int(x.shape[0]))
                 res = fid_with_floor(x, train, test, net, n=args.n, seeds=eval_seeds)
                 per_arm[arm].append(res["fid"])
                 floors.append(res["floor"])
@@ -108,6 +110,7 @@ def fid_table(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
         out[spec] = {
             **{arm: summarize("fid", vals) for arm, vals in per_arm.items()},
             "floor": float(np.mean(floors)),
+            "pool": min(pools),  # a cached pool keeps the size it was drawn with
             "difference": diff.to_dict(),
             "verdict": verdict(diff, "lower"),
         }
@@ -159,15 +162,15 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"FID-{cfg['n']} (digits feature space; reference: digits train split), mean ± std over "
         f"{len(cfg['seeds'])} training seeds {cfg['seeds']}; each value is the mean over {cfg['eval_seeds']} "
-        f"random subsets of a pool of {cfg['pool']} samples; noise seed 1000 + k shared by both arms of seed k.",
+        f"random subsets of the plan's pool of samples; noise seed 1000 + k shared by both arms of seed k.",
         "",
-        "| plan | baseline | E-TSDM | E-TSDM − baseline (95% t-interval) | verdict | floor |",
-        "|---|---|---|---|---|---|",
+        "| plan | pool | baseline | E-TSDM | E-TSDM − baseline (95% t-interval) | verdict | floor |",
+        "|---|---|---|---|---|---|---|",
     ]
     for spec, row in results["fid"].items():
         d = row["difference"]
         lines.append(
-            f"| `{spec}` | {_pm(row['baseline'], 'fid')} | {_pm(row['etsdm'], 'fid')} | "
+            f"| `{spec}` | {row['pool']} | {_pm(row['baseline'], 'fid')} | {_pm(row['etsdm'], 'fid')} | "
             f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] | {row['verdict']} | {row['floor']:.2f} |"
         )
     lines += ["", f"Verdict rule (paper direction: lower FID for E-TSDM): {VERDICT_RULE}.", ""]
