@@ -4,6 +4,7 @@ the condition map acts on the sampled t, the loss weight uses the real t's SNR."
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -128,3 +129,34 @@ def test_config_knobs_reach_the_loss():
     assert cfg.diffusion.loss_knobs() == {"reg_weight": 0.0, "snr_gamma": 5.0, "noise_offset": 0.1,
                                           "input_perturbation": 0.0}
     assert cfg.diffusion.density() == TimestepDensity("logit-normal", 0.0, 1.0, 3.0, None, None)
+
+
+# --- item 4: see what you configured --------------------------------------------------------------
+def test_training_view_numbers():
+    from etsdm.training_view import training_view
+
+    plain = training_view(load_config(None))
+    t = torch.tensor(plain["t"])
+    torch.testing.assert_close(torch.tensor(plain["condition"]), TimestepSharing(100, 5)(t))
+    assert math.isclose(plain["density_share_below_t_tilde"], 0.1) and plain["warnings"] == []
+    weighted = training_view(load_config(None, ["diffusion.snr_gamma=5"]))
+    assert math.isclose(sum(weighted["density"]), 1.0) and weighted["weight"][0] < 1e-3  # γ/SNR(0) ~ 5e-4
+    assert weighted["effective_share_below_t_tilde"] < 0.5 * weighted["density_share_below_t_tilde"]  # Min-SNR
+
+
+def test_schedules_config_figure_from_a_run(tmp_path):
+    from click.testing import CliRunner
+
+    from etsdm.cli import main
+    from etsdm.config import dump_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_config(load_config(None, ["diffusion.time_sampling=logit-normal"])))
+    res = CliRunner().invoke(main, ["schedules", "--config", str(run), "--out", str(tmp_path / "fig")])
+    assert res.exit_code == 0, res.output
+    assert "E-TSDM band [0, 100): 1.4% of the training times" in res.output
+    assert (tmp_path / "fig" / "training.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "fig" / "training.json").read_text())["time_sampling"] == "logit-normal"
+    res = CliRunner().invoke(main, ["schedules", "--config", str(tmp_path / "fig")])  # no config there
+    assert res.exit_code == 2 and "no config here" in res.output

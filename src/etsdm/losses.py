@@ -111,15 +111,15 @@ class TimestepDensity:
         """P(training time < t) (the mass of [0, t) of the density)."""
         lo, hi = self.bounds(schedule, t_eps)
         if schedule.continuous:
-            return float(self.cdf_u(torch.tensor((t - lo) / (hi - lo))))
+            return float(self.cdf_u(torch.tensor((t - lo) / (hi - lo), dtype=torch.float64)))
         lo_i, hi_i = int(math.ceil(lo)), int(math.ceil(hi))  # integer timesteps lo_i .. hi_i - 1
-        return float(self.cdf_u(torch.tensor((math.ceil(t) - lo_i) / (hi_i - lo_i))))
+        return float(self.cdf_u(torch.tensor((math.ceil(t) - lo_i) / (hi_i - lo_i), dtype=torch.float64)))
 
     def pmf(self, schedule: Schedule, t_eps: float = 1e-5) -> tuple[Tensor, Tensor]:
-        """(t, density): discrete, P(t = k) for k = 0..T-1; continuous, the pdf on a 1001-point grid."""
+        """(t, density): discrete, P(t = k) for k = 0..T-1; continuous, the pdf on 1001 log-spaced t."""
         lo, hi = self.bounds(schedule, t_eps)
         if schedule.continuous:
-            t = torch.linspace(lo, hi, 1001, dtype=torch.float64)
+            t = torch.logspace(math.log10(lo), math.log10(hi), 1001, dtype=torch.float64)  # fine near t = 0
             cdf = self.cdf_u((t - lo) / (hi - lo))
             return t, torch.gradient(cdf, spacing=(t,))[0]
         k = torch.arange(schedule.T, dtype=torch.float64)

@@ -383,12 +383,19 @@ def _stability_table(results: list[dict], scales: list[float], metric: str) -> l
 @click.option("--T", "T", type=click.IntRange(min=2), default=1000, help="discrete timesteps")
 @click.option("--pdf", is_flag=True, help="also write the figures as PDF")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("schedules"), help="folder")
-def schedules_cmd(T, pdf, out):
+@click.option("--config", "config_src", type=click.Path(exists=True, path_type=Path), default=None,
+              help="See what you configured instead: a YAML config, run, checkpoint or exported folder -> its "
+                   "condition map f(t), training-time density and loss weight (OUT/training.png, training.json).")
+def schedules_cmd(T, pdf, out, config_src):
     """Theory at a glance: dα/dτ at 0 (Appendix C.1), σ and dσ/dτ near 0 (Theorem 3.1), SNR curves,
     Modified-NS / original SNR (Fig. A8), remap SNR when t vs λ is uniform (Fig. A9).
 
     Writes OUT/schedules.json, OUT/snr.png, OUT/snr_ratio_modified.png, OUT/remap_snr.png.
+    With --config: OUT/training.png and OUT/training.json for that config (etsdm.training_view).
     """
+    if config_src is not None:
+        _training_view(config_src, out, pdf)
+        return
     from ..analysis.theory import remap_snr, schedule_table, snr_curves, snr_ratio_modified
     from ..plotting import plot_remap_snr, plot_snr_curves, plot_snr_ratio
 
@@ -422,6 +429,21 @@ def schedules_cmd(T, pdf, out):
     figs = plot_snr_curves(curves, out / "snr.png", pdf=pdf)
     figs += plot_snr_ratio(ratios, out / "snr_ratio_modified.png", pdf=pdf)
     figs += plot_remap_snr(remaps, out / "remap_snr.png", pdf=pdf)
+    click.echo(f"wrote {json_path} and {', '.join(map(str, figs))}")
+
+
+def _training_view(source: Path, out: Path, pdf: bool) -> None:
+    from ..config import ConfigError
+    from ..training_view import config_of, describe, plot_training_view, training_view
+
+    try:
+        view = training_view(config_of(source), label=source.stem if source.is_file() else source.name)
+    except (ConfigError, ValueError) as err:
+        raise click.BadParameter(str(err), param_hint="--config") from None
+    for line in describe(view):
+        click.echo(line)
+    json_path = _write_json(out, "training.json", view)
+    figs = plot_training_view(view, out / "training.png", pdf=pdf)
     click.echo(f"wrote {json_path} and {', '.join(map(str, figs))}")
 
 
