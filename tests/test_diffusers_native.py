@@ -163,3 +163,33 @@ def test_example_training_script_runs_at_tiny_size(tmp_path):
     assert len(losses) == 3 and all(np.isfinite(losses))
     pipe = DiffusionPipeline.from_pretrained(str(out))
     assert isinstance(pipe.unet, ETSDMUNet2DModel) and pipe.unet.condition.config()["t_tilde"] == 100
+
+
+# --- item 5: any diffusers scheduler from etsdm ---------------------------------------------------
+def test_diffusers_ddim_scheduler_equals_our_ddim(exported):
+    run, _ = exported
+    m = load_model(run)
+    ours = generate(m, 2, sampler="ddim", nfe=NFE, seed=5, timestep_spacing="leading")
+    theirs = generate(m, 2, sampler="diffusers:DDIMScheduler", nfe=NFE, seed=5, timestep_spacing="leading")
+    torch.testing.assert_close(theirs, ours, rtol=0, atol=2e-5)
+    calls = []
+    m.denoiser.net.register_forward_pre_hook(lambda module, args: calls.append(args[1][0].item()))
+    generate(m, 1, sampler="diffusers:DDIMScheduler", nfe=NFE, seed=5, timestep_spacing="leading")
+    assert calls[-2:] == [40.0, 0.0]  # t = 50, 0 of the leading grid: the network sees f_T(t)
+
+
+def test_a_scheduler_we_do_not_implement_runs_through_the_cli(exported, tmp_path):
+    from click.testing import CliRunner
+
+    from etsdm.cli import main
+
+    run, _ = exported
+    out = tmp_path / "unipc.npz"
+    res = CliRunner().invoke(main, ["sample", str(run), "--sampler", "diffusers:UniPCMultistepScheduler", "--nfe", "8",
+                                    "--num", "3", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "network_evaluations=8" in res.output
+    x = np.load(out)["samples"]
+    assert x.shape == (3, 1, 8, 8) and np.isfinite(x).all() and x.std() > 0
+    res = CliRunner().invoke(main, ["sample", str(run), "--sampler", "diffusers:NoSuchScheduler", "--num", "1"])
+    assert res.exit_code == 2 and "no scheduler class 'NoSuchScheduler'" in res.output

@@ -613,6 +613,11 @@ def describe_sampling(model: LoadedModel, sampler: str, nfe: int, **options: Any
     convention, NFE plan and orders, final-step option, clipping (``etsdm.samplers.describe``)."""
     from .samplers import describe
 
+    if sampler.startswith("diffusers:"):  # any diffusers scheduler (etsdm.diffusers_sampling)
+        from . import diffusers_sampling
+
+        return diffusers_sampling.describe(model, sampler, nfe, timestep_spacing=options.get("timestep_spacing"),
+                                           clip=options.get("clip"))
     settings = sample_settings(model, sampler, nfe, **options)
     if "timesteps" in settings:  # an explicit (e.g. remap λ-grid) plan: recorded as given
         return {"sampler": sampler, "nfe": nfe, **{k: v for k, v in settings.items() if k != "orders"},
@@ -641,6 +646,11 @@ def generate(
     g = torch.Generator(device=device).manual_seed(seed)
     out = []
     den = model.denoiser
+    if sampler.startswith("diffusers:"):  # any diffusers scheduler, the condition map applied by the Denoiser
+        from .diffusers_sampling import generate_diffusers
+
+        return generate_diffusers(model, num, sampler, nfe, generator=g, batch=batch, progress=progress,
+                                  **sampler_kwargs)
     sampler_kwargs = sample_settings(model, sampler, nfe, **sampler_kwargs)
     for i in range(0, num, batch):
         k = min(batch, num - i)

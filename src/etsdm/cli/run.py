@@ -50,6 +50,21 @@ def _set_threads(threads: str, model=None) -> str:
     return f"torch CPU threads: {n} ({why})"
 
 
+def _sampler_name(ctx: click.Context, param: click.Parameter, name: str) -> str:
+    """--sampler: one of etsdm's samplers or diffusers:<SchedulerClass> (checked before any work)."""
+    if name in SAMPLERS:
+        return name
+    if name.startswith("diffusers:"):
+        from ..diffusers_sampling import scheduler_class
+
+        try:
+            scheduler_class(name)
+        except ValueError as err:
+            raise click.BadParameter(str(err)) from None
+        return name
+    raise click.BadParameter(f"{name!r} is not one of {', '.join(SAMPLERS)} or diffusers:<SchedulerClass>")
+
+
 def _device_option(ctx: click.Context, param: click.Parameter, device: str) -> str:
     """--device: a torch device that exists on this machine, checked before any work."""
     import torch
@@ -96,6 +111,7 @@ def _sample_out(run: str, out: Path | None, sampler: str, nfe: int, seed: int) -
     folder, ./samples/<spec>-<sampler>-<nfe>-seed<seed>.npz for an analytic spec (gmm, gmm:etsdm)."""
     if out is not None:
         return out if out.suffix == ".npz" else out.with_name(out.name + ".npz")  # numpy would append it
+    sampler = sampler.replace(":", "-")  # diffusers:<Class>: no colon in file names
     if Path(run).is_dir():
         return Path(run) / "samples" / f"{sampler}-{nfe}-seed{seed}.npz"
     return Path("samples") / f"{run.replace(':', '-')}-{sampler}-{nfe}-seed{seed}.npz"
@@ -182,7 +198,10 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
 
 @click.command("sample")
 @click.argument("run", type=str)
-@click.option("--sampler", type=click.Choice(SAMPLERS), default="ddim", help="Sampler.")
+@click.option("--sampler", default="ddim", callback=_sampler_name,
+              metavar="[" + "|".join(SAMPLERS) + "|diffusers:CLASS]",
+              help="Sampler: etsdm's own, or any diffusers scheduler, e.g. diffusers:UniPCMultistepScheduler "
+                   "(built on the run's β table; the condition map applied as always).")
 @click.option("--nfe", type=click.IntRange(min=1), default=50, help="Network evaluations per sample.")
 @click.option("--num", type=click.IntRange(min=1), default=100, help="Number of samples.")
 @click.option("--seed", type=int, default=0, help="Seed of the initial noise (and of ancestral noise).")

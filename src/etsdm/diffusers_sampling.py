@@ -1,0 +1,143 @@
+"""Any diffusers scheduler as an etsdm sampler: ``--sampler diffusers:<SchedulerClass>``.
+
+For solvers etsdm does not implement (UniPC, Euler, Heun, DPM++ SDE, ...). The scheduler is built
+from the run's exact discrete schedule (the β table, prediction type, x̂0 clipping and integer
+timestep spacing that ``etsdm export`` writes, :func:`etsdm.runs._export_scheduler`) with
+``SchedulerClass.from_config``, and driven by diffusers' own loop::
+
+    x = noise · init_noise_sigma
+    for t in scheduler.timesteps:
+        x = scheduler.step(net_output(scheduler.scale_model_input(x, t), t), t, x).prev_sample
+
+where ``net_output`` is the run's Denoiser: the network sees the condition f(t) (E-TSDM's shared
+timestep), exactly as in etsdm's own samplers. ``nfe`` is passed as ``num_inference_steps``;
+schedulers that evaluate the network twice per step (Heun, DPM2, DPM++ SDE) spend up to 2·nfe
+evaluations (:func:`describe` reports the count). DDIM's step is called with
+``use_clipped_model_output=True`` so that, as in etsdm (and ADM), ε̂ is recomputed from the
+clipped x̂0. Continuous-time runs have no diffusers scheduler and are refused.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from .runs import LoadedModel
+
+PREFIX = "diffusers:"
+EXAMPLES = ("DDIMScheduler", "UniPCMultistepScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+            "HeunDiscreteScheduler", "DPMSolverMultistepScheduler", "DPMSolverSDEScheduler")
+INTEGER_SPACINGS = ("linspace", "leading", "trailing")
+
+
+def is_diffusers_sampler(name: str) -> bool:
+    return name.startswith(PREFIX)
+
+
+def scheduler_class(name: str) -> type:
+    """The diffusers scheduler class named by ``diffusers:<Class>`` (or ``<Class>``).
+
+    Raises:
+        ValueError: no such scheduler class in diffusers, or its optional dependency is missing.
+    """
+    import diffusers
+    from diffusers import SchedulerMixin
+
+    cls_name = name[len(PREFIX):] if is_diffusers_sampler(name) else name
+    cls = getattr(diffusers, cls_name, None)
+    if cls is None or not isinstance(cls, type) or not issubclass(cls, SchedulerMixin):
+        raise ValueError(f"--sampler {name!r}: diffusers has no scheduler class {cls_name!r}; e.g. "
+                         + ", ".join(PREFIX + e for e in EXAMPLES))
+    try:
+        cls()  # a dummy class (missing optional dependency) raises ImportError here
+    except ImportError as err:
+        raise ValueError(f"--sampler {name!r}: {' '.join(str(err).split())}") from None
+    except Exception:  # noqa: BLE001 - a scheduler needing arguments is fine; from_config supplies them
+        pass
+    return cls
+
+
+def build_scheduler(model: LoadedModel, name: str, *, timestep_spacing: str | None = None,
+                    clip: str | None = None) -> Any:
+    """The scheduler ``name`` on the run's discrete schedule (see the module doc)."""
+    from .runs import _export_scheduler, auto_clip
+
+    if model.schedule.continuous:
+        raise ValueError(f"--sampler {name}: diffusers' schedulers are discrete; this run is continuous-time")
+    if model.data_name == "sr":
+        raise ValueError(f"--sampler {name}: super-resolution runs sample with etsdm's own samplers")
+    base = dict(_export_scheduler(model).config)
+    if timestep_spacing is not None:
+        if timestep_spacing not in INTEGER_SPACINGS:
+            raise ValueError(f"--sampler {name}: timestep spacing {timestep_spacing!r} is not one of diffusers' "
+                             f"({', '.join(INTEGER_SPACINGS)})")
+        base["timestep_spacing"] = timestep_spacing
+    if clip is not None:
+        clip = auto_clip(model) if clip == "auto" else clip
+        if clip == "dynamic":
+            raise ValueError(f"--sampler {name}: clip 'dynamic' is not mapped onto diffusers' thresholding; "
+                             "use static or none")
+        base["clip_sample"] = clip == "static"
+    return scheduler_class(name).from_config(base)
+
+
+def _step_kwargs(scheduler: Any, generator: torch.Generator | None, eta: float) -> dict[str, Any]:
+    params = inspect.signature(scheduler.step).parameters
+    out: dict[str, Any] = {}
+    if "generator" in params:
+        out["generator"] = generator
+    if "use_clipped_model_output" in params:
+        out["use_clipped_model_output"] = True
+    if "eta" in params:
+        out["eta"] = eta
+    return out
+
+
+@torch.no_grad()
+def sample_diffusers(model: LoadedModel, noise: Tensor, name: str, nfe: int, *,
+                     generator: torch.Generator | None = None, timestep_spacing: str | None = None,
+                     clip: str | None = None, eta: float = 0.0, progress: bool = False) -> Tensor:
+    """Samples from ``noise`` with the diffusers scheduler ``name`` (module doc)."""
+    from tqdm.auto import tqdm
+
+    scheduler = build_scheduler(model, name, timestep_spacing=timestep_spacing, clip=clip)
+    scheduler.set_timesteps(nfe, device=noise.device)
+    den = model.denoiser
+    x = noise * scheduler.init_noise_sigma
+    kwargs = _step_kwargs(scheduler, generator, eta)
+    for t in tqdm(scheduler.timesteps, disable=not progress, desc=name, leave=False):
+        out = den.net_output(scheduler.scale_model_input(x, t), float(t))  # the net sees f(t)
+        x = scheduler.step(out.to(x.dtype), t, x, **kwargs).prev_sample
+    return x
+
+
+def generate_diffusers(model: LoadedModel, num: int, name: str, nfe: int, *, generator: torch.Generator,
+                       batch: int = 256, progress: bool = False, **options: Any) -> Tensor:
+    """``num`` samples in batches, the initial noise of each batch drawn from ``generator`` as
+    :func:`etsdm.runs.generate` draws it (float32, on CPU). Options: timestep_spacing, clip, eta
+    (others, e.g. etsdm's DPM-Solver options, do not apply and are ignored)."""
+    assert model.shape is not None
+    opts = {k: options.get(k) for k in ("timestep_spacing", "clip")}
+    out = []
+    for i in range(0, num, batch):
+        noise = torch.randn((min(batch, num - i), *model.shape), generator=generator, device=generator.device)
+        x = sample_diffusers(model, noise, name, nfe, generator=generator, eta=options.get("eta") or 0.0,
+                             progress=progress, **opts)
+        out.append(x.float().cpu())
+    return torch.cat(out)
+
+
+def describe(model: LoadedModel, name: str, nfe: int, *, timestep_spacing: str | None = None,
+             clip: str | None = None) -> dict[str, Any]:
+    """What :func:`sample_diffusers` runs: the class, its timesteps (network evaluations) and settings."""
+    scheduler = build_scheduler(model, name, timestep_spacing=timestep_spacing, clip=clip)
+    scheduler.set_timesteps(nfe)
+    ts = [round(float(t), 4) for t in scheduler.timesteps]
+    cfg = scheduler.config
+    return {"sampler": name, "num_inference_steps": nfe, "network_evaluations": len(ts),
+            "timestep_spacing": cfg.get("timestep_spacing"), "clip": "static" if cfg.get("clip_sample") else "none",
+            "prediction_type": cfg.get("prediction_type"), "timesteps": ts}
