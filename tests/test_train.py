@@ -210,6 +210,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two spawned gloo ranks: seconds on a quiet machine, flaky under heavy CPU contention
 @pytest.mark.skipif(os.environ.get("ETSDM_SKIP_DDP") == "1", reason="ETSDM_SKIP_DDP=1")
 def test_two_cpu_processes_see_different_data_and_stay_in_sync(tmp_path):
     """Two gloo processes, as `accelerate launch --num_processes 2 --cpu` starts them.
