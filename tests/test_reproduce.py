@@ -12,7 +12,17 @@ from click.testing import CliRunner
 import etsdm.runs
 import etsdm.train.trainer
 from etsdm.cli import main as cli
-from etsdm.reproduce import BUDGETS, CLAIM_IDS, CLAIMS, ReproduceError, plan_runs, reproduce, runner, select_budget
+from etsdm.reproduce import (
+    BUDGETS,
+    CLAIM_IDS,
+    CLAIMS,
+    ReproduceError,
+    analytic,
+    plan_runs,
+    reproduce,
+    runner,
+    select_budget,
+)
 from etsdm.reproduce.report import claim_verdict, row_result
 from etsdm.reproduce.runner import arm_overrides
 
@@ -80,11 +90,15 @@ def test_quick_end_to_end_and_kill_restart(tmp_path, monkeypatch):
     assert data["claims"]["3"]["rows"][0]["floor"] > 0
     assert (out / "figures" / "claim1_k_curves.png").stat().st_size > 0
     assert (out / "figures" / "claim2_stability.png").is_file()
+    assert "Analytic reference" in report and (out / "evals/analytic/ideal-s1.json").is_file()
+    ideal = res["analytic"]["table"]["K_max"]["etsdm"]["value"]
+    assert ideal < 1e-9  # the ideal E-TSDM network is constant inside each sub-interval
     # paired noise: the two arms of seed k sampled from noise seed 1000 + k
     rec = json.loads((out / "evals/shared/etsdm-s1/fid-ddpm_10.json").read_text())
     assert rec["settings"]["noise_seed"] == 1001
     trained.clear()
     sampled.clear()
+    monkeypatch.setattr(analytic, "measure_ideal", None)  # cached: never called again
     again = reproduce(out, budget="quick", progress=False)
     assert trained == [] and sampled == []
     assert again["claims"]["5"]["rows"] == res["claims"]["5"]["rows"]
@@ -163,3 +177,22 @@ def test_bad_arguments_are_click_errors(tmp_path, args, message):
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
     with pytest.raises(ReproduceError, match="at least 2"):
         select_budget("toy", seeds=1)
+
+
+def test_image_folder_data(tmp_path):
+    """--data FOLDER: grayscale images resized to 16 px, FID in the folder's own features with a held-out floor."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        Image.fromarray((rng.random((12, 12)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    res = reproduce(tmp_path / "o", budget="quick", claims=["3"], data=str(folder), progress=False)
+    row = res["claims"]["3"]["rows"][0]
+    assert row["verdict"] in ("reproduced", "reversed", "not resolved") and "analytic" not in res
+    rec = json.loads(next((tmp_path / "o" / "evals").glob("shared/etsdm-s0/fid-*.json")).read_text())
+    assert "fid-own" in rec["features"] and rec["n"] == 6
+    cfg = (tmp_path / "o" / "runs/shared/etsdm-s0/config.yaml").read_text()
+    assert "resolution: 16" in cfg and "channels: 1" in cfg

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,12 @@ def reproduce(out: str | Path, *, budget: str | Budget = "quick", claims: list[s
             "wall_time": f"{wall['last_s'] / 60:.1f} min this invocation, {wall['total_s'] / 60:.1f} min over "
                          f"{wall['invocations']} invocation(s)"}
     results = build_results(bud, ids, specs, out, meta, data)
+    if data in (None, "digits") and not bud.train_only and {"1", "2"} & set(ids):
+        from .analytic import analytic_reference
+
+        if progress:
+            print("[reproduce] analytic reference (ideal denoisers of the digits train split)", file=sys.stderr)
+        results["analytic"] = analytic_reference(out, *bud.analytic)
     return write_report(results, out)
 
 

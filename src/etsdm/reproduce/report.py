@@ -179,6 +179,10 @@ def markdown(results: dict[str, Any]) -> str:
     lines.append("")
     for cid, c in results["claims"].items():
         lines += _claim_section(cid, c, budget)
+    if "analytic" in results:
+        from .analytic import markdown as analytic_markdown
+
+        lines += analytic_markdown(results["analytic"], results["claims"])
     return "\n".join(lines) + "\n"
 
 

@@ -108,8 +108,7 @@ def data_overrides(data: str | None) -> tuple[str, ...]:
     """``--data``: digits (None) or an image folder, resized to 16 px (channels inferred)."""
     if data is None or data == "digits":
         return ()
-    return ("data.name=folder", f"data.root={data}", "data.resolution=16", "data.holdout=0.2",
-            "model.overrides.resolution=16", "model.overrides.attention_resolutions=[8]")
+    return ("data.name=folder", f"data.root={data}", "data.resolution=16", "data.holdout=0.2")
 
 
 def arm_overrides(arm: Arm, budget: Budget, family: Family, seed: int, data: str | None) -> tuple[str, ...]:
@@ -313,9 +312,12 @@ def eval_fid(spec: RunSpec, ctx: Context, plan: str, model: Callable[[], Any]) -
         return hit
     x = pool_samples(spec, ctx, plan, model).clamp(-1, 1)
     ref, held, net, source = ctx.reference(model())
-    res = fid_with_floor(x, ref, held, net, n=fam.n, seeds=list(range(fam.eval_seeds)))
+    n = min(fam.n, held.shape[0] if held is not None else ref.shape[0] // 2)  # a small folder: fewer held-out
+    if n < 2:
+        raise ReproduceError(f"FID-n: {source} leaves fewer than 2 real images for the floor; use a larger folder")
+    res = fid_with_floor(x, ref, held, net, n=n, seeds=list(range(fam.eval_seeds)))
     sampler, nfe, options = parse_plan(plan)
-    record = {"settings": settings, "fid": res["fid"], "fid_values": res["fid_values"], "floor": res["floor"],
+    record = {"settings": settings, "n": n, "fid": res["fid"], "fid_values": res["fid_values"], "floor": res["floor"],
               "floor_values": res["floor_values"], "features": source,
               "sampling": describe_sampling(model(), sampler, nfe, **options)}
     atomic_json(path, record)
