@@ -163,6 +163,7 @@ def plot_training_view(view: dict[str, Any], path: str | Path, *, pdf: bool = Fa
                      transform=axes[2].transAxes, va="top", fontsize=9,
                      bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{view['label']} — shaded: E-TSDM's band [0, t̃)" if view["t_tilde"] is not None else view["label"])
-    fig.tight_layout()
+    fig.suptitle(f"{view['label']} — shaded: E-TSDM's band [0, t̃)" if view["t_tilde"] is not None else view["label"],
+                 y=1.03)
+    fig.subplots_adjust(wspace=0.38)  # (not tight_layout: a second full draw; savefig crops the margins)
     return save_figure(fig, path, pdf)
