@@ -41,6 +41,9 @@ __all__ = [
 ]
 
 
+ANALYTIC_S = 0.0125  # seconds per (test image x mixture component) of the analytic reference, one idle core
+
+
 def select_budget(name: str, seeds: int | None = None) -> Budget:
     """The named budget, with every family's number of training seeds set to ``seeds`` if given."""
     if name not in BUDGETS:
@@ -99,6 +102,12 @@ def plan_text(out: Path, budget: Budget, claims: list[str], specs: list[RunSpec]
         est = sum(task_seconds(t, spec, budget) for t in todo)
         total += est
         lines.append(f"  {spec.key}: {', '.join(todo) if todo else 'done'} ({est:.0f} s)")
+    if data in (None, "digits") and {"1", "2"} & set(claims):
+        seeds, samples, components = budget.analytic
+        est = seeds * samples * components * ANALYTIC_S
+        total += est
+        lines.append(f"  analytic reference: {seeds} noise seeds x {samples} test images, {components}-component "
+                     f"mixture ({est:.0f} s)")
     lines.append(f"estimated time: {_fmt(total)} on one quiet core; {_fmt(total / max(1, jobs))} with --jobs {jobs}"
                  if jobs > 1 else f"estimated time: {_fmt(total)} on one quiet core ({_fmt(total / 2)} with --jobs 2)")
     lines.append(f"cost model: {budget.steps_per_s:g} training steps/s at batch 128, "

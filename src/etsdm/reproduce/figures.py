@@ -63,14 +63,16 @@ def k_curves(claim: dict[str, Any], path: Path) -> Path | None:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    positive = np.array([v for c in per_arm.values() for k in c for v in k if v > 0])
+    floor = positive.min() / 10 if positive.size else 1e-12  # K = 0 exactly (E-TSDM inside a sub-interval)
     for arm, curves in sorted(per_arm.items()):
-        K = np.array(curves)
+        K = np.maximum(np.array(curves), floor)
         line = ax.plot(t, K.mean(0), label=f"{arm} ({len(curves)} seeds)")[0]
         ax.fill_between(t, K.min(0), K.max(0), color=line.get_color(), alpha=0.25, lw=0)
     ax.set_yscale("log")
     ax.set_xlabel("t (timestep)")
     ax.set_ylabel("K(t, t+1), network output, per step")
-    ax.set_title("mean over training seeds; band: min-max over seeds", fontsize=8)
+    ax.set_title("mean over training seeds; band: min-max over seeds; K = 0 drawn at the bottom", fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
@@ -133,6 +135,39 @@ def ablation_curves(claim: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
+def fid_per_nfe(claim: dict[str, Any], path: Path) -> Path | None:
+    """Claim 5: FID of each arm against NFE per sampler, one panel per grid convention; mean over
+    training seeds with its 95% t-interval."""
+    pts: dict[str, dict[tuple[str, str], list[tuple[int, list[float]]]]] = {}
+    for r in claim["rows"]:
+        if "difference" not in r:
+            continue
+        _, sampler, nfe, *rest = r["metric_a"].split(":")
+        conv = "fractional grid" if rest else "integer grid"
+        for side in ("a", "b"):
+            pts.setdefault(conv, {}).setdefault((sampler, r[side]), []).append(
+                (int(nfe), r[f"{side}_values"]["value_values"]))
+    if not pts:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(pts), figsize=(4.2 * len(pts), 3.4), squeeze=False)
+    for ax, (conv, lines) in zip(axes[0], sorted(pts.items()), strict=True):
+        for (sampler, arm), values in sorted(lines.items()):
+            values.sort()
+            ax.errorbar([v[0] for v in values], [np.mean(v[1]) for v in values],
+                        yerr=[_t_half(v[1]) for v in values], capsize=3, marker="o" if arm == "baseline" else "s",
+                        ls="-" if arm == "baseline" else "--", label=f"{sampler}, {arm}")
+        ax.set_xscale("log")
+        ax.set_xlabel("NFE")
+        ax.set_ylabel("FID-n")
+        ax.set_title(conv, fontsize=8)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
 def draw_all(results: dict[str, Any], folder: Path) -> dict[str, list[str]]:
     """Every figure, as paths relative to the report's folder, per claim."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -143,6 +178,8 @@ def draw_all(results: dict[str, Any], folder: Path) -> dict[str, list[str]]:
             figs.append(k_curves(claim, folder / "claim1_k_curves.png"))
         if cid == "2":
             figs.append(stability_bars(claim, folder / "claim2_stability.png"))
+        if cid == "5":
+            figs.append(fid_per_nfe(claim, folder / "claim5_fid_per_nfe.png"))
         if cid == "6":
             figs.append(ablation_curves(claim, folder / "claim6_ablations.png"))
         made[cid] = [f"{folder.name}/{p.name}" for p in figs if p is not None]

@@ -417,10 +417,18 @@ def task_seconds(task: str, spec: RunSpec, budget: Budget) -> float:
     return 1.0
 
 
-def run_unit(spec: RunSpec, ctx: Context) -> dict[str, Any]:
-    """Train ``spec`` if needed, then every evaluation it owes (each cached); returns their records."""
+def run_unit(spec: RunSpec, ctx: Context, say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train ``spec`` if needed, then every evaluation it owes (each cached); returns their records.
+    ``say(task)`` is called before each task that has work left (the progress line)."""
     from ..runs import load_model
 
+    left = set(pending(spec, ctx.out, ctx.budget))
+
+    def announce(task: str) -> None:
+        if say is not None and task in left:
+            say(task)
+
+    announce("train")
     trained = train_run(spec, ctx.out)
     loaded: list[Any] = []
 
@@ -431,6 +439,7 @@ def run_unit(spec: RunSpec, ctx: Context) -> dict[str, Any]:
 
     results: dict[str, Any] = {"trained": trained}
     for metric in spec.metrics:
+        announce(metric)
         if metric.startswith("fid:"):
             results[metric] = eval_fid(spec, ctx, metric[4:], model)
         elif metric == "lipschitz":
@@ -448,51 +457,66 @@ def _fmt(seconds: float) -> str:
 
 
 class Progress:
-    """One stderr line per unit of work: which run / evaluation, elapsed, and the time left (the
-    estimate of the remaining work scaled by how fast the finished work went against its estimate)."""
+    """A stderr line per task (training a run, one evaluation): which, elapsed, and the time left —
+    the estimate of the remaining work scaled by how fast the finished work went against its estimate."""
 
-    def __init__(self, estimates: dict[str, float], enabled: bool = True):
+    def __init__(self, estimates: dict[str, dict[str, float]], enabled: bool = True):
         self.estimates, self.enabled = estimates, enabled
+        self.total = sum(sum(v.values()) for v in estimates.values())
         self.done_est, self.t0 = 0.0, time.perf_counter()
+        self.current: tuple[str, str] | None = None
 
-    def start(self, key: str, what: str) -> None:
+    def _line(self, text: str) -> None:
         if not self.enabled:
             return
         elapsed = time.perf_counter() - self.t0
-        left = sum(self.estimates.values()) - self.done_est
         rate = elapsed / self.done_est if self.done_est > 0 else 1.0
-        i = list(self.estimates).index(key) + 1
-        print(f"[reproduce {i}/{len(self.estimates)}] {key}: {what} · elapsed {_fmt(elapsed)} · "
-              f"ETA {_fmt(left * rate)}", file=sys.stderr, flush=True)
+        print(f"[reproduce] {text} · elapsed {_fmt(elapsed)} · ETA {_fmt((self.total - self.done_est) * rate)}",
+              file=sys.stderr, flush=True)
 
-    def finish(self, key: str) -> None:
-        self.done_est += self.estimates[key]
+    def _close(self) -> None:
+        if self.current is not None:
+            key, task = self.current
+            self.done_est += self.estimates[key].get(task, 0.0)
+            self.current = None
+
+    def task(self, key: str, task: str) -> None:
+        """``task`` of run ``key`` starts (the previous task is finished)."""
+        self._close()
+        self.current = (key, task)
+        i = list(self.estimates).index(key) + 1
+        self._line(f"run {i}/{len(self.estimates)} {key}: {'training' if task == 'train' else task}")
+
+    def run_done(self, key: str) -> None:
+        """Every task of run ``key`` is finished (parallel mode)."""
+        self._close()
+        self.done_est += sum(self.estimates[key].values())
+        self._line(f"finished {key}")
+
+    def close(self) -> None:
+        self._close()
 
 
 def execute(specs: list[RunSpec], ctx: Context, *, jobs: int = 1, progress: bool = True) -> None:
     """Run every spec's pending work (``jobs`` > 1: that many runs at once, one process and one thread each)."""
     todo = {s.key: (s, pending(s, ctx.out, ctx.budget)) for s in specs}
     todo = {k: v for k, v in todo.items() if v[1]}
-    est = {k: sum(task_seconds(t, s, ctx.budget) for t in tasks) for k, (s, tasks) in todo.items()}
+    est = {k: {t: task_seconds(t, s, ctx.budget) for t in tasks} for k, (s, tasks) in todo.items()}
     prog = Progress(est, progress)
     if jobs <= 1:
-        for key, (spec, tasks) in todo.items():
-            prog.start(key, ", ".join(tasks))
-            run_unit(spec, ctx)
-            prog.finish(key)
+        for key, (spec, _) in todo.items():
+            run_unit(spec, ctx, say=lambda task, key=key: prog.task(key, task))
+        prog.close()
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
-        futures = {}
-        for key, (spec, tasks) in todo.items():
-            prog.start(key, "queued: " + ", ".join(tasks))
-            futures[pool.submit(run_unit, spec, ctx)] = key
+        futures = {pool.submit(run_unit, spec, ctx): key for key, (spec, _) in todo.items()}
+        prog._line(f"{len(futures)} runs on {jobs} processes")
         for fut in as_completed(futures):
             fut.result()  # re-raises a worker's error
-            prog.finish(futures[fut])
-            print(f"[reproduce] finished {futures[fut]}", file=sys.stderr, flush=True)
+            prog.run_done(futures[fut])
 
 
 def _worker_init() -> None:
