@@ -171,6 +171,7 @@ def test_a_folder_holding_another_run_is_refused(tmp_path):
     (["--data", "/no/such/folder"], "neither 'digits' nor an image folder"),
     (["--budget", "huge"], "'huge' is not one of"),
     (["--jobs", "0"], "--jobs"),
+    (["--device", "tpu0"], "not a torch device"),
 ])
 def test_bad_arguments_are_click_errors(tmp_path, args, message):
     res = CliRunner().invoke(cli, ["reproduce", "--out", str(tmp_path / "o"), "--dry-run", *args])

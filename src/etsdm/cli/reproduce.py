@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from .run import _device_option
+
 
 def _claims_option(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
     from ..reproduce import CLAIM_IDS
@@ -46,10 +48,12 @@ def _data_option(ctx: click.Context, param: click.Parameter, value: str) -> str 
                    "trained on its images, floor from a 20% held-out split).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Runs trained / evaluated at once (one process and one CPU thread each).")
+@click.option("--device", default="cpu", callback=_device_option,
+              help="torch device for sampling and measuring (cpu, cuda, cuda:N, mps); training uses accelerate's.")
 @click.option("--dry-run", is_flag=True, help="Print the runs, the work left and its estimated time; do nothing.")
 @click.option("--progress/--no-progress", default=True, help="A progress line per run on stderr, with an ETA.")
 def reproduce_cmd(out: Path, budget: str, claims: list[str] | None, seeds: int | None, data: str | None, jobs: int,
-                  dry_run: bool, progress: bool) -> None:
+                  device: str, dry_run: bool, progress: bool) -> None:
     """Re-test the paper's claims: train (or reuse) every run they need, sample, measure, and write
     OUT/report.md + OUT/report.json + OUT/figures/ with a verdict per claim.
 
@@ -64,7 +68,8 @@ def reproduce_cmd(out: Path, budget: str, claims: list[str] | None, seeds: int |
     command = "etsdm " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("etsdm") else ""
     try:
         res = reproduce(out, budget=budget, claims=claims, seeds=seeds, data=data, jobs=jobs, dry_run=dry_run,
-                        progress=progress, command=command or f"etsdm reproduce --budget {budget} --out {out}")
+                        progress=progress, device=device,
+                        command=command or f"etsdm reproduce --budget {budget} --out {out}")
     except ReproduceError as err:
         raise click.ClickException(str(err)) from None
     if isinstance(res, str):

@@ -133,7 +133,7 @@ def _wall(out: Path, seconds: float) -> dict[str, Any]:
 
 def reproduce(out: str | Path, *, budget: str | Budget = "quick", claims: list[str] | None = None,
               seeds: int | None = None, data: str | None = None, jobs: int = 1, dry_run: bool = False,
-              progress: bool = True, command: str = "") -> dict[str, Any] | str:
+              progress: bool = True, command: str = "", device: str = "cpu") -> dict[str, Any] | str:
     """Train (or reuse) every run the claims need, evaluate them (cached), write OUT/report.md,
     OUT/report.json and OUT/figures/; return the results (``dry_run``: the plan as text).
 
@@ -148,10 +148,10 @@ def reproduce(out: str | Path, *, budget: str | Budget = "quick", claims: list[s
     if dry_run:
         return plan_text(out, bud, ids, specs, data, jobs)
     out.mkdir(parents=True, exist_ok=True)
-    ctx = Context(out, bud, data)
+    ctx = Context(out, bud, data, device)
     if bud.train_only:  # full: evaluate what `accelerate launch` has finished; the rest stays "missing"
         specs_now = [s for s in specs if _paper_run_done(s, out)]
-        ctx = Context(out, bud, "folder")
+        ctx = Context(out, bud, "folder", device)
     else:
         specs_now = specs
     threads = torch.get_num_threads()

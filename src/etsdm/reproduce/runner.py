@@ -246,6 +246,7 @@ class Context:
     out: Path
     budget: Budget
     data: str | None = None
+    device: str = "cpu"  # where the trained networks sample and are measured (training: accelerate's choice)
     _reference: Any = None
 
     def reference(self, model: Any) -> tuple[torch.Tensor, torch.Tensor | None, torch.nn.Module, str]:
@@ -290,7 +291,7 @@ def pool_samples(spec: RunSpec, ctx: Context, plan: str, model: Any) -> torch.Te
         return torch.from_numpy(np.load(file)["samples"])
     sampler, nfe, options = parse_plan(plan)
     x = generate(model(), fam.pool, sampler=sampler, nfe=nfe, seed=NOISE_SEED_OFFSET + spec.seed,
-                 batch=min(fam.pool, 500), **options)
+                 batch=min(fam.pool, 500), device=ctx.device, **options)
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_name(f".{file.stem}.tmp{os.getpid()}.npz")
     np.savez(tmp, samples=x.numpy(), plan=plan, noise_seed=NOISE_SEED_OFFSET + spec.seed)
@@ -347,8 +348,8 @@ def eval_lipschitz(spec: RunSpec, ctx: Context, model: Callable[[], Any]) -> dic
     m = model()
     t_tilde = default_t_tilde(m.schedule)
     times, dt = _times(m.schedule, t_tilde)
-    x0 = measure_images(m, ctx.budget.measure_samples)
-    gen = torch.Generator().manual_seed(NOISE_SEED_OFFSET + spec.seed)
+    x0 = measure_images(m, ctx.budget.measure_samples).to(ctx.device)
+    gen = torch.Generator(device=ctx.device).manual_seed(NOISE_SEED_OFFSET + spec.seed)
     curve = lipschitz_curve(m.denoiser, x0, m.schedule, times, generator=gen)
     summary = curve_summary(curve.t, curve.K, curve.dt, t_tilde, sharing_boundaries(m.denoiser.condition))
     # the default sharing's boundaries (t̃, n = 5): the same steps for both arms
@@ -378,8 +379,9 @@ def eval_stability(spec: RunSpec, ctx: Context, model: Callable[[], Any]) -> dic
         return hit
     m = model()
     t_tilde = default_t_tilde(m.schedule)
-    gen = torch.Generator().manual_seed(NOISE_SEED_OFFSET + spec.seed)
-    res = perturbation_error(m.denoiser, measure_images(m, ctx.budget.measure_samples), m.schedule, t=t_tilde,
+    gen = torch.Generator(device=ctx.device).manual_seed(NOISE_SEED_OFFSET + spec.seed)
+    x0 = measure_images(m, ctx.budget.measure_samples).to(ctx.device)
+    res = perturbation_error(m.denoiser, x0, m.schedule, t=t_tilde,
                              scales=STAB_SCALES, generator=gen)
     record = {"settings": settings, "t": t_tilde, "metric": res.metric,
               **{f"stab:{s:g}": float(e) for s, e in zip(res.scales, res.error, strict=True)}}
@@ -434,7 +436,7 @@ def run_unit(spec: RunSpec, ctx: Context, say: Callable[[str], None] | None = No
 
     def model() -> Any:
         if not loaded:
-            loaded.append(load_model(spec.run_dir(ctx.out)))
+            loaded.append(load_model(spec.run_dir(ctx.out), device=ctx.device))
         return loaded[0]
 
     results: dict[str, Any] = {"trained": trained}
