@@ -193,3 +193,19 @@ def test_a_scheduler_we_do_not_implement_runs_through_the_cli(exported, tmp_path
     assert x.shape == (3, 1, 8, 8) and np.isfinite(x).all() and x.std() > 0
     res = CliRunner().invoke(main, ["sample", str(run), "--sampler", "diffusers:NoSuchScheduler", "--num", "1"])
     assert res.exit_code == 2 and "no scheduler class 'NoSuchScheduler'" in res.output
+
+
+def test_share_timesteps_wraps_a_diffusers_dit():
+    from diffusers import DiTTransformer2DModel
+
+    torch.manual_seed(0)
+    dit = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=1, out_channels=1,
+                                num_layers=1, sample_size=8, patch_size=2, num_embeds_ada_norm=1000,
+                                norm_num_groups=1).eval()  # eval: no class-label dropout
+    shared = etsdm.share_timesteps(dit, t_tilde=100, n=5)
+    x, labels = torch.randn(2, 1, 8, 8), torch.tensor([0, 1])
+    with torch.no_grad():
+        out = shared(x, timestep=torch.tensor([57, 57]), class_labels=labels).sample
+        torch.testing.assert_close(out, dit(x, timestep=torch.tensor([40, 40]), class_labels=labels).sample)
+        assert not torch.allclose(out, dit(x, timestep=torch.tensor([57, 57]), class_labels=labels).sample)
+    assert shared.config.num_layers == 1  # the DiT's attributes pass through
