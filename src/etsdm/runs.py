@@ -6,18 +6,20 @@
 * :func:`load_model` accepts
 
   - a run directory (its ``latest`` checkpoint) or one checkpoint directory inside it;
-  - a diffusers ``UNet2DModel`` folder (``config.json`` + weights), a diffusers pipeline folder
-    (``unet/`` and ``scheduler/``), or a run written by ``etsdm import``. The schedule comes from an
-    ``etsdm.json`` sidecar if present, else from ``scheduler_config.json`` (diffusers' own table,
-    so identical), else DDPM's linear schedule; the prediction type likewise; the condition map
-    is the identity unless the sidecar says otherwise;
+  - a diffusers ``UNet2DModel`` / ``ETSDMUNet2DModel`` folder (``config.json`` + weights), a
+    diffusers pipeline folder (``unet/`` and ``scheduler/``), or a run written by ``etsdm import``.
+    The schedule comes from an ``etsdm.json`` sidecar if present, else from
+    ``scheduler_config.json`` (diffusers' own table, so identical), else DDPM's linear schedule;
+    the prediction type likewise; the condition map is the identity unless the sidecar (or an
+    ETSDMUNet2DModel's own config) says otherwise;
   - ``"gmm"`` / ``"gmm:etsdm"``: the exact ε* of the analytic Gaussian mixture (8-mode ring), or
     the exact E-TSDM optimum (Theorem 4.1, t̃ = 100, n = 5), wrapped as a Denoiser, on the discrete
     linear schedule; with ``:continuous`` appended, on the continuous one (t̃ = 0.1).
 
-* :func:`export_diffusers` writes a run as a diffusers folder (``UNet2DModel.save_pretrained``,
-  a ``DDPMScheduler`` config with the run's exact β table, and ``etsdm.json`` with the condition
-  map, which diffusers itself does not apply); :func:`import_diffusers` does the reverse.
+* :func:`export_diffusers` writes a run as a diffusers pipeline folder (a ``DDPMPipeline``: the
+  UNet — an :class:`~etsdm.diffusers_unet.ETSDMUNet2DModel` that applies the condition map itself
+  unless the map is the identity — a ``DDPMScheduler`` with the run's exact β table, ``etsdm.json``
+  and a model card); :func:`import_diffusers` does the reverse.
 """
 
 from __future__ import annotations
