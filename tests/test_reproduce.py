@@ -197,3 +197,18 @@ def test_image_folder_data(tmp_path):
     assert "fid-own" in rec["features"] and rec["n"] == 6
     cfg = (tmp_path / "o" / "runs/shared/etsdm-s0/config.yaml").read_text()
     assert "resolution: 16" in cfg and "channels: 1" in cfg
+
+
+def test_full_budget_reports_from_finished_run_folders(tmp_path):
+    """full: nothing is trained here; finished run folders (here: quick-sized ones) are evaluated and reported,
+    missing ones show as missing."""
+    import dataclasses
+
+    out = tmp_path / "o"
+    reproduce(out, budget="quick", claims=["3"], progress=False)
+    full = dataclasses.replace(BUDGETS["quick"], name="full-test", train_only=True)
+    text = reproduce(out, budget=full, claims=["3", "7"], dry_run=True)
+    assert text.count("[finished]") == 4 and text.count("[to train]") == 4
+    res = reproduce(out, budget=full, claims=["3", "7"], progress=False)
+    assert res["claims"]["3"]["verdict"] in ("reproduced", "reversed", "not resolved")
+    assert res["claims"]["7"]["verdict"] == "missing" and not (out / "runs" / "claim7").exists()

@@ -86,7 +86,7 @@ def plan_text(out: Path, budget: Budget, claims: list[str], specs: list[RunSpec]
         lines.append("full budget: train each run below at paper scale (configs/paper), then rerun without "
                      "--dry-run to build the report from the finished run folders:")
         for spec in specs:
-            state = "finished" if (spec.run_dir(out) / "checkpoints").is_dir() else "to train"
+            state = "finished" if _paper_run_done(spec, out) else "to train"
             lines.append(f"  [{state}] {full_command(spec, out, data)}")
         return "\n".join(lines)
     total = 0.0
@@ -151,7 +151,6 @@ def reproduce(out: str | Path, *, budget: str | Budget = "quick", claims: list[s
     ctx = Context(out, bud, data, device)
     if bud.train_only:  # full: evaluate what `accelerate launch` has finished; the rest stays "missing"
         specs_now = [s for s in specs if _paper_run_done(s, out)]
-        ctx = Context(out, bud, "folder", device)
     else:
         specs_now = specs
     threads = torch.get_num_threads()

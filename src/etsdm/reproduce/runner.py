@@ -250,9 +250,15 @@ class Context:
     _reference: Any = None
 
     def reference(self, model: Any) -> tuple[torch.Tensor, torch.Tensor | None, torch.nn.Module, str]:
-        """(reference images, held-out images, feature net, description) for FID-n."""
+        """(reference images, held-out images, feature net, description) for FID-n of the run's data:
+        digits (classifier features) or an image folder (fid-own)."""
         if self._reference is None:
-            self._reference = _digits_reference(self) if self.data in (None, "digits") else _folder_ref(model)
+            if model.data_name == "digits":
+                self._reference = _digits_reference(self)
+            elif model.data_name == "folder" and model.config is not None:
+                self._reference = _folder_ref(model)
+            else:
+                raise ReproduceError(f"{model.source}: FID needs digits or image-folder data, not {model.data_name!r}")
         return self._reference
 
 
@@ -431,7 +437,7 @@ def run_unit(spec: RunSpec, ctx: Context, say: Callable[[str], None] | None = No
             say(task)
 
     announce("train")
-    trained = train_run(spec, ctx.out)
+    trained = False if ctx.budget.train_only else train_run(spec, ctx.out)  # full: trained by accelerate launch
     loaded: list[Any] = []
 
     def model() -> Any:
