@@ -125,6 +125,9 @@ def test_share_timesteps_wraps_any_module_for_training_and_sampling():
     torch.testing.assert_close(wrapped(x, t), expect)  # positional
     torch.testing.assert_close(wrapped(x, t=t, scale=1.0), expect)  # keyword
     assert wrapped.label == "toy" and wrapped.module.lin is wrapped.lin  # attributes pass through
+    import copy
+
+    torch.testing.assert_close(copy.deepcopy(wrapped)(x, t), expect)  # e.g. an EMA copy
     assert etsdm.share.map_timestep(wrapped.condition, 99) == 80 and isinstance(
         etsdm.share.map_timestep(wrapped.condition, 99), int)
     assert wrapped.condition(t).dtype == torch.long  # integer timesteps stay integers

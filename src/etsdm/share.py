@@ -76,7 +76,10 @@ class SharedTimesteps(nn.Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            return getattr(self._modules["module"], name)
+            modules = self.__dict__.get("_modules") or {}
+            if "module" not in modules or name.startswith("__"):  # e.g. during copy.deepcopy / unpickling
+                raise
+            return getattr(modules["module"], name)
 
 
 def share_timesteps(
