@@ -27,24 +27,26 @@ def _t_half(values: list[float]) -> float:
     return float(stats.t.ppf(0.975, k - 1) * np.std(values, ddof=1) / math.sqrt(k)) if k > 1 else 0.0
 
 
-def forest(claim: dict[str, Any], path: Path) -> Path | None:
-    """b − a per row with its 95% interval, the zero line, and the paper's direction."""
-    rows = [r for r in claim["rows"] if "difference" in r]
+def forest(claim: dict[str, Any], path: Path, cid: str = "") -> Path | None:
+    """b − a per row as a percentage of a's mean (rows differ in units), with its 95% interval, the
+    per-seed differences and the zero line; green: reproduced, red: reversed, grey: not resolved."""
+    rows = [r for r in claim["rows"] if "difference" in r and r["a_values"]["value"] != 0]
     if not rows:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(rows) + 1.4))
+    fig, ax = plt.subplots(figsize=(7.5, 0.35 * len(rows) + 1.5))
     for i, r in enumerate(rows):
-        d = r["difference"]
+        d, scale = r["difference"], 100.0 / abs(r["a_values"]["value"])
         color = {"reproduced": "tab:green", "reversed": "tab:red"}.get(r["verdict"], "0.4")
-        ax.errorbar(d["mean"], i, xerr=[[d["mean"] - d["low"]], [d["high"] - d["mean"]]], fmt="o", color=color,
+        m = d["mean"] * scale
+        ax.errorbar(m, i, xerr=[[m - d["low"] * scale], [d["high"] * scale - m]], fmt="o", color=color,
                     capsize=3, ms=4)
-        ax.scatter(d["differences"], [i] * len(d["differences"]), s=8, color="0.7", zorder=0)
+        ax.scatter([v * scale for v in d["differences"]], [i] * len(d["differences"]), s=8, color="0.7", zorder=0)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(range(len(rows)), [r["label"] + ("" if r["primary"] else " *") for r in rows], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("b − a, mean over seeds, 95% t-interval (grey: per seed)", fontsize=8)
-    ax.set_title(f"claim: {claim['title']}"[:90], fontsize=8)
+    ax.set_xlabel("(b − a) / mean(a), % — mean over training seeds, 95% t-interval (grey: per seed)", fontsize=8)
+    ax.set_title(f"claim {cid} ({claim['paper_ref']}); * = not counted", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
@@ -151,13 +153,19 @@ def fid_per_nfe(claim: dict[str, Any], path: Path) -> Path | None:
         return None
     plt = _plt()
     fig, axes = plt.subplots(1, len(pts), figsize=(4.2 * len(pts), 3.4), squeeze=False)
+    samplers = sorted({k[0] for lines in pts.values() for k in lines})
+    colors = {s: f"C{i}" for i, s in enumerate(samplers)}
     for ax, (conv, lines) in zip(axes[0], sorted(pts.items()), strict=True):
+        nfes = set()
         for (sampler, arm), values in sorted(lines.items()):
             values.sort()
+            nfes |= {v[0] for v in values}
             ax.errorbar([v[0] for v in values], [np.mean(v[1]) for v in values],
                         yerr=[_t_half(v[1]) for v in values], capsize=3, marker="o" if arm == "baseline" else "s",
-                        ls="-" if arm == "baseline" else "--", label=f"{sampler}, {arm}")
+                        ls="-" if arm == "baseline" else "--", color=colors[sampler], label=f"{sampler}, {arm}")
         ax.set_xscale("log")
+        ax.set_xticks(sorted(nfes), [str(v) for v in sorted(nfes)])
+        ax.minorticks_off()
         ax.set_xlabel("NFE")
         ax.set_ylabel("FID-n")
         ax.set_title(conv, fontsize=8)
@@ -173,7 +181,7 @@ def draw_all(results: dict[str, Any], folder: Path) -> dict[str, list[str]]:
     folder.mkdir(parents=True, exist_ok=True)
     made: dict[str, list[str]] = {}
     for cid, claim in results["claims"].items():
-        figs = [forest(claim, folder / f"claim{cid}_rows.png")]
+        figs = [forest(claim, folder / f"claim{cid}_rows.png", cid)]
         if cid == "1":
             figs.append(k_curves(claim, folder / "claim1_k_curves.png"))
         if cid == "2":
