@@ -68,7 +68,7 @@ def test_quick_end_to_end_and_kill_restart(tmp_path, monkeypatch):
         reproduce(out, budget="quick", progress=False)
     finished = [p.parent.parent.name for p in out.glob("runs/*/*/samples/step_00000002.npz")]
     assert len(finished) == 4  # baseline-s0, baseline-s1, etsdm-s0, etsdm-s1 (killed while evaluating it)
-    done_evals = sorted(p.relative_to(out) for p in out.glob("evals/**/*.json"))
+    done_evals = {p.relative_to(out): p.stat().st_mtime_ns for p in out.glob("evals/**/*.*")}
     assert (out / "evals/shared/etsdm-s1/fid-ddpm_10.json").is_file()
     trained.clear()
     sampled.clear()
@@ -78,8 +78,8 @@ def test_quick_end_to_end_and_kill_restart(tmp_path, monkeypatch):
     assert trained  # the runs not reached before the kill
     assert any("shared/etsdm-s1/" in src and s == "ddim" for src, s in sampled), sampled  # unfinished
     assert not any("shared/etsdm-s1/" in src and s == "ddpm" for src, s in sampled)  # its finished pool is reused
-    for rel in done_evals:  # finished evaluations are not rewritten
-        assert json.loads((out / rel).read_text())["settings"]
+    for rel, mtime in done_evals.items():  # finished evaluations (and sample pools) are not recomputed
+        assert (out / rel).stat().st_mtime_ns == mtime, rel
     assert set(res["claims"]) == set(CLAIM_IDS)
     for claim in res["claims"].values():
         assert claim["verdict"] != "missing"
@@ -180,7 +180,7 @@ def test_bad_arguments_are_click_errors(tmp_path, args, message):
         select_budget("toy", seeds=1)
 
 
-def test_image_folder_data(tmp_path):
+def test_image_folder_data(tmp_path, capsys):
     """--data FOLDER: grayscale images resized to 16 px, FID in the folder's own features with a held-out floor."""
     import numpy as np
     from PIL import Image
@@ -190,7 +190,10 @@ def test_image_folder_data(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(30):
         Image.fromarray((rng.random((12, 12)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
-    res = reproduce(tmp_path / "o", budget="quick", claims=["3"], data=str(folder), progress=False)
+    res = reproduce(tmp_path / "o", budget="quick", claims=["3"], data=str(folder), progress=True)
+    err = capsys.readouterr().err
+    assert "[reproduce] run 1/4 shared/baseline-s0: training" in err and "fid:ddpm:10 · elapsed" in err
+    assert "ETA" in err
     row = res["claims"]["3"]["rows"][0]
     assert row["verdict"] in ("reproduced", "reversed", "not resolved") and "analytic" not in res
     rec = json.loads(next((tmp_path / "o" / "evals").glob("shared/etsdm-s0/fid-*.json")).read_text())
