@@ -121,6 +121,12 @@ def test_toy_plan_sizes_sharing_and_dry_run(tmp_path):
     assert len(specs) == 145
     text = reproduce(tmp_path / "o", budget="toy", dry_run=True, jobs=2)
     assert "estimated time" in text and "claim 8" in text and not (tmp_path / "o").exists()
+    hours = float(text.split("estimated time: ")[1].split(" h")[0])
+    assert 3.0 < hours < 6.0  # one core; --jobs 2 halves it (the toy budget's target: <= 3 h on 2 cores)
+    from etsdm.reproduce.budgets import calibrate
+
+    measured = calibrate(BUDGETS["quick"], steps=1, forwards=1)
+    assert measured.steps_per_s > 0 and measured.sample_nfe_s > 0 and measured.max_rows == BUDGETS["quick"].max_rows
     full = reproduce(tmp_path / "o", budget="full", dry_run=True, data="/data/ffhq")
     cmds = [line for line in full.splitlines() if "accelerate launch" in line]
     assert len(cmds) == 139 and "--set data.root=/data/ffhq" in cmds[0]

@@ -51,9 +51,11 @@ def _data_option(ctx: click.Context, param: click.Parameter, value: str) -> str 
 @click.option("--device", default="cpu", callback=_device_option,
               help="torch device for sampling and measuring (cpu, cuda, cuda:N, mps); training uses accelerate's.")
 @click.option("--dry-run", is_flag=True, help="Print the runs, the work left and its estimated time; do nothing.")
+@click.option("--calibrate", is_flag=True,
+              help="Time a few training steps and network calls here first, so the estimate fits this machine now.")
 @click.option("--progress/--no-progress", default=True, help="A progress line per run on stderr, with an ETA.")
 def reproduce_cmd(out: Path, budget: str, claims: list[str] | None, seeds: int | None, data: str | None, jobs: int,
-                  device: str, dry_run: bool, progress: bool) -> None:
+                  device: str, dry_run: bool, calibrate: bool, progress: bool) -> None:
     """Re-test the paper's claims: train (or reuse) every run they need, sample, measure, and write
     OUT/report.md + OUT/report.json + OUT/figures/ with a verdict per claim.
 
@@ -68,7 +70,7 @@ def reproduce_cmd(out: Path, budget: str, claims: list[str] | None, seeds: int |
     command = "etsdm " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("etsdm") else ""
     try:
         res = reproduce(out, budget=budget, claims=claims, seeds=seeds, data=data, jobs=jobs, dry_run=dry_run,
-                        progress=progress, device=device,
+                        progress=progress, device=device, calibrate=calibrate,
                         command=command or f"etsdm reproduce --budget {budget} --out {out}")
     except ReproduceError as err:
         raise click.ClickException(str(err)) from None

@@ -96,7 +96,7 @@ def plan_text(out: Path, budget: Budget, claims: list[str], specs: list[RunSpec]
         mine = [s for s in specs if cid in s.claims and s.metrics]
         lines.append(f"claim {cid} ({claim.paper_ref}): {len({s.arm.name for s in mine})} arms x {fam.seeds} seeds, "
                      f"{fam.steps} steps; rows: {len(budget.rows(claim))}")
-    lines.append("runs (group/arm-sSEED: work left, estimated seconds on one quiet core):")
+    lines.append("runs (group/arm-sSEED: work left, estimated seconds on one core):")
     for spec in specs:
         todo = pending(spec, out, budget)
         est = sum(task_seconds(t, spec, budget) for t in todo)
@@ -108,12 +108,14 @@ def plan_text(out: Path, budget: Budget, claims: list[str], specs: list[RunSpec]
         total += est
         lines.append(f"  analytic reference: {seeds} noise seeds x {samples} test images, {components}-component "
                      f"mixture ({est:.0f} s)")
-    lines.append(f"estimated time: {_fmt(total)} on one quiet core; {_fmt(total / max(1, jobs))} with --jobs {jobs}"
-                 if jobs > 1 else f"estimated time: {_fmt(total)} on one quiet core ({_fmt(total / 2)} with --jobs 2)")
-    lines.append(f"cost model: {budget.steps_per_s:g} training steps/s at batch 128, "
-                 f"{budget.sample_nfe_s * 1e3:.2g} ms per sample per network evaluation (the default digits UNet, "
-                 "one idle core; a busy core is "
-                 "about 2x slower)")
+    measured = budget.name in BUDGETS and budget.steps_per_s != BUDGETS[budget.name].steps_per_s
+    core = "one core" if measured else "one quiet core"
+    lines.append(f"estimated time: {_fmt(total)} on {core}; {_fmt(total / max(1, jobs))} with --jobs {jobs}"
+                 if jobs > 1 else f"estimated time: {_fmt(total)} on {core} ({_fmt(total / 2)} with --jobs 2)")
+    lines.append(f"cost model: {budget.steps_per_s:.3g} training steps/s at batch 128, "
+                 f"{budget.sample_nfe_s * 1e3:.2g} ms per sample per network evaluation (the default digits UNet; "
+                 + ("measured now on this machine, one thread)" if measured
+                    else "one idle core, measured earlier; --calibrate measures this machine now)"))
     return "\n".join(lines)
 
 
@@ -133,7 +135,8 @@ def _wall(out: Path, seconds: float) -> dict[str, Any]:
 
 def reproduce(out: str | Path, *, budget: str | Budget = "quick", claims: list[str] | None = None,
               seeds: int | None = None, data: str | None = None, jobs: int = 1, dry_run: bool = False,
-              progress: bool = True, command: str = "", device: str = "cpu") -> dict[str, Any] | str:
+              progress: bool = True, command: str = "", device: str = "cpu",
+              calibrate: bool = False) -> dict[str, Any] | str:
     """Train (or reuse) every run the claims need, evaluate them (cached), write OUT/report.md,
     OUT/report.json and OUT/figures/; return the results (``dry_run``: the plan as text).
 
@@ -145,8 +148,14 @@ def reproduce(out: str | Path, *, budget: str | Budget = "quick", claims: list[s
     bud = budget if isinstance(budget, Budget) else select_budget(budget, seeds)
     ids = _check_claims(claims)
     specs = plan_runs(bud, ids, data)
+    if calibrate and not bud.train_only:
+        from .budgets import calibrate as measure_costs
+
+        bud = measure_costs(bud)
     if dry_run:
         return plan_text(out, bud, ids, specs, data, jobs)
+    if progress and not bud.train_only:  # the last lines of the plan: how long this will take
+        print("\n".join(plan_text(out, bud, ids, specs, data, jobs).splitlines()[-2:]), file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(out, bud, data, device)
     if bud.train_only:  # full: evaluate what `accelerate launch` has finished; the rest stays "missing"

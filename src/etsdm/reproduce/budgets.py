@@ -107,3 +107,39 @@ BUDGETS: dict[str, Budget] = {
         measure_samples=1000, feature_epochs=20, train_only=True,
     ),
 }
+
+
+def calibrate(budget: Budget, steps: int = 10, forwards: int = 5) -> Budget:
+    """``budget`` with its cost model measured on this machine now (one thread): ``steps`` training
+    steps of the default digits UNet at batch 128 and ``forwards`` forward passes of 300 samples."""
+    import dataclasses
+    import time
+
+    import torch
+
+    from ..config import load_config
+    from ..runs import build_net
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        net = build_net(load_config(None), (1, 8, 8))
+        opt = torch.optim.Adam(net.parameters())
+        x, c = torch.randn(128, 1, 8, 8), torch.rand(128) * 999
+        net(x, c).pow(2).mean().backward()  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            opt.zero_grad()
+            net(x, c).pow(2).mean().backward()
+            opt.step()
+        step_s = (time.perf_counter() - t0) / steps
+        x, c = torch.randn(300, 1, 8, 8), torch.rand(300) * 999
+        with torch.no_grad():
+            net(x, c)
+            t0 = time.perf_counter()
+            for _ in range(forwards):
+                net(x, c)
+        nfe_s = (time.perf_counter() - t0) / forwards / 300
+    finally:
+        torch.set_num_threads(threads)
+    return dataclasses.replace(budget, steps_per_s=1.0 / step_s, sample_nfe_s=nfe_s)
