@@ -43,7 +43,7 @@ class FamilyBudget:
         """Training length, batch, and a cheap preview grid (the trainer's own end-of-run samples)."""
         return self.overrides + (
             f"train.steps={self.steps}", f"train.batch_size={self.batch_size}", "train.tensorboard=false",
-            f"train.checkpoint_every={max(1, self.steps)}", "train.keep_last=1",
+            f"train.checkpoint_every={max(1, min(self.steps, 1000))}", "train.keep_last=1",  # a kill loses <= 1000
             f"train.log_every={max(1, min(50, self.steps))}", "sample.sampler=ddim", "sample.nfe=10",
             "sample.num=16", "sample.batch=16")
 
