@@ -156,7 +156,8 @@ def _sampling_line(claim: dict[str, Any]) -> str:
         for k, v in run.items():
             if k in used and k.startswith("fid:") and k not in seen and v.get("sampling"):
                 s = v["sampling"]
-                keys = ("timestep_spacing", "denoise_to_zero", "order_plan", "clip", "orders")
+                keys = ("timestep_spacing", "denoise_to_zero", "clip")
+                keys += ("order_plan", "orders") if k.startswith("fid:dpm") else ()  # DDPM/DDIM: first order
                 seen[k] = f"`{k[4:]}`: " + ", ".join(f"{x}={s[x]}" for x in keys if x in s and s[x] not in (None, []))
     return "; ".join(seen.values())
 
@@ -166,8 +167,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [f"# etsdm reproduce — budget `{budget['name']}`", "",
              f"Data: {meta['data']}. Machine: {meta['machine']}. Wall time: {meta['wall_time']}. "
              f"Command: `{meta['command']}`.", "",
-             "Each row: the paired difference (b − a, per training seed, all sampling / forward noise shared "
-             f"between the arms of a seed) with a {results['interval']} interval.", "",
+             "Each row: the paired difference b − a (per training seed; all sampling / forward noise shared "
+             f"between the arms of a seed) with its 95% interval ({results['interval']}).", "",
              f"Verdict rule: {results['verdict_rule']}. Claim verdict: {results['claim_rule']}.", "",
              "| claim | paper | paper numbers | ours: first primary row, b − a [95% CI] | seeds | verdict |",
              "|---|---|---|---|---|---|"]
