@@ -36,8 +36,9 @@ def _data_option(ctx: click.Context, param: click.Parameter, value: str) -> str 
               help="Output folder: runs/, evals/ (cached results), figures/, report.md, report.json.")
 @click.option("--budget", type=click.Choice(["quick", "toy", "full"]), default="toy", show_default=True,
               help="quick: every code path, tiny sizes (seconds; numbers mean nothing). toy: all claims on digits, "
-                   "~3 h on 2 CPU cores with --jobs 2. full: prints the paper-scale `accelerate launch` commands "
-                   "(with --dry-run) and builds the report from their finished run folders.")
+                   "~2.2 h on 2 idle CPU cores with --jobs 2 (--dry-run estimates it). full: prints the "
+                   "paper-scale `accelerate launch` commands (with --dry-run) and builds the report from their "
+                   "finished run folders.")
 @click.option("--claims", callback=_claims_option, default=None,
               help="Comma-separated claim ids (default: all): 1 K curves, 2 stability, 3 DDPM FID, 4 schedules, "
                    "5 fast samplers, 5b baseline vs NFE, 6 ablations, 7 v-prediction, 8 alternatives.")
@@ -53,7 +54,8 @@ def _data_option(ctx: click.Context, param: click.Parameter, value: str) -> str 
 @click.option("--dry-run", is_flag=True, help="Print the runs, the work left and its estimated time; do nothing.")
 @click.option("--calibrate", is_flag=True,
               help="Time a few training steps and network calls here first, so the estimate fits this machine now.")
-@click.option("--progress/--no-progress", default=True, help="A progress line per run on stderr, with an ETA.")
+@click.option("--progress/--no-progress", default=True,
+              help="A progress line per task (training, each evaluation) on stderr, with an ETA.")
 def reproduce_cmd(out: Path, budget: str, claims: list[str] | None, seeds: int | None, data: str | None, jobs: int,
                   device: str, dry_run: bool, calibrate: bool, progress: bool) -> None:
     """Re-test the paper's claims: train (or reuse) every run they need, sample, measure, and write
