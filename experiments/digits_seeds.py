@@ -203,7 +203,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     specs = list(results["fid"])
-    fig, ax = plt.subplots(figsize=(1.3 * len(specs) + 2, 3.6))
+    fig, ax = plt.subplots(figsize=(1.1 * len(specs) + 2, 4.2))
     for i, spec in enumerate(specs):
         row = results["fid"][spec]
         base, ets = row["baseline"]["fid_values"], row["etsdm"]["fid_values"]
@@ -213,9 +213,34 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.scatter([i + 0.15] * len(ets), ets, color="tab:red", s=14, zorder=2, label="E-TSDM" if i == 0 else None)
         floor_label = "real-vs-real floor" if i == 0 else None
         ax.hlines(row["floor"], i - 0.3, i + 0.3, color="k", lw=1, ls=":", label=floor_label)
-    ax.set_xticks(range(len(specs)), specs, rotation=25, ha="right", fontsize=7)
+    labels = [spec.replace(":timestep_spacing=", " ") for spec in specs]
+    ax.set_xticks(range(len(specs)), labels, rotation=25, ha="right", fontsize=7)
     ax.set_ylabel(f"FID-{results['settings']['n']} (digits features)")
     ax.set_title("per training seed; grey lines pair the two arms of one seed", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def plot_k(results: dict[str, Any], path: Path) -> None:
+    """K(t, t+1) over [0, t̃): mean over training seeds with a ±1 std band, per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for arm, color, label in (("baseline", "tab:blue", "baseline"), ("etsdm", "tab:red", "E-TSDM")):
+        K = np.array([r["K"] for r in results["measure"]["per_run"][arm]])
+        t = np.arange(K.shape[1])
+        mean, std = K.mean(0), K.std(0, ddof=1) if K.shape[0] > 1 else np.zeros(K.shape[1])
+        ax.plot(t, mean, color=color, lw=1, label=f"{label} (mean of {K.shape[0]} seeds)")
+        ax.fill_between(t, mean - std, mean + std, color=color, alpha=0.25, lw=0)
+    ax.set_yscale("symlog", linthresh=1e-2)
+    ax.set_xlabel("t (K between t and t + 1)")
+    ax.set_ylabel("K(t, t+1), network output")
+    ax.set_title("Eq. (8) on trained digits; band: ±1 std over training seeds", fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
@@ -256,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     (args.out / "seeds.json").write_text(json.dumps(results, indent=1))
     (args.out / "seeds.md").write_text(markdown(results))
     plot(results, args.out / "fid_seeds.png")
+    if "measure" in results:
+        plot_k(results, args.out / "lipschitz_seeds.png")
     return results
 
 

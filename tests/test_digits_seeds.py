@@ -62,7 +62,7 @@ def test_paired_noise_statistics_outputs_and_cache(runs, tmp_path, monkeypatch):
     per_seed = [e - b for b, e in zip(row["baseline"]["fid_values"], row["etsdm"]["fid_values"], strict=True)]
     assert row["difference"]["mean"] == pytest.approx(sum(per_seed) / 2)
     assert row["verdict"] in ("reproduced", "reversed", "not resolved")
-    assert (out / "fid_seeds.png").stat().st_size > 0
+    assert (out / "fid_seeds.png").stat().st_size > 0 and (out / "lipschitz_seeds.png").stat().st_size > 0
     assert "ddim:3" in (out / "seeds.md").read_text()
     assert json.loads((out / "seeds.json").read_text())["fid"]["ddim:3"]["floor"] > 0
     m = res["measure"]["table"]
