@@ -180,3 +180,28 @@ def test_sample_evaluate_rejects_bad_seeds(tmp_path):
     res = CliRunner().invoke(main, ["sample", "gmm", "--num", "4", "--nfe", "2", "--out", str(tmp_path / "a.npz"),
                                     "--evaluate", "--eval-seeds", "x"])
     assert res.exit_code != 0 and "--eval-seeds" in res.output
+
+
+def test_sample_command_keeps_the_runs_clip_and_order_plan(run_dir, tmp_path, monkeypatch):
+    """Without --clip / --order-plan, `etsdm sample` uses the run's sample config (review item 3)."""
+    import dataclasses
+
+    import etsdm.runs
+
+    real = etsdm.runs.load_model
+
+    def load_with_sample_config(*args, **kwargs):  # the run's config.yaml with sample.clip / order_plan set
+        m = real(*args, **kwargs)
+        sample_cfg = dataclasses.replace(m.config.sample, clip="none", order_plan="diffusers")
+        return dataclasses.replace(m, config=dataclasses.replace(m.config, sample=sample_cfg))
+
+    monkeypatch.setattr(etsdm.runs, "load_model", load_with_sample_config)
+    out = tmp_path / "s.npz"
+    args = ["sample", str(run_dir), "--sampler", "dpm-solver-3", "--nfe", "5", "--num", "2", "--out", str(out)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    sampling = json.loads(str(np.load(out)["sampling"]))
+    assert sampling["clip"] == "none" and sampling["order_plan"] == "diffusers", sampling
+    res = CliRunner().invoke(main, [*args, "--force", "--clip", "static", "--order-plan", "lu"])
+    sampling = json.loads(str(np.load(out)["sampling"]))
+    assert res.exit_code == 0 and sampling["clip"] == "static" and sampling["order_plan"] == "lu", res.output

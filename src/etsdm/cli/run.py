@@ -219,12 +219,13 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
 @click.option("--denoise-to-zero/--no-denoise-to-zero", "denoise_to_zero", default=None,
               help="Spend the last NFE on x̂0 at t_end (a final denoising step into the data). Default: on for "
                    "ddpm/ddim (their last step lands on the data), off for the DPM-Solvers (Lu et al.).")
-@click.option("--order-plan", type=click.Choice(("lu", "diffusers")), default="lu", show_default=True,
+@click.option("--order-plan", type=click.Choice(("lu", "diffusers")), default=None,
               help="DPM-Solver NFE split: lu (Lu et al. Sec. 3.4; NFE 20 -> orders 3,3,3,3,3,3,2) or diffusers "
-                   "(its lower-order-final list).")
-@click.option("--clip", type=click.Choice(("auto", "none", "static", "dynamic")), default="auto", show_default=True,
+                   "(its lower-order-final list). Default: the run's sample.order_plan, else lu.")
+@click.option("--clip", type=click.Choice(("auto", "none", "static", "dynamic")), default=None,
               help="x̂0 clipping at every step. auto: static ([-1, 1], as the DDPM/ADM code the paper builds on) "
-                   "for image data, none for gmm/vector data; dynamic: Saharia et al.'s thresholding (p = 0.995).")
+                   "for image data, none for gmm/vector data; dynamic: Saharia et al.'s thresholding (p = 0.995). "
+                   "Default: the run's sample.clip, else auto.")
 @click.option("--eta", type=click.FloatRange(min=0), default=0.0, help="DDIM η (0 = deterministic).")
 @click.option("--device", default="cpu", callback=_device_option, help="torch device: cpu, cuda, cuda:N or mps.")
 @click.option("--threads", default="auto", help=THREADS_HELP)
@@ -235,8 +236,8 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
 @click.option("--eval-seeds", default="0,1,2", help="Comma-separated seeds of the metrics' random draws.")
 def sample_cmd(run: str, sampler: str, nfe: int, num: int, seed: int, out: Path | None, force: bool, batch: int,
                ema: bool,
-               spacing: str, denoise_to_zero: bool | None, order_plan: str, clip: str, eta: float, device: str,
-               threads: str, evaluate: bool, eval_seeds: str) -> None:
+               spacing: str, denoise_to_zero: bool | None, order_plan: str | None, clip: str | None, eta: float,
+               device: str, threads: str, evaluate: bool, eval_seeds: str) -> None:
     """Draw samples from RUN (a run dir, checkpoint dir, diffusers folder, or gmm / gmm:etsdm).
 
     The run's own condition map (E-TSDM or not) is applied automatically by its Denoiser.
