@@ -140,3 +140,23 @@ def test_paper_configs_follow_table_a1():
         assert (cfg.train.lr, cfg.train.ema_rate, cfg.train.warmup_steps) == (1e-4, 0.9999, 0)
         assert cfg.train.batch_size == (64 if large else 96)
         assert cfg.schedule.T == 1000 and cfg.data.resolution == 256
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["schedule.continuous=true", "sample.timestep_spacing=linspace"], r"sample: .*'linspace' is for discrete"),
+        (["sample.nfe=1500"], r"sample: .*1499 steps do not fit the 1000 integer timesteps"),
+        (["diffusion.condition.kind=remap", "diffusion.condition.remap_grid=lambda", "sample.sampler=dpm-solver-2"],
+         r"sample: the remap λ-uniform grid runs with ddpm, ddim, dpm-solver-1, dpm-solver\+\+2m; not 'dpm-solver-2'"),
+        (["diffusion.condition.kind=remap", "diffusion.condition.remap_grid=lambda", "sample.nfe=1"],
+         r"sample: the remap λ-uniform grid needs nfe >= 2"),
+        (["diffusion.condition.kind=remap", "diffusion.condition.remap_grid=lambda", "sample.timestep_spacing=leading"],
+         r"sample\.timestep_spacing: 'leading' is not used by the remap λ-uniform grid"),
+    ],
+)
+def test_sample_config_is_checked_at_load(overrides, message):
+    """The preview sampler's plan is built when the config is validated, not first mid-training (review item 5)."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+    load_config(None, ["diffusion.condition.kind=remap", "diffusion.condition.remap_grid=lambda", "sample.nfe=20"])

@@ -361,6 +361,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"data.root: required for data.name={d.name!r} (a folder of images)")
     cfg.build_condition()  # t_tilde / n consistency (raises ConfigError)
     _check_knobs(cfg)
+    _check_sample(cfg)
     if cfg.schedule.name == "zero-snr" and cfg.diffusion.prediction == "eps":
         warnings.warn(
             "diffusion.prediction: eps with schedule.name: zero-snr: α = 0 at the last step, so x̂0 = (x - σε)/α "
@@ -368,6 +369,26 @@ def validate(cfg: RunConfig) -> RunConfig:
             stacklevel=2,
         )
     return cfg
+
+
+def _check_sample(cfg: RunConfig) -> None:
+    """The preview sampler's plan (``sample:``) builds, so a bad one fails at load, not mid-training."""
+    from .conditioning import remap_lambda_plan
+    from .samplers import plan
+
+    s, schedule = cfg.sample, cfg.build_schedule()
+    lambda_grid = cfg.diffusion.condition.remap_grid == "lambda"  # Table A5: λ ~ U_λ at inference
+    if lambda_grid and s.timestep_spacing is not None:
+        raise ConfigError(f"sample.timestep_spacing: {s.timestep_spacing!r} is not used by the remap λ-uniform grid "
+                          "(diffusion.condition.remap_grid: lambda); leave it null")
+    try:
+        if lambda_grid:
+            remap_lambda_plan(cfg.build_condition(), schedule, s.sampler, s.nfe)
+        else:
+            plan(schedule, s.sampler, s.nfe, timestep_spacing=s.timestep_spacing, denoise_to_zero=s.denoise_to_zero,
+                 order_plan=s.order_plan)
+    except ValueError as err:
+        raise ConfigError(f"sample: {err}") from None
 
 
 def _check_knobs(cfg: RunConfig) -> None:
