@@ -186,6 +186,28 @@ def test_bad_arguments_are_click_errors(tmp_path, args, message):
         select_budget("toy", seeds=1)
 
 
+@pytest.mark.parametrize("error", ["nonfinite", "checkpoint", "config", "oserror", "value"])
+def test_run_errors_are_click_errors_not_tracebacks(tmp_path, monkeypatch, error):
+    """A training/evaluation failure inside reproduce (also re-raised by fut.result() under --jobs) ends as
+    a one-line error naming the cause (review item 7)."""
+    import etsdm.reproduce
+    from etsdm.config import ConfigError
+    from etsdm.train.checkpoint import CheckpointWriteError
+    from etsdm.train.trainer import NonFiniteLossError
+
+    errors = {"nonfinite": NonFiniteLossError("loss is nan at step 7"), "checkpoint": CheckpointWriteError("disk full"),
+              "config": ConfigError("sample.nfe: bad"), "oserror": OSError(28, "No space left on device"),
+              "value": ValueError("bad plan")}
+
+    def failing(*args, **kwargs):
+        raise errors[error]
+
+    monkeypatch.setattr(etsdm.reproduce, "reproduce", failing)
+    res = CliRunner().invoke(cli, ["reproduce", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+    assert f"Error: {errors[error]}" in res.output and "Traceback" not in res.output
+
+
 def test_image_folder_data(tmp_path, capsys):
     """--data FOLDER: grayscale images resized to 16 px, FID in the folder's own features with a held-out floor."""
     import numpy as np

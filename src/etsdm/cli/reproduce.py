@@ -67,6 +67,8 @@ def reproduce_cmd(out: Path, budget: str, claims: list[str] | None, seeds: int |
     import torch
 
     from ..reproduce import ReproduceError, reproduce
+    from ..train.checkpoint import CheckpointWriteError
+    from ..train.trainer import NonFiniteLossError
 
     torch.set_num_threads(1)  # every toy model is small: one thread is fastest on a shared CPU
     command = "etsdm " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("etsdm") else ""
@@ -74,8 +76,10 @@ def reproduce_cmd(out: Path, budget: str, claims: list[str] | None, seeds: int |
         res = reproduce(out, budget=budget, claims=claims, seeds=seeds, data=data, jobs=jobs, dry_run=dry_run,
                         progress=progress, device=device, calibrate=calibrate,
                         command=command or f"etsdm reproduce --budget {budget} --out {out}")
-    except ReproduceError as err:
-        raise click.ClickException(str(err)) from None
+    except (ReproduceError, NonFiniteLossError, CheckpointWriteError, ValueError) as err:  # as `etsdm train`
+        raise click.ClickException(str(err)) from None  # (ConfigError is a ValueError)
+    except OSError as err:  # e.g. the disk filled up; FileNotFoundError included
+        raise click.ClickException(f"{err}; rerun the same command to continue from the finished work") from None
     if isinstance(res, str):
         click.echo(res)
         return
