@@ -158,6 +158,34 @@ def test_verdict_rule_per_row_and_claim():
     assert claim_verdict(rows) == "mixed (1 reproduced, 1 not resolved)"
 
 
+def test_a_diverged_seed_fails_its_arm_in_the_report(tmp_path, monkeypatch):
+    """NaN samples: eval_fid records the divergence (no FID, no reference built) and the row is 'failed',
+    naming the arm and seed, not a silently missing seed (review item 6)."""
+    import torch
+
+    claim, budget = CLAIMS["3"], select_budget("quick", seeds=2)
+    row = budget.rows(claim)[0]
+    ctx = runner.Context(tmp_path, budget)
+    plan = runner._resolve_metric(row.metric, budget)[4:]
+    pools = {0: torch.zeros(4, 1, 8, 8), 1: torch.full((4, 1, 8, 8), float("nan"))}  # etsdm seed 1 diverged
+    monkeypatch.setattr(runner, "pool_samples", lambda spec, ctx, plan, model: pools[spec.seed])
+    specs, values = {}, {}
+    for seed in (0, 1):
+        for arm in ("baseline", "etsdm"):
+            spec = runner.RunSpec(claim.arm(arm), "main", seed, "shared", arm,
+                                  arm_overrides(claim.arm(arm), budget, "main", seed, None))
+            specs[(spec.overrides, seed)] = spec
+            if arm == "etsdm" and seed == 1:
+                rec = runner.eval_fid(spec, ctx, plan, lambda: etsdm.runs.load_model("gmm"))
+                assert rec["fid"] is None and "NaN" in rec["diverged"] and "in 4 of 4 samples" in rec["diverged"]
+            else:
+                rec = {"fid": 10.0 + seed, "floor": 1.0}
+            values[spec.key] = {f"fid:{plan}": rec}
+    res = row_result(row, claim, budget, specs, values)
+    assert res["verdict"] == "failed" and res["failed"][0].startswith("etsdm seed 1: "), res
+    assert claim_verdict([res]) == "failed"
+
+
 def test_a_folder_holding_another_run_is_refused(tmp_path):
     spec = next(s for s in plan_runs(BUDGETS["quick"], ["3"]) if s.name == "baseline")
     cfg = runner.run_config(spec)

@@ -22,7 +22,8 @@ from .claims import CLAIMS, Claim, Row
 from .runner import RunSpec, _resolve_metric, arm_overrides, slug
 
 CLAIM_RULE = ("a claim is reproduced / reversed / not resolved when all its primary rows are; otherwise it is "
-              "'mixed' and the counts are given")
+              "'mixed' and the counts are given; a row is 'failed' when a run of either arm diverged (NaN or "
+              "infinite samples), naming the arm and seed")
 
 
 def run_values(spec: RunSpec, out: Path) -> dict[str, Any]:
@@ -61,10 +62,12 @@ def row_result(row: Row, claim: Claim, budget: Budget, specs: dict[tuple[tuple[s
     """The row's per-seed values, paired difference, verdict, and (FID) the floor."""
     seeds = range(budget.families[claim.family].seeds)
     ma, mb = _resolve(row.metric, budget), _resolve(row.metric_b, budget)
-    a, b, floors, missing = [], [], [], []
+    a, b, floors, missing, failed = [], [], [], [], []
     for seed in seeds:
         sa, sb = (specs.get((arm_overrides(claim.arm(name), budget, claim.family, seed, data), seed))
                   for name in (row.a, row.b))
+        failed += [f"{name} seed {seed}: {why}" for name, s, m in ((row.a, sa, ma), (row.b, sb, mb))
+                   if s and (why := _diverged(values.get(s.key, {}), m))]
         va = _value(values.get(sa.key, {}), ma) if sa else None
         vb = _value(values.get(sb.key, {}), mb) if sb else None
         if va is None or vb is None or not (math.isfinite(va) and math.isfinite(vb)):
@@ -77,6 +80,8 @@ def row_result(row: Row, claim: Claim, budget: Budget, specs: dict[tuple[tuple[s
     out: dict[str, Any] = {"label": row.label, "a": row.a, "b": row.b, "metric_a": ma, "metric_b": mb,
                            "direction": row.direction, "paper": row.paper, "primary": row.primary, "note": row.note,
                            "seeds": [s for s in seeds if s not in missing], "missing_seeds": missing}
+    if failed:  # a diverged run is a result (its arm failed), never a silently missing value
+        return out | {"verdict": "failed", "failed": failed, "why": "diverged: " + "; ".join(failed)}
     if len(a) < 2:
         return out | {"verdict": "missing", "why": f"{len(a)} seed(s) with both values; an interval needs 2"}
     diff = paired_difference(a, b)
@@ -85,6 +90,12 @@ def row_result(row: Row, claim: Claim, budget: Budget, specs: dict[tuple[tuple[s
     if floors:
         out["floor"] = sum(floors) / len(floors)
     return out
+
+
+def _diverged(vals: dict[str, Any], metric: str) -> str | None:
+    """Why the run's samples for ``metric`` had no FID (NaN / inf samples; runner.eval_fid), else None."""
+    v = vals.get(metric)
+    return v.get("diverged") if isinstance(v, dict) else None
 
 
 def _resolve(metric: str, budget: Budget) -> str:

@@ -307,7 +307,7 @@ def pool_samples(spec: RunSpec, ctx: Context, plan: str, model: Any) -> torch.Te
 
 def eval_fid(spec: RunSpec, ctx: Context, plan: str, model: Callable[[], Any]) -> dict[str, Any]:
     """FID-n of the run's pool for ``plan`` (mean over eval seeds) and the real-vs-real floor at n."""
-    from ..metrics import fid_with_floor
+    from ..metrics import SampleError, check_samples, fid_with_floor
     from ..runs import describe_sampling
 
     fam = ctx.budget.families[spec.family]
@@ -317,16 +317,21 @@ def eval_fid(spec: RunSpec, ctx: Context, plan: str, model: Callable[[], Any]) -
     hit = cached(path, settings)
     if hit is not None:
         return hit
-    x = pool_samples(spec, ctx, plan, model).clamp(-1, 1)
+    sampler, nfe, options = parse_plan(plan)
+    sampling = describe_sampling(model(), sampler, nfe, **options)
+    try:  # NaN / inf / far out of range: no FID; slight overshoot clamped to [-1, 1]
+        x = check_samples(pool_samples(spec, ctx, plan, model), what=f"{spec.name} seed {spec.seed} {plan} samples")[0]
+    except SampleError as err:  # the run diverged: a failure of its arm, shown in the report (report.row_result)
+        record = {"settings": settings, "diverged": str(err), "fid": None, "floor": None, "sampling": sampling}
+        atomic_json(path, record)
+        return record
     ref, held, net, source = ctx.reference(model())
     n = min(fam.n, held.shape[0] if held is not None else ref.shape[0] // 2)  # a small folder: fewer held-out
     if n < 2:
         raise ReproduceError(f"FID-n: {source} leaves fewer than 2 real images for the floor; use a larger folder")
     res = fid_with_floor(x, ref, held, net, n=n, seeds=list(range(fam.eval_seeds)))
-    sampler, nfe, options = parse_plan(plan)
     record = {"settings": settings, "n": n, "fid": res["fid"], "fid_values": res["fid_values"], "floor": res["floor"],
-              "floor_values": res["floor_values"], "features": source,
-              "sampling": describe_sampling(model(), sampler, nfe, **options)}
+              "floor_values": res["floor_values"], "features": source, "sampling": sampling}
     atomic_json(path, record)
     return record
 
