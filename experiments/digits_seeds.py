@@ -36,7 +36,7 @@ import torch
 from etsdm.analysis import lipschitz_curve
 from etsdm.analysis.lipschitz import curve_summary, sharing_boundaries
 from etsdm.analysis.stability import perturbation_error
-from etsdm.metrics import fid_with_floor, summarize
+from etsdm.metrics import SampleError, check_samples, fid_with_floor, summarize
 from etsdm.metrics.features import digits_split, load_feature_net, save_feature_net, train_feature_net
 from etsdm.metrics.paired import VERDICT_RULE, paired_difference, verdict
 from etsdm.reproduce.runner import parse_plan as _parse_plan
@@ -99,13 +99,23 @@ def fid_table(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
         per_arm: dict[str, list[float]] = {arm: [] for arm in ARMS}
         floors: list[float] = []
         pools: list[int] = []
+        failed: list[str] = []
         for seed in args.seeds:
             for arm in ARMS:
-                x = pooled_samples(args.runs, arm, seed, spec, args.pool, cache).clamp(-1, 1)
+                try:  # NaN / inf / far out of range: no FID (a failure of the arm); slight overshoot clamped
+                    x = check_samples(pooled_samples(args.runs, arm, seed, spec, args.pool, cache),
+                                      what=f"{arm} seed {seed} {spec} samples")[0]
+                except SampleError as err:
+                    failed.append(f"{arm} seed {seed}: {err}")
+                    continue
                 pools.append(int(x.shape[0]))
                 res = fid_with_floor(x, train, test, net, n=args.n, seeds=eval_seeds)
                 per_arm[arm].append(res["fid"])
                 floors.append(res["floor"])
+        if failed:  # reported as a failed row, never dropped from the paired statistics silently
+            out[spec] = {"verdict": "failed", "failed": failed}
+            print(f"{spec}: failed: " + "; ".join(failed), flush=True)
+            continue
         diff = paired_difference(per_arm["baseline"], per_arm["etsdm"])
         out[spec] = {
             **{arm: summarize("fid", vals) for arm, vals in per_arm.items()},
@@ -168,6 +178,9 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for spec, row in results["fid"].items():
+        if "failed" in row:  # a diverged run (fid_table)
+            lines.append(f"| `{spec}` | | | | diverged: {'; '.join(row['failed'])} | failed | |")
+            continue
         d = row["difference"]
         lines.append(
             f"| `{spec}` | {row['pool']} | {_pm(row['baseline'], 'fid')} | {_pm(row['etsdm'], 'fid')} | "
@@ -202,7 +215,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    specs = list(results["fid"])
+    specs = [spec for spec, row in results["fid"].items() if "failed" not in row]  # failed rows: in the table
     fig, ax = plt.subplots(figsize=(1.1 * len(specs) + 2, 4.2))
     for i, spec in enumerate(specs):
         row = results["fid"][spec]

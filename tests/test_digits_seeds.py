@@ -7,8 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from scipy import stats
 
 from etsdm.cli import main as cli
 
@@ -61,7 +63,11 @@ def test_paired_noise_statistics_outputs_and_cache(runs, tmp_path, monkeypatch):
     row = res["fid"]["ddim:3"]
     per_seed = [e - b for b, e in zip(row["baseline"]["fid_values"], row["etsdm"]["fid_values"], strict=True)]
     assert row["difference"]["mean"] == pytest.approx(sum(per_seed) / 2)
-    assert row["verdict"] in ("reproduced", "reversed", "not resolved")
+    d = row["difference"]  # the paired Student-t 95% interval, and the verdict by VERDICT_RULE's words
+    half = stats.t.ppf(0.975, 1) * np.std(per_seed, ddof=1) / np.sqrt(2)
+    assert (d["low"], d["high"]) == pytest.approx((d["mean"] - half, d["mean"] + half))
+    expected = "not resolved" if d["low"] <= 0 <= d["high"] else "reproduced" if d["high"] < 0 else "reversed"
+    assert row["verdict"] == expected
     assert (out / "fid_seeds.png").stat().st_size > 0 and (out / "lipschitz_seeds.png").stat().st_size > 0
     assert "ddim:3" in (out / "seeds.md").read_text()
     assert json.loads((out / "seeds.json").read_text())["fid"]["ddim:3"]["floor"] > 0
@@ -82,3 +88,31 @@ def test_bad_arguments_are_named(runs, tmp_path):
     with pytest.raises(SystemExit, match="missing run"):
         script.main(["--runs", str(tmp_path), "--seeds", "0", "1", "--out", str(tmp_path / "o"), "--pool", "12",
                      "--n", "6", "--plans", "ddim:2"])
+
+
+def test_a_diverged_run_fails_its_plan(tmp_path, monkeypatch):
+    """NaN samples of one (arm, seed): the plan's row is 'failed' naming them, in the JSON and the table;
+    no FID is computed from them and no seed is silently dropped (review item 6)."""
+    import argparse
+
+    import torch
+
+    script = load_script()
+    pools = {("etsdm", 1): torch.full((4, 1, 8, 8), float("nan"))}
+    monkeypatch.setattr(script, "pooled_samples", lambda runs, arm, seed, spec, pool, cache:
+                        pools.get((arm, seed), torch.zeros(4, 1, 8, 8)))
+    monkeypatch.setattr(script, "feature_net", lambda cache: None)
+    seen = []
+
+    def fid(x, train, test, net, n, seeds):
+        seen.append(bool(torch.isfinite(x).all()))
+        return {"fid": 1.0, "floor": 0.5}
+
+    monkeypatch.setattr(script, "fid_with_floor", fid)
+    args = argparse.Namespace(plans=["ddim:3"], seeds=[0, 1], runs=tmp_path, pool=4, n=2, eval_seeds=1)
+    table = script.fid_table(args, tmp_path / "cache")
+    row = table["ddim:3"]
+    assert row["verdict"] == "failed" and len(row["failed"]) == 1 and row["failed"][0].startswith("etsdm seed 1: ")
+    assert seen == [True, True, True]  # the three finite pools only
+    settings = {"n": 2, "seeds": [0, 1], "eval_seeds": 1}
+    assert "| `ddim:3` | | | | diverged: etsdm seed 1: " in script.markdown({"settings": settings, "fid": table})

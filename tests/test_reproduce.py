@@ -33,6 +33,29 @@ class Killed(RuntimeError):
     pass
 
 
+def expected_verdict(row: dict) -> str:
+    """The row's verdict recomputed: per-seed b − a from its values, the paired Student-t 95% interval,
+    and VERDICT_RULE's words (excludes 0 in the paper's direction / the other / contains 0)."""
+    import math
+
+    import numpy as np
+    from scipy import stats
+
+    d = row["difference"]
+    diffs = np.array(row["b_values"]["value_values"]) - np.array(row["a_values"]["value_values"])
+    assert d["differences"] == pytest.approx(diffs.tolist())
+    half = stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / math.sqrt(len(diffs))
+    assert (d["low"], d["high"]) == pytest.approx((diffs.mean() - half, diffs.mean() + half))
+    if d["low"] <= 0 <= d["high"]:
+        return "not resolved"
+    return "reproduced" if (d["high"] < 0) == (row["direction"] == "lower") else "reversed"
+
+
+def expected_claim_verdict(rows: list[dict]) -> str:
+    primary = {r["verdict"] for r in rows if r["primary"]}
+    return primary.pop() if len(primary) == 1 else "mixed"
+
+
 def test_quick_end_to_end_and_kill_restart(tmp_path, monkeypatch):
     """A kill during the evaluations of the 4th run; the restart retrains none of the finished runs and
     recomputes no finished evaluation; the report has a verdict for every claim; a third call does nothing."""
@@ -83,7 +106,9 @@ def test_quick_end_to_end_and_kill_restart(tmp_path, monkeypatch):
     assert set(res["claims"]) == set(CLAIM_IDS)
     for claim in res["claims"].values():
         assert claim["verdict"] != "missing"
-        assert all(r["verdict"] in ("reproduced", "reversed", "not resolved") for r in claim["rows"])
+        for r in claim["rows"]:
+            assert r["verdict"] == expected_verdict(r), r
+        assert claim["verdict"].startswith(expected_claim_verdict(claim["rows"]))
     report = (out / "report.md").read_text()
     assert "Verdict rule" in report and "| 5b." in report and "timestep_spacing=fractional" in report
     data = json.loads((out / "report.json").read_text())
@@ -251,7 +276,7 @@ def test_image_folder_data(tmp_path, capsys):
     assert "[reproduce] run 1/4 shared/baseline-s0: training" in err and "fid:ddpm:10 · elapsed" in err
     assert "ETA" in err
     row = res["claims"]["3"]["rows"][0]
-    assert row["verdict"] in ("reproduced", "reversed", "not resolved") and "analytic" not in res
+    assert row["verdict"] == expected_verdict(row) and "analytic" not in res
     rec = json.loads(next((tmp_path / "o" / "evals").glob("shared/etsdm-s0/fid-*.json")).read_text())
     assert "fid-own" in rec["features"] and rec["n"] == 6
     cfg = (tmp_path / "o" / "runs/shared/etsdm-s0/config.yaml").read_text()
@@ -269,5 +294,7 @@ def test_full_budget_reports_from_finished_run_folders(tmp_path):
     text = reproduce(out, budget=full, claims=["3", "7"], dry_run=True)
     assert text.count("[finished]") == 4 and text.count("[to train]") == 4
     res = reproduce(out, budget=full, claims=["3", "7"], progress=False)
-    assert res["claims"]["3"]["verdict"] in ("reproduced", "reversed", "not resolved")
+    rows = res["claims"]["3"]["rows"]
+    assert all(r["verdict"] == expected_verdict(r) for r in rows)
+    assert res["claims"]["3"]["verdict"].startswith(expected_claim_verdict(rows))
     assert res["claims"]["7"]["verdict"] == "missing" and not (out / "runs" / "claim7").exists()
