@@ -115,6 +115,12 @@ def test_export_loads_in_diffusers_and_import_round_trips(run_dir, tmp_path):
         torch.testing.assert_close(m2.denoiser.eps(x, t), m.denoiser.eps(x, t), rtol=1e-5, atol=1e-5)
     res = CliRunner().invoke(main, ["import", str(tmp_path), str(tmp_path / "x")])
     assert res.exit_code == 1 and "no diffusers UNet2DModel" in res.output
+    # --t-tilde belongs to --condition etsdm; a bad t̃ is named as such (not "the UNet does not load")
+    res = CliRunner().invoke(main, ["import", str(out), str(tmp_path / "y"), "--t-tilde", "100"])
+    assert res.exit_code == 2 and "--t-tilde" in res.output and "--condition etsdm" in res.output
+    res = CliRunner().invoke(main, ["import", str(out), str(tmp_path / "z"), "--condition", "etsdm", "--t-tilde",
+                                    "100.5"])
+    assert res.exit_code == 1 and "t_tilde" in res.output and "does not load" not in res.output
 
 
 def test_plain_diffusers_folder_without_sidecar_uses_its_scheduler(tmp_path):

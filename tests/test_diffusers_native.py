@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMPipeline, DDPMPipeline, DiffusionPipeline, UNet2DModel
+from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, DiffusionPipeline, UNet2DModel
 from torch import nn
 
 import etsdm
 from etsdm.config import dump_config, load_config
 from etsdm.diffusers_model import ETSDMUNet2DModel
 from etsdm.runs import build_net, export_diffusers, generate, import_diffusers, load_model
+from etsdm.samplers import plan
 from etsdm.train.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -25,9 +26,9 @@ TINY_NET = ("model.overrides={base_channels: 8, channel_mult: [1], layers_per_bl
 NFE = 20  # diffusers' "leading" grid 950, 900, ..., 50, 0: t = 50 lies inside E-TSDM's [0, 100), f_T(50) = 40
 
 
-def _run(path: Path, condition: str = "etsdm") -> Path:
+def _run(path: Path, condition: str = "etsdm", *overrides: str) -> Path:
     """A digits run with one checkpoint of random (not zero-initialised) weights, written without training."""
-    cfg = load_config(None, [TINY_NET, f"diffusion.condition.kind={condition}"])
+    cfg = load_config(None, [TINY_NET, f"diffusion.condition.kind={condition}", *overrides])
     torch.manual_seed(0)
     net = build_net(cfg, (1, 8, 8))
     with torch.no_grad():
@@ -44,8 +45,8 @@ def exported(tmp_path_factory) -> tuple[Path, Path]:
     return run, export_diffusers(run, tmp / "hf")
 
 
-def _ours(spec: Path, sampler: str, seed: int) -> np.ndarray:
-    x = generate(load_model(spec), 2, sampler=sampler, nfe=NFE, seed=seed, timestep_spacing="leading")
+def _ours(spec: Path, sampler: str, seed: int, **options) -> np.ndarray:
+    x = generate(load_model(spec), 2, sampler=sampler, nfe=NFE, seed=seed, **options)  # the run's defaults
     return (x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()  # as the pipelines return images
 
 
@@ -67,21 +68,111 @@ def test_export_is_a_pipeline_folder_whose_unet_applies_f(exported):
         assert text in card
 
 
-@pytest.mark.parametrize("pipeline, sampler", [(DDIMPipeline, "ddim"), (DDPMPipeline, "ddpm")])
-def test_diffusers_pipelines_sample_as_etsdm(exported, pipeline, sampler):
+# DDPM: `etsdm sample` with the run's defaults (linspace); DDIM: diffusers' DDIM steps t -> t - T//N, which
+# is etsdm's DDIM on the leading grid (model card), and `--sampler diffusers:DDIMScheduler` on any grid
+@pytest.mark.parametrize("pipeline, sampler, options", [
+    (DDPMPipeline, "ddpm", {}), (DDIMPipeline, "diffusers:DDIMScheduler", {}),
+    (DDIMPipeline, "ddim", {"timestep_spacing": "leading"})])
+def test_diffusers_pipelines_sample_as_etsdm(exported, pipeline, sampler, options):
     run, out = exported
     pipe = pipeline.from_pretrained(str(out))
+    if options:
+        pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config, **options)
     pipe.set_progress_bar_config(disable=True)
     # DDIM: ε̂ recomputed from the clipped x̂0, as ADM's DDIM and etsdm's samplers do
-    kwargs = {"use_clipped_model_output": True} if sampler == "ddim" else {}
+    kwargs = {"use_clipped_model_output": True} if pipeline is DDIMPipeline else {}
     images = pipe(batch_size=2, generator=torch.Generator().manual_seed(3), num_inference_steps=NFE,
                   output_type="np", **kwargs).images
-    np.testing.assert_allclose(images, _ours(run, sampler, 3), rtol=0, atol=2e-5)
-    np.testing.assert_allclose(images, _ours(out, sampler, 3), rtol=0, atol=2e-5)  # etsdm on the folder
+    np.testing.assert_allclose(images, _ours(run, sampler, 3, **options), rtol=0, atol=2e-5)
+    np.testing.assert_allclose(images, _ours(out, sampler, 3, **options), rtol=0, atol=2e-5)  # on the folder
     pipe.unet = UNet2DModel.from_pretrained(str(out), subfolder="unet")  # the silent mistake the class prevents
     wrong = pipe(batch_size=2, generator=torch.Generator().manual_seed(3), num_inference_steps=NFE,
                  output_type="np", **kwargs).images
     assert np.abs(wrong - images).max() > 1e-3
+
+
+def _walk(scheduler, n: int) -> list[float]:
+    """The times a diffusers DDPM/DDIM scheduler evaluates at, then the time its last step lands on
+    (-1: the data, ᾱ = 1); DDIM's steps go t -> t - T//N."""
+    scheduler.set_timesteps(n)
+    ts = [float(t) for t in scheduler.timesteps]
+    land = ts[-1] - scheduler.config.num_train_timesteps // n if isinstance(scheduler, DDIMScheduler) else -1.0
+    if isinstance(scheduler, DDIMScheduler):  # every step must land on the next evaluation
+        assert all(a - scheduler.config.num_train_timesteps // n == b for a, b in zip(ts, ts[1:], strict=False))
+    return [*ts, max(land, -1.0)]
+
+
+@pytest.mark.parametrize("spacing", [None, "linspace", "leading", "trailing"])
+def test_exported_schedulers_walk_the_timesteps_of_etsdm_sample(tmp_path, spacing):
+    """The export's DDPM scheduler walks `etsdm sample --sampler ddpm`'s timesteps for the run's
+    (default or configured) spacing; DDIM where diffusers' t -> t - T//N step expresses it."""
+    over = [f"sample.timestep_spacing={spacing}"] if spacing else []
+    run = _run(tmp_path / "r", "etsdm", *over)
+    out = export_diffusers(run, tmp_path / "hf")
+    m = load_model(run)
+    ddpm = DDPMScheduler.from_pretrained(str(out), subfolder="scheduler")
+    assert ddpm.config.timestep_spacing == (spacing or "linspace")
+    for n in (5, 10, 20, 50):
+        assert _walk(ddpm, n) == plan(m.schedule, "ddpm", n, timestep_spacing=spacing)[0], n
+        if spacing in ("leading", "trailing"):  # T % n == 0: DDIM's fixed stride is the grid's
+            ddim = DDIMScheduler.from_config(ddpm.config)
+            assert _walk(ddim, n) == plan(m.schedule, "ddim", n, timestep_spacing=spacing)[0], n
+    card = (out / "README.md").read_text()
+    assert f"timestep_spacing `{spacing or 'linspace'}`" in card and "t − T//N" in card
+
+
+def test_export_maps_dynamic_clipping_onto_diffusers_thresholding(tmp_path):
+    run = _run(tmp_path / "r", "etsdm", "sample.clip=dynamic")
+    out = export_diffusers(run, tmp_path / "hf")
+    pipe = DDPMPipeline.from_pretrained(str(out))
+    cfg = pipe.scheduler.config
+    assert cfg.thresholding and not cfg.clip_sample and cfg.dynamic_thresholding_ratio == 0.995
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(batch_size=2, generator=torch.Generator().manual_seed(3), num_inference_steps=NFE,
+                  output_type="np").images
+    np.testing.assert_allclose(images, _ours(run, "ddpm", 3), rtol=0, atol=2e-5)
+    assert np.abs(images - _ours(run, "ddpm", 3, clip="static")).max() > 1e-3  # not static clipping
+    theirs = generate(load_model(run), 2, sampler="diffusers:DDIMScheduler", nfe=NFE, seed=5, clip="dynamic",
+                      timestep_spacing="leading")
+    ours = generate(load_model(run), 2, sampler="ddim", nfe=NFE, seed=5, clip="dynamic", timestep_spacing="leading")
+    torch.testing.assert_close(theirs, ours, rtol=0, atol=2e-5)
+
+
+def test_export_of_a_remap_lambda_grid_run(tmp_path):
+    run = _run(tmp_path / "r", "remap", "diffusion.condition.remap_grid=lambda")
+    out = export_diffusers(run, tmp_path / "hf")
+    assert DDPMScheduler.from_pretrained(str(out), subfolder="scheduler").config.clip_sample  # digits: static
+    assert "λ-uniform" in (out / "README.md").read_text()
+
+
+def test_export_replaces_an_old_export_only_once_the_new_one_is_in_place(exported, tmp_path, monkeypatch):
+    run, _ = exported
+    out = export_diffusers(run, tmp_path / "hf")
+    stale = tmp_path / ".hf.killed123"  # the temporary folder of an export killed earlier
+    stale.mkdir()
+    (out / "marker").write_text("old")
+    real = Path.rename
+
+    def failing(self, target):
+        if Path(target) == out and ".old" not in self.name:  # the new export's move into place
+            raise OSError("disk full")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing)
+    with pytest.raises(OSError, match="disk full"):
+        export_diffusers(run, out, overwrite=True)
+    assert (out / "marker").read_text() == "old" and (out / "model_index.json").is_file()  # still the old one
+    monkeypatch.setattr(Path, "rename", real)
+    export_diffusers(run, out, overwrite=True)
+    assert not (out / "marker").exists() and (out / "model_index.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]  # no temporaries left, the stale one removed
+
+
+def test_import_checks_the_condition_options_first(exported, tmp_path):
+    _, out = exported
+    with pytest.raises(ValueError, match="t_tilde") as err:
+        import_diffusers(out, tmp_path / "bad", condition={"kind": "etsdm", "t_tilde": 100.5, "n": 5})
+    assert "does not load" not in str(err.value) and not (tmp_path / "bad").exists()
 
 
 def test_baseline_export_stays_a_plain_unet2dmodel(tmp_path):

@@ -95,9 +95,10 @@ def test_fractional_grid_is_explicit(discrete):
 def test_integer_grids_equal_diffusers_timesteps(discrete):
     """Ours = diffusers' set_timesteps for each timestep_spacing (their rounding), NFE 1..120, 250, 500:
     DPMSolverMultistep's (plus the final σ_min point t = 0) for the DPM-Solvers; DDIMScheduler's
-    N timesteps (then the data, t = -1) for DDIM, which lands on the data by default."""
+    N timesteps (then the data, t = -1) for DDIM, which lands on the data by default (trailing too:
+    its N timesteps end at T/N - 1, not at 0)."""
     multi = {sp: DPMSolverMultistepScheduler(timestep_spacing=sp) for sp in INTEGER_SPACINGS}
-    ddim = {sp: DDIMScheduler(timestep_spacing=sp) for sp in ("linspace", "leading")}
+    ddim = {sp: DDIMScheduler(timestep_spacing=sp) for sp in INTEGER_SPACINGS}
     single = DPMSolverSinglestepScheduler(solver_order=3, lower_order_final=True, final_sigmas_type="sigma_min")
     for n in [*range(1, 121), 250, 500]:
         for sp in INTEGER_SPACINGS:
@@ -108,7 +109,7 @@ def test_integer_grids_equal_diffusers_timesteps(discrete):
             if sp in ddim and n > 1:  # (diffusers' one-step linspace evaluates at t = 0 only)
                 ddim[sp].set_timesteps(n)
                 ours = plan(discrete, "ddim", n, timestep_spacing=sp)[0]
-                assert ours == [float(t) for t in ddim[sp].timesteps] + [-1.0], (sp, n)
+                assert ours == [float(t) for t in ddim[sp].timesteps[:n]] + [-1.0], (sp, n)
         single.set_timesteps(n)
         times, orders = plan(discrete, "dpm-solver-3", n)  # intermediate points on the integer grid
         assert times == [float(t) for t in single.timesteps] + [0.0] and orders == _groups(single.order_list)
@@ -303,8 +304,9 @@ def test_cli_help_shows_the_conventions_and_defaults():
     res = CliRunner().invoke(main, ["sample", "--help"])
     assert res.exit_code == 0
     text = " ".join(res.output.split())
-    for needle in ("--timestep-spacing", "--denoise-to-zero / --no-denoise-to-zero", "--order-plan", "[default: lu]",
-                   "--clip [auto|none|static|dynamic]", "[default: auto]", "off for the DPM-Solvers"):
+    for needle in ("--timestep-spacing", "--denoise-to-zero / --no-denoise-to-zero", "--order-plan",
+                   "Default: the run's sample.order_plan, else lu", "--clip [auto|none|static|dynamic]",
+                   "Default: the run's sample.clip, else auto", "off for the DPM-Solvers"):
         assert needle in text, needle
 
 

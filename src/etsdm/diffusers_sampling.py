@@ -1,8 +1,9 @@
 """Any diffusers scheduler as an etsdm sampler: ``--sampler diffusers:<SchedulerClass>``.
 
 For solvers etsdm does not implement (UniPC, Euler, Heun, DPM++ SDE, ...). The scheduler is built
-from the run's exact discrete schedule (the β table, prediction type, x̂0 clipping and integer
-timestep spacing that ``etsdm export`` writes, :func:`etsdm.runs._export_scheduler`) with
+from the run's exact discrete schedule (the β table, prediction type, x̂0 clipping -- dynamic as
+diffusers' ``thresholding`` -- and integer timestep spacing that ``etsdm export`` writes,
+:func:`etsdm.runs._export_scheduler`) with
 ``SchedulerClass.from_config``, and driven by diffusers' own loop::
 
     x = noise · init_noise_sigma
@@ -25,13 +26,25 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from .samplers import CLIPS, DYNAMIC_PERCENTILE, INTEGER_SPACINGS
+
 if TYPE_CHECKING:
     from .runs import LoadedModel
 
 PREFIX = "diffusers:"
 EXAMPLES = ("DDIMScheduler", "UniPCMultistepScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
             "HeunDiscreteScheduler", "DPMSolverMultistepScheduler", "DPMSolverSDEScheduler")
-INTEGER_SPACINGS = ("linspace", "leading", "trailing")
+NO_MAX = float(torch.finfo(torch.float32).max)  # etsdm's dynamic threshold s has no upper bound
+
+
+def clip_config(clip: str) -> dict[str, Any]:
+    """etsdm's x̂0 clipping as diffusers scheduler settings: ``static`` -> ``clip_sample`` to [-1, 1];
+    ``dynamic`` -> ``thresholding`` (Saharia et al.: s = the 0.995 quantile of |x̂0| per sample, s >= 1,
+    x̂0 -> clamp(x̂0, -s, s)/s, as etsdm.samplers does; diffusers' cap ``sample_max_value`` lifted)."""
+    if clip not in CLIPS:
+        raise ValueError(f"clip {clip!r}: allowed {', '.join(CLIPS)}")
+    return {"clip_sample": clip == "static", "clip_sample_range": 1.0, "thresholding": clip == "dynamic",
+            "dynamic_thresholding_ratio": DYNAMIC_PERCENTILE, "sample_max_value": NO_MAX}
 
 
 def is_diffusers_sampler(name: str) -> bool:
@@ -64,7 +77,7 @@ def scheduler_class(name: str) -> type:
 def build_scheduler(model: LoadedModel, name: str, *, timestep_spacing: str | None = None,
                     clip: str | None = None) -> Any:
     """The scheduler ``name`` on the run's discrete schedule (see the module doc)."""
-    from .runs import _export_scheduler, auto_clip
+    from .runs import _export_scheduler, resolve_clip
 
     if model.schedule.continuous:
         raise ValueError(f"--sampler {name}: diffusers' schedulers are discrete; this run is continuous-time")
@@ -77,12 +90,11 @@ def build_scheduler(model: LoadedModel, name: str, *, timestep_spacing: str | No
                              f"({', '.join(INTEGER_SPACINGS)})")
         base["timestep_spacing"] = timestep_spacing
     if clip is not None:
-        clip = auto_clip(model) if clip == "auto" else clip
-        if clip == "dynamic":
-            raise ValueError(f"--sampler {name}: clip 'dynamic' is not mapped onto diffusers' thresholding; "
-                             "use static or none")
-        base["clip_sample"] = clip == "static"
-    return scheduler_class(name).from_config(base)
+        base |= clip_config(resolve_clip(model, clip))
+    scheduler = scheduler_class(name).from_config(base)
+    if base["thresholding"] and not scheduler.config.get("thresholding"):
+        raise ValueError(f"--sampler {name}: this scheduler has no dynamic thresholding; use clip static or none")
+    return scheduler
 
 
 def _step_kwargs(scheduler: Any, generator: torch.Generator | None, eta: float) -> dict[str, Any]:
@@ -138,6 +150,7 @@ def describe(model: LoadedModel, name: str, nfe: int, *, timestep_spacing: str |
     scheduler.set_timesteps(nfe)
     ts = [round(float(t), 4) for t in scheduler.timesteps]
     cfg = scheduler.config
+    clip = "dynamic" if cfg.get("thresholding") else "static" if cfg.get("clip_sample") else "none"
     return {"sampler": name, "num_inference_steps": nfe, "network_evaluations": len(ts),
-            "timestep_spacing": cfg.get("timestep_spacing"), "clip": "static" if cfg.get("clip_sample") else "none",
+            "timestep_spacing": cfg.get("timestep_spacing"), "clip": clip,
             "prediction_type": cfg.get("prediction_type"), "timesteps": ts}

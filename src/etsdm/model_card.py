@@ -44,18 +44,7 @@ def model_card(model: LoadedModel, command: str) -> str:
         f"| training steps | {steps} |", "",
     ]
     if pipe:
-        lines += ["## Use with diffusers", "", "```python",
-                  *(["import etsdm  # registers ETSDMUNet2DModel with diffusers"] if applies else []),
-                  "from diffusers import DDIMPipeline, DiffusionPipeline", "",
-                  'pipe = DiffusionPipeline.from_pretrained("<this folder>")  # a DDPMPipeline',
-                  "images = pipe(batch_size=4, num_inference_steps=50).images",
-                  'ddim = DDIMPipeline.from_pretrained("<this folder>")',
-                  "images = ddim(batch_size=4, num_inference_steps=50, use_clipped_model_output=True).images",
-                  "```", "",
-                  "The same samples (same generator seed) from etsdm: `etsdm sample <this folder> --sampler ddim "
-                  "--nfe 50 --timestep-spacing <the scheduler's timestep_spacing>` (or `--sampler ddpm`). "
-                  "`use_clipped_model_output=True` makes diffusers' DDIM recompute ε̂ from the clipped x̂0, as "
-                  "ADM and etsdm do.", ""]
+        lines += _use_with_diffusers(model, applies)
     else:
         lines += ["Continuous-time model: `unet/` only (diffusers' schedulers are discrete); sample it with "
                   "`etsdm sample <this folder>`.", ""]
@@ -64,6 +53,51 @@ def model_card(model: LoadedModel, command: str) -> str:
         lines += ["Trained with `etsdm train config.yaml` on this config:", "", "```yaml",
                   dump_config(model.config).rstrip(), "```", ""]
     return "\n".join(lines)
+
+
+def sampling_notes(model: LoadedModel) -> list[str]:
+    """Which timesteps the exported pipelines walk and the ``etsdm sample`` line that gives the same
+    samples (same generator seed), as bullet lines."""
+    from .runs import export_spacing, resolve_clip
+
+    cfg = model.config
+    spacing, clip, T = export_spacing(model), resolve_clip(model), model.schedule.T
+    run_spacing = (cfg.sample.timestep_spacing if cfg is not None else None) or spacing
+    clip_text = {"static": "`clip_sample` to [-1, 1]", "none": "none",
+                 "dynamic": "`thresholding` (Saharia et al.'s dynamic thresholding, ratio 0.995)"}[clip]
+    notes = [f"- The scheduler is a `DDPMScheduler` with the run's exact β table (T = {T}), "
+             f"timestep_spacing `{spacing}`, `variance_type=\"fixed_large\"` and x̂0 clipping {clip_text}.",
+             f"- `DDPMPipeline` walks its N timesteps, then the data: the same timesteps and samples as "
+             f"`etsdm sample <this folder> --sampler ddpm --nfe N --timestep-spacing {spacing}`.",
+             f"- `DDIMPipeline` evaluates at the scheduler's N timesteps but steps each t to t − T//N. That is "
+             f"etsdm's DDIM grid for `leading` (and `trailing` when N divides {T}); for `linspace` it is not. "
+             f"The same samples as the pipeline: `etsdm sample <this folder> --sampler diffusers:DDIMScheduler "
+             f"--nfe N`; etsdm's DDIM (`--sampler ddim --timestep-spacing leading`) equals `DDIMPipeline` with "
+             f"`DDIMScheduler.from_pretrained(\"<this folder>\", subfolder=\"scheduler\", "
+             f"timestep_spacing=\"leading\")`."]
+    if run_spacing != spacing:
+        notes.append(f"- The run samples on the float `{run_spacing}` grid, which diffusers' schedulers cannot "
+                     f"express; the pipelines use `{spacing}` (`--timestep-spacing {spacing}` above).")
+    cond = cfg.diffusion.condition if cfg is not None else None
+    if cond is not None and cond.kind == "remap" and cond.remap_grid == "lambda":
+        notes.append("- `etsdm sample` on this remap run walks a λ-uniform grid (`remap_grid: lambda`, Table A5), "
+                     "which a DDPMScheduler cannot express; the pipelines walk the integer grid above, as "
+                     "`etsdm sample <this folder> --sampler diffusers:DDPMScheduler` (or `diffusers:DDIMScheduler`) "
+                     "does.")
+    return notes
+
+
+def _use_with_diffusers(model: LoadedModel, applies: bool) -> list[str]:
+    return ["## Use with diffusers", "", "```python",
+            *(["import etsdm  # registers ETSDMUNet2DModel with diffusers"] if applies else []),
+            "from diffusers import DDIMPipeline, DiffusionPipeline", "",
+            'pipe = DiffusionPipeline.from_pretrained("<this folder>")  # a DDPMPipeline',
+            "images = pipe(batch_size=4, num_inference_steps=50).images",
+            'ddim = DDIMPipeline.from_pretrained("<this folder>")',
+            "images = ddim(batch_size=4, num_inference_steps=50, use_clipped_model_output=True).images",
+            "```", "", *sampling_notes(model),
+            "- `use_clipped_model_output=True` makes diffusers' DDIM recompute ε̂ from the clipped x̂0, as ADM "
+            "and etsdm do.", ""]
 
 
 def write_model_card(folder: Path, model: LoadedModel, command: str) -> Path:

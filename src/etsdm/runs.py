@@ -41,6 +41,7 @@ from .analytic import GaussianMixture
 from .conditioning import ConditionMap, Identity, TimestepSharing, make_condition_map, remap_lambda_plan
 from .config import ConfigError, RunConfig, from_dict, load_config
 from .denoiser import Denoiser
+from .samplers import INTEGER_SPACINGS, default_spacing
 from .schedules import DiscreteSchedule, Schedule, make_schedule, schedule_from_config
 from .train.checkpoint import CheckpointError, checkpoint_problem, fallback_note, load_weights, read_meta, step_dirs
 
@@ -411,7 +412,8 @@ def export_diffusers(spec: str | Path, out_dir: str | Path, *, ema: bool = True,
 
     An existing non-empty ``out_dir`` is an error unless ``overwrite`` and it is an earlier export
     (it has an etsdm.json); then it is replaced whole (no stray files of the old export remain).
-    The new folder is written beside it and moved into place, with ordinary file modes (0644).
+    The new folder is written beside it and moved into place, with ordinary file modes (0644); the
+    old one is removed only after that (temporaries left by a killed export are cleaned up).
 
     The UNet: a run with a condition map (E-TSDM, remap) is an
     :class:`~etsdm.diffusers_unet.ETSDMUNet2DModel`, which applies the map in its forward, so
@@ -419,10 +421,12 @@ def export_diffusers(spec: str | Path, out_dir: str | Path, *, ema: bool = True,
     a baseline run stays a plain ``UNet2DModel``. The scheduler (discrete schedules) is a
     DDPMScheduler with the run's exact β table (``trained_betas``), prediction type,
     ``variance_type="fixed_large"`` (Eq. 10's η_t² = β_t, etsdm's ddpm default), x̂0 clipping as
-    ``etsdm sample`` does by default and the run's integer ``timestep_spacing`` (else diffusers'
-    ``leading``); continuous-time runs get none (diffusers' schedulers are discrete) and their
-    exact schedule lives in the sidecar. ``command`` goes into the model card (default: the
-    equivalent ``etsdm export`` line).
+    ``etsdm sample`` does by default (dynamic as diffusers' ``thresholding``) and the run's integer
+    ``timestep_spacing`` (:func:`export_spacing`; default ``linspace``, as ``etsdm sample``), so
+    DDPMPipeline walks ``etsdm sample --sampler ddpm``'s timesteps; the model card says what
+    DDIMPipeline walks (:func:`etsdm.model_card.sampling_notes`); continuous-time runs get none
+    (diffusers' schedulers are discrete) and their exact schedule lives in the sidecar. ``command``
+    goes into the model card (default: the equivalent ``etsdm export`` line).
     """
     out = Path(out_dir)
     _check_export_target(out, overwrite)
@@ -433,6 +437,8 @@ def export_diffusers(spec: str | Path, out_dir: str | Path, *, ema: bool = True,
         raise ValueError("super-resolution runs take a low-resolution input: export is for unconditional UNets")
     unet, time_scale = find_unet(model.denoiser.net)
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.*"):  # temporaries of an export killed earlier
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         _save_pipeline(tmp, model, unet, time_scale)
@@ -441,26 +447,54 @@ def export_diffusers(spec: str | Path, out_dir: str | Path, *, ema: bool = True,
 
         write_model_card(tmp, model, command or f"etsdm export {spec} {out}")
         _ordinary_modes(tmp)  # safetensors and mkdtemp create 0600 / 0700
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
+        _swap_into_place(tmp, out)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
+
+
+def _swap_into_place(new: Path, out: Path) -> None:
+    """Rename ``new`` to ``out``; an existing ``out`` is moved aside first and removed only once
+    ``new`` is in place (a failure puts it back), so ``out`` always holds a whole export."""
+    old = out.parent / f".{out.name}.old{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    try:
+        new.rename(out)
+    except BaseException:
+        if old.exists():
+            old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _export_scheduler(model: LoadedModel) -> Any:
     """The run's discrete schedule as a DDPMScheduler that samples as ``etsdm sample`` does."""
     from diffusers import DDPMScheduler
 
-    sched, cfg = model.schedule, model.config
-    spacing = cfg.sample.timestep_spacing if cfg is not None else None
-    clip = sample_settings(model, "ddpm", 1)["clip"]
+    from .diffusers_sampling import clip_config
+
+    sched = model.schedule
     return DDPMScheduler(num_train_timesteps=sched.T, trained_betas=sched.betas().tolist(),
-                         clip_sample=clip == "static", clip_sample_range=1.0, variance_type="fixed_large",
-                         timestep_spacing=spacing if spacing in ("linspace", "leading", "trailing") else "leading",
-                         prediction_type=_PRED_TO_DIFFUSERS[model.denoiser.prediction])
+                         variance_type="fixed_large", timestep_spacing=export_spacing(model),
+                         prediction_type=_PRED_TO_DIFFUSERS[model.denoiser.prediction],
+                         **clip_config(resolve_clip(model)))
+
+
+def export_spacing(model: LoadedModel) -> str:
+    """The integer ``timestep_spacing`` an export's scheduler gets: the run's ``sample.timestep_spacing``,
+    else etsdm's default (``linspace``); a float grid (fractional, logSNR, ...) has no diffusers
+    equivalent and falls back to ``linspace`` (the model card says so)."""
+    spacing = model.config.sample.timestep_spacing if model.config is not None else None
+    spacing = spacing or default_spacing(model.schedule)
+    return spacing if spacing in INTEGER_SPACINGS else "linspace"
+
+
+def resolve_clip(model: LoadedModel, clip: str | None = None) -> str:
+    """x̂0 clipping: ``clip``, else the run's ``sample.clip``; ``auto`` -> :func:`auto_clip`."""
+    if clip is None:
+        clip = model.config.sample.clip if model.config is not None else "auto"
+    return auto_clip(model) if clip == "auto" else clip
 
 
 def _save_pipeline(folder: Path, model: LoadedModel, unet: nn.Module, time_scale: float) -> None:
@@ -530,6 +564,8 @@ def import_diffusers(src: str | Path, out_run: str | Path, *, condition: dict[st
     out = Path(out_run)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out}: exists and is not empty")
+    if condition is not None:
+        _check_condition(src, unet_dir, condition)
     # Built in a temporary folder beside OUT and renamed at the end: a failure (or a kill: its
     # leftover is removed by the next import) never leaves a half-made run that blocks a retry.
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -548,6 +584,20 @@ def import_diffusers(src: str | Path, out_run: str | Path, *, condition: dict[st
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _check_condition(src: Path, unet_dir: Path, condition: dict[str, Any]) -> None:
+    """Build the condition map ``condition`` on the source's schedule (its T): a bad option (e.g. a
+    t_tilde that is not a whole number of timesteps) is reported as such, before anything is written."""
+    side = _sidecar(src, unet_dir)
+    schedule = (schedule_from_config(side["schedule"]) if "schedule" in side
+                else schedule_from_diffusers(_scheduler_config(src)))
+    opts = dict(condition)
+    kind = opts.pop("kind", "identity")
+    try:
+        make_condition_map(kind, T=None if schedule.continuous else schedule.T, **opts)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"condition {condition}: {err}") from None
 
 
 def _write_import(src: Path, unet_dir: Path, out: Path, *, condition: dict[str, Any] | None,

@@ -27,7 +27,8 @@ Conventions (docs/samplers.md explains each choice; :func:`describe` records the
 * **Timestep spacing.** Discrete models were trained on integer timesteps only, so by default every
   sampler evaluates them at integers: ``timestep_spacing`` ``"linspace"`` (default), ``"leading"``
   or ``"trailing"``, rounded exactly as diffusers' ``timestep_spacing`` (DPMSolver schedulers'
-  formulas for ``steps`` steps; with ``denoise_to_zero`` the DDIM/DDPM schedulers' N timesteps).
+  formulas for ``steps`` steps; with ``denoise_to_zero`` the DDIM/DDPM schedulers' N timesteps, whose
+  ``trailing`` grid ends at T/N - 1 rather than at t_end).
   DPM-Solver-2/3 then take their intermediate points from the same integer grid, as diffusers'
   DPMSolverSinglestepScheduler does. ``"fractional"`` is the time-uniform float grid, i.e. what the
   official dpm-solver code does for discrete models (queries at t = 978.61, ...); ``"logSNR"`` and
@@ -181,9 +182,12 @@ def resolve_spacing(schedule: Schedule, spacing: str | None) -> str:
     return spacing
 
 
-def _integer_grid(schedule: Schedule, steps: int, spacing: str, t_start: float, t_end: float) -> list[float]:
-    """``steps + 1`` integer timesteps from (about) t_start down to t_end, rounded as diffusers'
-    DPMSolver schedulers' ``timestep_spacing`` (their N inference steps plus the final σ_min point)."""
+def _integer_grid(schedule: Schedule, steps: int, spacing: str, t_start: float, t_end: float,
+                  evaluations: bool = False) -> list[float]:
+    """``steps + 1`` integer timesteps from (about) t_start down to (about) t_end, rounded as diffusers'
+    ``timestep_spacing``: DPMSolver schedulers' N = steps inference steps plus the final σ_min point
+    t_end; with ``evaluations`` (a final step into the data follows), DDIM/DDPM schedulers' N = steps + 1
+    timesteps. The two differ for ``trailing`` only: DDIM/DDPM's trailing grid ends at T/N - 1, not t_end."""
     if schedule.continuous:
         raise ValueError(f"timestep spacing {spacing!r} needs a discrete schedule")
     if not (float(t_start).is_integer() and float(t_end).is_integer()):
@@ -194,7 +198,9 @@ def _integer_grid(schedule: Schedule, steps: int, spacing: str, t_start: float, 
         grid = np.linspace(lo, hi, steps + 1).round()[::-1]
     elif spacing == "leading":  # (arange(N+1) * (T // (N+1)))[::-1]
         grid = (lo + np.arange(steps + 1) * (n // (steps + 1)))[::-1]
-    else:  # trailing: round(arange(T, 0, -T/N)) - 1, then the final point
+    elif evaluations:  # trailing, DDIM/DDPM: round(arange(T, 0, -T/N)) - 1, N = steps + 1 points
+        grid = lo + np.round(np.arange(n, 0, -n / (steps + 1)))[: steps + 1] - 1
+    else:  # trailing, DPMSolver: round(arange(T, 0, -T/N)) - 1, N = steps, then the final point
         grid = np.concatenate([lo + np.round(np.arange(n, 0, -n / steps))[:steps] - 1, [lo]])
     out = [float(v) for v in grid]
     if len(out) != steps + 1 or any(b >= a for a, b in zip(out, out[1:], strict=False)):
@@ -205,16 +211,18 @@ def _integer_grid(schedule: Schedule, steps: int, spacing: str, t_start: float, 
     return out
 
 
-def time_grid(schedule: Schedule, steps: int, spacing: Spacing, t_start: float, t_end: float) -> list[float]:
+def time_grid(schedule: Schedule, steps: int, spacing: Spacing, t_start: float, t_end: float,
+              evaluations: bool = False) -> list[float]:
     """``steps + 1`` decreasing times ending at t_end: integers (``linspace`` / ``leading`` /
     ``trailing``, diffusers' rounding), or floats uniform in t (``fractional`` = ``time-uniform``), in
-    λ, or in sqrt(t - t_data)."""
+    λ, or in sqrt(t - t_data). ``evaluations``: the points are all network evaluations, a step into
+    the data follows (DDIM/DDPM's trailing grid then ends above t_end, see :func:`_integer_grid`)."""
     if spacing not in SPACINGS:
         raise ValueError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
     if steps < 1:
         raise ValueError(f"time_grid needs steps >= 1, got {steps}")
     if spacing in INTEGER_SPACINGS:
-        return _integer_grid(schedule, steps, spacing, t_start, t_end)
+        return _integer_grid(schedule, steps, spacing, t_start, t_end, evaluations)
     if spacing in ("time-uniform", "fractional"):
         grid = torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64)
     elif spacing == "logSNR":
@@ -316,7 +324,7 @@ def plan(
     elif sampler in ("dpm-solver-2", "dpm-solver-3") and spacing == "logSNR":  # Lu et al.: K steps uniform in λ
         times = _singlestep_times(schedule, time_grid(schedule, len(orders), spacing, t_start, t_end), orders)
     else:
-        times = time_grid(schedule, budget, spacing, t_start, t_end)
+        times = time_grid(schedule, budget, spacing, t_start, t_end, evaluations=denoise_to_zero)
         if sampler in ("dpm-solver-2", "dpm-solver-3") and spacing not in INTEGER_SPACINGS:
             # Lu et al.'s code: outer points at the step boundaries of the NFE-point grid, inner ones in λ
             outer = [times[i] for i in np.cumsum([0, *orders])]

@@ -378,6 +378,8 @@ def import_cmd(diffusers_dir: Path, out_run: Path, condition: str | None, t_tild
     """Import a diffusers UNet2DModel folder as an etsdm run OUT_RUN that every command accepts."""
     from ..runs import import_diffusers
 
+    if t_tilde is not None and condition != "etsdm":
+        raise click.UsageError("--t-tilde is E-TSDM's t̃: it needs --condition etsdm")
     cond = None
     if condition == "etsdm":
         cond = {"kind": "etsdm", "n": n, **({"t_tilde": t_tilde} if t_tilde is not None else {})}
