@@ -272,6 +272,12 @@ def test_diffusers_ddim_scheduler_equals_our_ddim(exported):
     assert calls[-2:] == [40.0, 0.0]  # t = 50, 0 of the leading grid: the network sees f_T(t)
 
 
+def test_one_list_of_integer_spacings():
+    from etsdm import diffusers_sampling, samplers
+
+    assert diffusers_sampling.INTEGER_SPACINGS is samplers.INTEGER_SPACINGS  # one concept in one place
+
+
 def test_a_scheduler_we_do_not_implement_runs_through_the_cli(exported, tmp_path):
     from click.testing import CliRunner
 

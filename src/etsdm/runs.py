@@ -41,6 +41,7 @@ from .analytic import GaussianMixture
 from .conditioning import ConditionMap, Identity, TimestepSharing, make_condition_map, remap_lambda_plan
 from .config import ConfigError, RunConfig, from_dict, load_config
 from .denoiser import Denoiser
+from .diffusers_sampling import is_diffusers_sampler
 from .samplers import INTEGER_SPACINGS, default_spacing
 from .schedules import DiscreteSchedule, Schedule, make_schedule, schedule_from_config
 from .train.checkpoint import CheckpointError, checkpoint_problem, fallback_note, load_weights, read_meta, step_dirs
@@ -665,7 +666,7 @@ def describe_sampling(model: LoadedModel, sampler: str, nfe: int, **options: Any
     convention, NFE plan and orders, final-step option, clipping (``etsdm.samplers.describe``)."""
     from .samplers import describe
 
-    if sampler.startswith("diffusers:"):  # any diffusers scheduler (etsdm.diffusers_sampling)
+    if is_diffusers_sampler(sampler):  # any diffusers scheduler (etsdm.diffusers_sampling)
         from . import diffusers_sampling
 
         return diffusers_sampling.describe(model, sampler, nfe, timestep_spacing=options.get("timestep_spacing"),
@@ -698,7 +699,7 @@ def generate(
     g = torch.Generator(device=device).manual_seed(seed)
     out = []
     den = model.denoiser
-    if sampler.startswith("diffusers:"):  # any diffusers scheduler, the condition map applied by the Denoiser
+    if is_diffusers_sampler(sampler):  # any diffusers scheduler, the condition map applied by the Denoiser
         from .diffusers_sampling import generate_diffusers
 
         return generate_diffusers(model, num, sampler, nfe, generator=g, batch=batch, progress=progress,

@@ -52,11 +52,11 @@ def _set_threads(threads: str, model=None) -> str:
 
 def _sampler_name(ctx: click.Context, param: click.Parameter, name: str) -> str:
     """--sampler: one of etsdm's samplers or diffusers:<SchedulerClass> (checked before any work)."""
+    from ..diffusers_sampling import is_diffusers_sampler, scheduler_class
+
     if name in SAMPLERS:
         return name
-    if name.startswith("diffusers:"):
-        from ..diffusers_sampling import scheduler_class
-
+    if is_diffusers_sampler(name):
         try:
             scheduler_class(name)
         except ValueError as err:
