@@ -140,3 +140,23 @@ def test_every_cell_trains_and_samples_finite(path, continuous, ring: GaussianMi
 def test_lambda_grid_needs_a_remap_map():
     with pytest.raises(ConfigError, match="remap_grid"):
         load_config(None, ["diffusion.condition.remap_grid=lambda"])
+
+
+def test_lambda_grid_runs_record_the_evaluations_they_walk():
+    """A remap λ-grid run records nfe = the evaluations walked (repeated timesteps dropped), the requested
+    nfe beside it, no ignored conventions, and refuses an explicit timestep spacing (review item 4)."""
+    from etsdm.runs import describe_sampling
+
+    cfg = load_config(CELLS[0], TOY + ["diffusion.condition.remap=inverse", "diffusion.condition.remap_grid=lambda"])
+    den = build_denoiser(cfg, build_net(cfg, (2,)))
+    model = LoadedModel(den.eval(), den.schedule, cfg, cfg.name, "gmm", shape=(2,))
+    times, orders = remap_lambda_plan(den.condition, den.schedule, "ddim", 50)
+    assert len(orders) < 50  # discrete time: repeats dropped
+    d = describe_sampling(model, "ddim", 50)
+    assert d["nfe"] == len(orders) and d["nfe_requested"] == 50 and d["timesteps"] == times
+    assert d["grid"] == "remap λ-uniform" and not {"timestep_spacing", "denoise_to_zero", "order_plan"} & set(d)
+    for bad in ({"timestep_spacing": "leading"}, {"spacing": "trailing"}, {"denoise_to_zero": False}):
+        with pytest.raises(ValueError, match="λ-uniform grid"):
+            describe_sampling(model, "ddim", 50, **bad)
+        with pytest.raises(ValueError, match="λ-uniform grid"):
+            generate(model, 2, sampler="ddim", nfe=50, **bad)

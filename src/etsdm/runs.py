@@ -647,6 +647,10 @@ def sample_settings(model: LoadedModel, sampler: str, nfe: int, **options: Any) 
     out = dict(options)
     cond_cfg = model.config.diffusion.condition if model.config is not None else None
     if cond_cfg is not None and cond_cfg.remap_grid == "lambda" and "timesteps" not in out:
+        ignored = {k: out[k] for k in ("timestep_spacing", "spacing") if out.get(k) is not None}
+        if ignored or out.get("denoise_to_zero") is False:  # the λ plan sets its grid and ends in the data
+            raise ValueError(f"{ignored or {'denoise_to_zero': False}}: a remap run with remap_grid: lambda walks the "
+                             "λ-uniform grid (its own steps, a last step into the data); leave these unset")
         ts, orders = remap_lambda_plan(model.denoiser.condition, model.schedule, sampler, nfe)  # Table A5: λ ~ U_λ
         out |= {"timesteps": ts, "orders": orders}
     if out.get("timestep_spacing") is None and out.get("spacing") is not None:
@@ -672,9 +676,13 @@ def describe_sampling(model: LoadedModel, sampler: str, nfe: int, **options: Any
         return diffusers_sampling.describe(model, sampler, nfe, timestep_spacing=options.get("timestep_spacing"),
                                            clip=options.get("clip"))
     settings = sample_settings(model, sampler, nfe, **options)
-    if "timesteps" in settings:  # an explicit (e.g. remap λ-grid) plan: recorded as given
-        return {"sampler": sampler, "nfe": nfe, **{k: v for k, v in settings.items() if k != "orders"},
-                "orders": list(settings.get("orders") or [])}
+    if "timesteps" in settings:  # an explicit (e.g. remap λ-grid) plan: recorded as walked
+        orders = list(settings.get("orders") or [1] * (len(settings["timesteps"]) - 1))
+        ignored = ("timestep_spacing", "denoise_to_zero", "order_plan", "orders")  # sample() ignores them here
+        grid = "remap λ-uniform" if "timesteps" not in options else "explicit"
+        return {"sampler": sampler, "nfe": sum(orders) if sampler != "dpm-solver++2m" else len(orders),
+                "nfe_requested": nfe, "grid": grid, **{k: v for k, v in settings.items() if k not in ignored},
+                "orders": orders}
     return describe(model.schedule, sampler, nfe, **settings)
 
 
