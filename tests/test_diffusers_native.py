@@ -142,7 +142,13 @@ def test_export_of_a_remap_lambda_grid_run(tmp_path):
     run = _run(tmp_path / "r", "remap", "diffusion.condition.remap_grid=lambda")
     out = export_diffusers(run, tmp_path / "hf")
     assert DDPMScheduler.from_pretrained(str(out), subfolder="scheduler").config.clip_sample  # digits: static
-    assert "λ-uniform" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "λ-uniform" in card and "<this folder> --sampler diffusers:DDPMScheduler --nfe N`" in card
+    pipe = DDPMPipeline.from_pretrained(str(out))
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(batch_size=2, generator=torch.Generator().manual_seed(3), num_inference_steps=NFE,
+                  output_type="np").images
+    np.testing.assert_allclose(images, _ours(out, "diffusers:DDPMScheduler", 3), rtol=0, atol=2e-5)  # as the card says
 
 
 def test_export_replaces_an_old_export_only_once_the_new_one_is_in_place(exported, tmp_path, monkeypatch):

@@ -63,27 +63,30 @@ def sampling_notes(model: LoadedModel) -> list[str]:
     cfg = model.config
     spacing, clip, T = export_spacing(model), resolve_clip(model), model.schedule.T
     run_spacing = (cfg.sample.timestep_spacing if cfg is not None else None) or spacing
+    cond = cfg.diffusion.condition if cfg is not None else None
+    lam_grid = cond is not None and cond.kind == "remap" and cond.remap_grid == "lambda"
     clip_text = {"static": "`clip_sample` to [-1, 1]", "none": "none",
                  "dynamic": "`thresholding` (Saharia et al.'s dynamic thresholding, ratio 0.995)"}[clip]
+    ddpm = ("--sampler diffusers:DDPMScheduler --nfe N" if lam_grid
+            else f"--sampler ddpm --nfe N --timestep-spacing {spacing}")
     notes = [f"- The scheduler is a `DDPMScheduler` with the run's exact β table (T = {T}), "
              f"timestep_spacing `{spacing}`, `variance_type=\"fixed_large\"` and x̂0 clipping {clip_text}.",
              f"- `DDPMPipeline` walks its N timesteps, then the data: the same timesteps and samples as "
-             f"`etsdm sample <this folder> --sampler ddpm --nfe N --timestep-spacing {spacing}`.",
+             f"`etsdm sample <this folder> {ddpm}`.",
              f"- `DDIMPipeline` evaluates at the scheduler's N timesteps but steps each t to t − T//N. That is "
              f"etsdm's DDIM grid for `leading` (and `trailing` when N divides {T}); for `linspace` it is not. "
              f"The same samples as the pipeline: `etsdm sample <this folder> --sampler diffusers:DDIMScheduler "
-             f"--nfe N`; etsdm's DDIM (`--sampler ddim --timestep-spacing leading`) equals `DDIMPipeline` with "
-             f"`DDIMScheduler.from_pretrained(\"<this folder>\", subfolder=\"scheduler\", "
-             f"timestep_spacing=\"leading\")`."]
+             f"--nfe N`" + ("." if lam_grid else
+             "; etsdm's DDIM (`--sampler ddim --timestep-spacing leading`) equals `DDIMPipeline` with "
+             "`DDIMScheduler.from_pretrained(\"<this folder>\", subfolder=\"scheduler\", "
+             "timestep_spacing=\"leading\")`.")]
     if run_spacing != spacing:
         notes.append(f"- The run samples on the float `{run_spacing}` grid, which diffusers' schedulers cannot "
                      f"express; the pipelines use `{spacing}` (`--timestep-spacing {spacing}` above).")
-    cond = cfg.diffusion.condition if cfg is not None else None
-    if cond is not None and cond.kind == "remap" and cond.remap_grid == "lambda":
-        notes.append("- `etsdm sample` on this remap run walks a λ-uniform grid (`remap_grid: lambda`, Table A5), "
-                     "which a DDPMScheduler cannot express; the pipelines walk the integer grid above, as "
-                     "`etsdm sample <this folder> --sampler diffusers:DDPMScheduler` (or `diffusers:DDIMScheduler`) "
-                     "does.")
+    if lam_grid:
+        notes.append("- `etsdm sample --sampler ddpm|ddim` on this remap run walks a λ-uniform grid (`remap_grid: "
+                     "lambda`, Table A5), which a DDPMScheduler cannot express; the pipelines walk the integer grid "
+                     "above, as the `diffusers:` samplers do.")
     return notes
 
 
