@@ -466,6 +466,7 @@ def test_singlestep_intermediate_points_split_lambda(continuous):
         ({"timesteps": [10.0, 20.0]}, "decreasing"),
         ({"sampler": "ddim", "timesteps": [10.0, 5.0, -1.0], "orders": [2]}, "orders"),
         ({"sampler": "dpm-solver-2", "timesteps": [10.0, 5.0, -1.0], "orders": [1]}, "cover"),
+        ({"sampler": "dpm-solver++2m", "timesteps": [999.0, 500.0, -1.0], "orders": [1, 2]}, "into the data"),
     ],
 )
 def test_bad_arguments_raise(discrete, kwargs, message):

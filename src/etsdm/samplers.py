@@ -464,8 +464,9 @@ def _evaluator(model: Any, schedule: Schedule, clip: Clip) -> Callable[[Tensor, 
 # ---------------------------------------------------------------------------------------------
 # The public entry point
 # ---------------------------------------------------------------------------------------------
-def _check_plan(sampler: str, timesteps: Sequence[float], orders: Sequence[int]) -> None:
-    """A replayed plan must decrease strictly and its orders must fit the sampler and cover the grid."""
+def _check_plan(sampler: str, timesteps: Sequence[float], orders: Sequence[int], t_data: float | None = None) -> None:
+    """A replayed plan must decrease strictly and its orders must fit the sampler and cover the grid;
+    DPM-Solver++(2M)'s step into the data (t_data: σ = 0, h = +∞) is first order."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
     if len(timesteps) < 2 or any(b >= a for a, b in zip(timesteps, timesteps[1:], strict=False)):
@@ -475,6 +476,11 @@ def _check_plan(sampler: str, timesteps: Sequence[float], orders: Sequence[int])
     work = len(orders) if sampler == "dpm-solver++2m" else sum(orders)
     if work != len(timesteps) - 1:
         raise ValueError(f"orders {list(orders)} do not cover the {len(timesteps) - 1} steps of timesteps")
+    if sampler == "dpm-solver++2m" and t_data is not None:
+        # order 2 needs r = h_prev / h (Lu et al. 2022b, Alg. 2); into the data λ = +∞, so h = ∞ and r = 0
+        if any(o == 2 and t <= t_data for o, t in zip(orders, timesteps[1:], strict=True)):
+            raise ValueError(f"orders {list(orders)}: dpm-solver++2m's step into the data (t = {t_data:g}, σ = 0) "
+                             "takes order 1")
 
 
 def _check_options(variance: str, third_order_intermediate: str, eta: float, clip: str, order_plan: str) -> None:
@@ -571,7 +577,7 @@ def sample(
             lower_order_final=lower_order_final,
         )
     orders = list(orders if orders is not None else [1] * (len(timesteps) - 1))
-    _check_plan(sampler, timesteps, orders)
+    _check_plan(sampler, timesteps, orders, schedule.t_data)
     exact_zero = _prediction(model) in ("v", "x0") and callable(getattr(model, "net_output", None))
     pts = _points(schedule, timesteps, exact_zero)
     _warn_eps_at_zero_snr(model, pts, schedule)
