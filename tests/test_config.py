@@ -160,3 +160,22 @@ def test_sample_config_is_checked_at_load(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
     load_config(None, ["diffusion.condition.kind=remap", "diffusion.condition.remap_grid=lambda", "sample.nfe=20"])
+
+
+def test_cli_shows_config_warnings_as_one_line():
+    """`etsdm` prints a config warning as "warning: <message>" on stderr, without Python's source line
+    (review item 14); the process's warning display is restored afterwards."""
+    import warnings
+
+    from click.testing import CliRunner
+
+    from etsdm.cli import main
+
+    before = warnings.showwarning
+    res = CliRunner().invoke(main, ["train", "--set", "schedule.name=zero-snr", "--set", "diffusion.prediction=eps",
+                                    "--print-config"])
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.stderr.splitlines() if "zero-snr" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: diffusion.prediction: eps with schedule.name: zero-snr")
+    assert "UserWarning" not in res.stderr and "config.py" not in res.stderr and "return validate" not in res.stderr
+    assert warnings.showwarning is before

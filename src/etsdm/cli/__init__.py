@@ -6,6 +6,10 @@ Each group of commands lives in its own module and registers itself on :data:`ma
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
+
 import click
 
 from . import measure, reproduce, run
@@ -19,6 +23,19 @@ def main() -> None:
     Train baseline / E-TSDM diffusion models, sample them with any sampler, measure their
     Lipschitz constants, stability and sample quality, and write reports with plots.
     """
+    click.get_current_context().with_resource(_plain_warnings())
+
+
+@contextlib.contextmanager
+def _plain_warnings() -> Iterator[None]:
+    """Warnings (e.g. a config's) as one line "warning: <message>" on stderr, not Python's
+    "file:line: UserWarning" with a source line; the previous display is restored afterwards."""
+    before = warnings.showwarning
+    warnings.showwarning = lambda message, *args, **kwargs: click.echo(f"warning: {message}", err=True)
+    try:
+        yield
+    finally:
+        warnings.showwarning = before
 
 
 run.register(main)
