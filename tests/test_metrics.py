@@ -192,6 +192,17 @@ def test_check_samples_rejects_what_no_metric_can_use_and_clamps_overshoot():
         evaluate_samples(torch.full((4, 2), float("nan")), "gmm", seeds=(0,))
 
 
+def test_check_samples_flags_images_that_look_like_0_1_data():
+    """[0, 1] images fit inside [-1, 1], so they are not an error; with no negative value at all they get a
+    note saying how to rescale (review item 16: the docstring claimed they were caught)."""
+    from etsdm.metrics import check_samples
+
+    unit = torch.rand(6, 1, 8, 8)
+    same, notes = check_samples(unit)
+    assert torch.equal(same, unit) and len(notes) == 1 and "[0, 1]" in notes[0] and "2 * x - 1" in notes[0]
+    assert check_samples(unit * 2 - 1)[1] == []  # ordinary [-1, 1] samples: no note
+
+
 def test_image_feature_net_learns_rotations_deterministically():
     from etsdm.metrics import train_image_feature_net
 

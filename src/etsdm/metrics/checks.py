@@ -9,8 +9,11 @@ or float (N, D) vectors (Gaussian-mixture data, unbounded). :func:`check_samples
   and clamping +inf to 1 would hide it).
 * Integer or boolean dtype: :class:`SampleError` (e.g. uint8 pixels 0..255; say how to rescale).
 * Images whose values reach beyond ±:data:`MAX_OVERSHOOT`: :class:`SampleError` naming the
-  expected range ([0, 255] or [0, 1] data would otherwise give a huge, meaningless FID).
+  expected range ([0, 255] data would otherwise give a huge, meaningless FID).
 * Images that overshoot [-1, 1] slightly (samplers do): clamped, with a note saying how much.
+* Images with no negative value anywhere: a note that they look like [0, 1] data (use 2 * x - 1).
+  Not an error: [0, 1] lies inside [-1, 1], so such samples cannot be told apart from genuine
+  all-bright [-1, 1] samples; the metric is computed as given.
 """
 
 from __future__ import annotations
@@ -71,4 +74,7 @@ def check_samples(samples: Tensor, *, what: str = "samples") -> tuple[Tensor, li
             notes.append(f"{what} overshoot [-1, 1] (range [{lo:.3g}, {hi:.3g}], {100 * share:.2g}% of values): "
                          "clamped to [-1, 1], as saving them as images would")
             x = x.clamp(-1, 1)
+        if lo >= 0:  # [-1, 1] samples of real data have dark (negative) pixels somewhere
+            notes.append(f"{what} have no negative value (range [{lo:.3g}, {hi:.3g}]): if they are [0, 1] images, "
+                         "rescale them with 2 * x - 1 (etsdm expects [-1, 1]); measured as given")
     return x, notes
