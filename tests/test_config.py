@@ -171,11 +171,13 @@ def test_cli_shows_config_warnings_as_one_line():
 
     from etsdm.cli import main
 
-    before = warnings.showwarning
-    res = CliRunner().invoke(main, ["train", "--set", "schedule.name=zero-snr", "--set", "diffusion.prediction=eps",
-                                    "--print-config"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # not hidden by an earlier test's identical warning (once per location)
+        before = warnings.showwarning
+        res = CliRunner().invoke(main, ["train", "--set", "schedule.name=zero-snr", "--set",
+                                        "diffusion.prediction=eps", "--print-config"])
+        assert warnings.showwarning is before
     assert res.exit_code == 0, res.output
     lines = [line for line in res.stderr.splitlines() if "zero-snr" in line]
     assert len(lines) == 1 and lines[0].startswith("warning: diffusion.prediction: eps with schedule.name: zero-snr")
     assert "UserWarning" not in res.stderr and "config.py" not in res.stderr and "return validate" not in res.stderr
-    assert warnings.showwarning is before
