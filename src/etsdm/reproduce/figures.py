@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from .report import claim_runs
+
 
 def _plt():
     import matplotlib
@@ -53,11 +55,11 @@ def forest(claim: dict[str, Any], path: Path, cid: str = "") -> Path | None:
     return path
 
 
-def k_curves(claim: dict[str, Any], path: Path) -> Path | None:
+def k_curves(runs: list[dict[str, Any]], path: Path) -> Path | None:
     """Mean K(t, t+1) over seeds per arm with a min-max band over seeds (log scale)."""
     per_arm: dict[str, list[list[float]]] = {}
     t: list[float] = []
-    for run in claim["runs"].values():
+    for run in runs:
         if "K" in run:
             per_arm.setdefault(run["arm"], []).append(run["K"]["K"])
             t = run["K"]["t"]
@@ -183,7 +185,7 @@ def draw_all(results: dict[str, Any], folder: Path) -> dict[str, list[str]]:
     for cid, claim in results["claims"].items():
         figs = [forest(claim, folder / f"claim{cid}_rows.png", cid)]
         if cid == "1":
-            figs.append(k_curves(claim, folder / "claim1_k_curves.png"))
+            figs.append(k_curves(claim_runs(results, claim), folder / "claim1_k_curves.png"))
         if cid == "2":
             figs.append(stability_bars(claim, folder / "claim2_stability.png"))
         if cid == "5":

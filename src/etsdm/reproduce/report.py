@@ -118,6 +118,7 @@ def build_results(budget: Budget, claim_ids: list[str], specs: list[RunSpec], ou
     """Everything of the report as one JSON-ready dict (``data``: as given to :func:`~.runner.plan_runs`)."""
     index = {(s.overrides, s.seed): s for s in specs}
     values = {s.key: run_values(s, out) for s in specs}
+    runs = {s.key: _run_summary(s, values[s.key]) for s in specs}  # once; claims name their runs by key
     claims = {}
     for cid in claim_ids:
         claim = CLAIMS[cid]
@@ -125,10 +126,15 @@ def build_results(budget: Budget, claim_ids: list[str], specs: list[RunSpec], ou
         claims[cid] = {"title": claim.title, "paper_ref": claim.paper_ref, "paper_numbers": claim.paper_numbers,
                        "family": claim.family, "seeds": budget.families[claim.family].seeds,
                        "notes": list(claim.notes), "rows": rows, "verdict": claim_verdict(rows),
-                       "runs": {s.key: _run_summary(s, values[s.key]) for s in specs if cid in s.claims}}
+                       "runs": [s.key for s in specs if cid in s.claims]}
     return {"budget": budget.to_dict(), "verdict_rule": VERDICT_RULE, "claim_rule": CLAIM_RULE,
             "interval": "Student-t 95%, paired by training seed (k − 1 degrees of freedom)", "meta": meta,
-            "claims": claims}
+            "claims": claims, "runs": runs}
+
+
+def claim_runs(results: dict[str, Any], claim: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run summaries of one claim (stored once in ``results["runs"]``, named by key in the claim)."""
+    return [results["runs"][key] for key in claim["runs"]]
 
 
 def _run_summary(spec: RunSpec, vals: dict[str, Any]) -> dict[str, Any]:
@@ -159,11 +165,11 @@ def _headline(claim: dict[str, Any]) -> dict[str, Any] | None:
     return next((r for r in claim["rows"] if r["primary"] and "difference" in r), None)
 
 
-def _sampling_line(claim: dict[str, Any]) -> str:
-    """The sampler conventions of the claim's FID rows, from the first run that has them."""
+def _sampling_line(claim: dict[str, Any], runs: list[dict[str, Any]]) -> str:
+    """The sampler conventions of the claim's FID rows, from the first of its ``runs`` that has them."""
     seen: dict[str, str] = {}
     used = {r[m] for r in claim["rows"] for m in ("metric_a", "metric_b")}
-    for run in claim["runs"].values():
+    for run in runs:
         for k, v in run.items():
             if k in used and k.startswith("fid:") and k not in seen and v.get("sampling"):
                 s = v["sampling"]
@@ -190,7 +196,7 @@ def markdown(results: dict[str, Any]) -> str:
                      f"**{c['verdict']}** |")
     lines.append("")
     for cid, c in results["claims"].items():
-        lines += _claim_section(cid, c, budget)
+        lines += _claim_section(cid, c, budget, claim_runs(results, c))
     if "analytic" in results:
         from .analytic import markdown as analytic_markdown
 
@@ -198,13 +204,13 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _claim_section(cid: str, c: dict[str, Any], budget: dict[str, Any]) -> list[str]:
+def _claim_section(cid: str, c: dict[str, Any], budget: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
     fam = budget["families"][c["family"]]
     lines = [f"## Claim {cid}: {c['title']} ({c['paper_ref']})", "", f"Paper: {c['paper_numbers']}.", "",
              f"Verdict: **{c['verdict']}**. Seeds: {c['seeds']} training seeds per arm "
              f"({fam['steps']} training steps, batch {fam['batch_size']}); FID-{fam['n']} from a pool of "
              f"{fam['pool']} samples per run, mean over {fam['eval_seeds']} random subsets; noise seed 1000 + k.", ""]
-    sampling = _sampling_line(c)
+    sampling = _sampling_line(c, runs)
     if sampling:
         lines += [f"Samplers: {sampling}.", ""]
     lines += ["| row | paper (a / b) | a | b | b − a [95% CI] | verdict | FID floor |", "|---|---|---|---|---|---|---|"]
