@@ -44,9 +44,11 @@ def _floats(value: str, name: str) -> list[float]:
 
 
 def _write_json(out: Path, name: str, payload: Any) -> Path:
+    from ..train.checkpoint import atomic_write_text
+
     out.mkdir(parents=True, exist_ok=True)
     path = out / name
-    path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=2, default=float) + "\n")
     return path
 
 

@@ -250,7 +250,7 @@ def sample_cmd(run: str, sampler: str, nfe: int, num: int, seed: int, out: Path 
     import torch
 
     from ..runs import describe_sampling, generate, load_model
-    from ..train.outputs import save_samples_png
+    from ..train.outputs import save_samples_png, write_atomic
 
     _set_threads(threads)
     try:  # parsed before sampling, so a typo never costs the samples
@@ -284,7 +284,8 @@ def sample_cmd(run: str, sampler: str, nfe: int, num: int, seed: int, out: Path 
                  progress=True, **kwargs)
     if x.ndim == 4:
         x = x.clamp(-1, 1)  # images: the sampler may overshoot the data range slightly
-    np.savez_compressed(out, samples=x.numpy(), sampler=sampler, nfe=nfe, seed=seed, sampling=json.dumps(sampling))
+    write_atomic(out, lambda p: np.savez_compressed(p, samples=x.numpy(), sampler=sampler, nfe=nfe, seed=seed,
+                                                    sampling=json.dumps(sampling)))
     png = save_samples_png(x, out.with_suffix(".png"))
     click.echo(f"{num} samples -> {out}  grid -> {png}")
     diverged = int((~torch.isfinite(x.reshape(len(x), -1))).any(1).sum())
@@ -317,6 +318,7 @@ def _evaluate_now(model, x, out: Path, seeds: list[int], sampling: dict | None =
     import json
 
     from ..metrics.evaluate import evaluate_samples, format_results
+    from ..train.checkpoint import atomic_write_text
 
     if model.data_name == "digits":
         reference = "digits"
@@ -337,7 +339,7 @@ def _evaluate_now(model, x, out: Path, seeds: list[int], sampling: dict | None =
         click.echo(line)
     path = out.with_suffix(".eval.json")
     record = results if sampling is None else {**results, "sampling": sampling}  # the conventions beside the numbers
-    path.write_text(json.dumps(record, indent=2, default=float))
+    atomic_write_text(path, json.dumps(record, indent=2, default=float))
     click.echo(f"metrics -> {path}")
 
 

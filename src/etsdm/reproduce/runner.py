@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import sys
 import time
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError, RunConfig, load_config, packaged_configs
+from ..train.outputs import write_atomic
 from .budgets import Budget
 from .claims import CLAIMS, STAB_SCALES, Arm, Claim, Family
 
@@ -268,10 +268,7 @@ def _digits_reference(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.n
     file = ctx.out / "cache" / f"digits_features-e{ctx.budget.feature_epochs}.safetensors"
     if not file.is_file():
         net, report = train_feature_net(epochs=ctx.budget.feature_epochs)
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_name(f".{file.name}.tmp{os.getpid()}")
-        save_feature_net(net, tmp, report)
-        tmp.replace(file)
+        write_atomic(file, lambda p: save_feature_net(net, p, report))
     net = load_feature_net(file)[0]
     return (digits_split("train")[0], digits_split("test")[0], net,
             f"digits classifier features ({ctx.budget.feature_epochs} epochs); reference: digits train split, "
@@ -298,10 +295,7 @@ def pool_samples(spec: RunSpec, ctx: Context, plan: str, model: Any) -> torch.Te
     sampler, nfe, options = parse_plan(plan)
     x = generate(model(), fam.pool, sampler=sampler, nfe=nfe, seed=NOISE_SEED_OFFSET + spec.seed,
                  batch=min(fam.pool, 500), device=ctx.device, **options)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.stem}.tmp{os.getpid()}.npz")
-    np.savez(tmp, samples=x.numpy(), plan=plan, noise_seed=NOISE_SEED_OFFSET + spec.seed)
-    tmp.replace(file)
+    write_atomic(file, lambda p: np.savez(p, samples=x.numpy(), plan=plan, noise_seed=NOISE_SEED_OFFSET + spec.seed))
     return x
 
 

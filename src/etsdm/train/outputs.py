@@ -29,7 +29,8 @@ def _atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
+def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` and rename tmp to ``path``: ``path`` holds the old or the new file, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with _atomic_path(path) as tmp:
         write(tmp)
@@ -38,7 +39,7 @@ def _write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
 
 def save_samples_npz(x: Tensor, path: str | Path) -> Path:
     """Samples as ``path`` (.npz, key ``samples``), written atomically."""
-    return _write_atomic(Path(path), lambda p: np.savez_compressed(p, samples=x.detach().cpu().numpy()))
+    return write_atomic(Path(path), lambda p: np.savez_compressed(p, samples=x.detach().cpu().numpy()))
 
 
 def image_grid(x: Tensor, nrow: int | None = None, pad: int | None = None, upscale: int | None = None) -> np.ndarray:
@@ -67,7 +68,7 @@ def save_samples_png(x: Tensor, path: str | Path, nrow: int | None = None) -> Pa
     if x.ndim == 4:
         from PIL import Image
 
-        return _write_atomic(path, lambda p: Image.fromarray(image_grid(x, nrow)).save(p))
+        return write_atomic(path, lambda p: Image.fromarray(image_grid(x, nrow)).save(p))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,7 +79,7 @@ def save_samples_png(x: Tensor, path: str | Path, nrow: int | None = None) -> Pa
     ax.scatter(v[:, 0], v[:, 1] if v.shape[1] > 1 else np.zeros(len(v)), s=2, alpha=0.5)
     ax.set_aspect("equal")
     ax.set_title(f"{len(v)} samples")
-    _write_atomic(path, lambda p: fig.savefig(p, dpi=120, bbox_inches="tight"))
+    write_atomic(path, lambda p: fig.savefig(p, dpi=120, bbox_inches="tight"))
     plt.close(fig)
     return path
 
@@ -105,6 +106,6 @@ def plot_loss_curve(metrics: str | Path, path: str | Path) -> Path:
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (mean over the logging window)")
     ax.grid(True, alpha=0.3)
-    _write_atomic(Path(path), lambda p: fig.savefig(p, dpi=120, bbox_inches="tight"))
+    write_atomic(Path(path), lambda p: fig.savefig(p, dpi=120, bbox_inches="tight"))
     plt.close(fig)
     return Path(path)
