@@ -46,6 +46,10 @@ def _set_threads(threads: str, model=None) -> str:
             n, why = 1, f"auto: busy CPU, load {load:.1f} on {cores} cores"
         else:
             n, why = cores, f"auto: idle CPU, {cores} cores"
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and "etsdm.threads_before" not in ctx.meta:  # a command sets threads for its own run only
+        ctx.meta["etsdm.threads_before"] = before = torch.get_num_threads()
+        ctx.call_on_close(lambda: torch.set_num_threads(before))  # in-process callers (tests, notebooks) keep theirs
     torch.set_num_threads(n)
     return f"torch CPU threads: {n} ({why})"
 
