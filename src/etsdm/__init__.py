@@ -10,7 +10,17 @@ from .conditioning import ConditionMap, Identity, Remap, TimestepSharing, make_c
 from .denoiser import Denoiser, Estimate
 from .losses import diffusion_loss, sample_timesteps
 from .samplers import SAMPLERS, StepInfo, plan, sample, singlestep_orders, time_grid
-from .schedules import SCHEDULE_NAMES, DiscreteSchedule, Schedule, make_schedule, schedule_from_config
+from .schedules import (
+    ALL_SCHEDULE_NAMES,
+    SCHEDULE_NAMES,
+    DiscreteSchedule,
+    EDMSchedule,
+    FlowSchedule,
+    Schedule,
+    VPSchedule,
+    make_schedule,
+    schedule_from_config,
+)
 from .share import SharedTimesteps, share_timesteps
 
 __version__ = "0.1.0"
@@ -24,10 +34,13 @@ def __getattr__(name: str):  # PEP 562: the diffusers-backed class without impor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
+    "ALL_SCHEDULE_NAMES",
     "ConditionMap",
     "Denoiser",
     "DiscreteSchedule",
+    "EDMSchedule",
     "Estimate",
+    "FlowSchedule",
     "GaussianMixture",
     "Identity",
     "Remap",
@@ -37,6 +50,7 @@ __all__ = [
     "SharedTimesteps",
     "StepInfo",
     "TimestepSharing",
+    "VPSchedule",
     "diffusers_model",
     "diffusion_loss",
     "losses",

@@ -1,4 +1,17 @@
-"""Noise schedules of the VP forward process q(x_t | x_0) = N(α_t x_0, σ_t² I)  (Eq. 1).
+"""Gaussian diffusion processes q(x_t | x_0) = N(α_t x_0, σ_t² I)  (Eq. 1): schedules.
+
+A :class:`Schedule` is any such process, defined by log α_t and log σ_t (so λ_t = log α_t - log σ_t
+and ``diffuse`` follow); ``kind`` names its family:
+
+* ``"vp"`` (:class:`VPSchedule`): variance preserving, σ_t² = 1 - α_t² — the paper's five
+  schedules, discrete and continuous. Only log α is defined; σ follows from it.
+* ``"edm"`` (:class:`EDMSchedule`, Karras et al. 2022): α = 1, σ = t, t = σ in [σ_min, σ_max]; the
+  network's own time input is c_noise = ¼ ln σ (EDM Table 1).
+* ``"flow"`` (:class:`FlowSchedule`): rectified flow / flow matching, x_t = (1 - t) x_0 + t ε,
+  t in [0, 1] (Liu et al. 2023; Lipman et al. 2023; SD3 / Flux).
+
+Adding a process is one subclass here (log α, log σ, their t-derivatives, ``net_time``); samplers,
+losses, the Denoiser and the measurements read only this interface.
 
 Notation (read this before anything else in etsdm):
 
@@ -31,8 +44,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-ScheduleName = Literal["linear", "quadratic", "cosine", "cosine-shift", "zero-snr"]
-SCHEDULE_NAMES: tuple[str, ...] = ("linear", "quadratic", "cosine", "cosine-shift", "zero-snr")
+ScheduleName = Literal["linear", "quadratic", "cosine", "cosine-shift", "zero-snr", "edm", "flow"]
+SCHEDULE_NAMES: tuple[str, ...] = ("linear", "quadratic", "cosine", "cosine-shift", "zero-snr")  # the paper's (VP)
+PROCESS_NAMES: tuple[str, ...] = ("edm", "flow")  # the non-VP processes
+ALL_SCHEDULE_NAMES: tuple[str, ...] = SCHEDULE_NAMES + PROCESS_NAMES
+ProcessKind = Literal["vp", "edm", "flow"]
 ALPHA2_FLOOR = 2.0**-24
 LOG_ALPHA_FLOOR = 0.5 * math.log(ALPHA2_FLOOR)
 
@@ -44,11 +60,14 @@ def _as_f64(t: Tensor | float) -> Tensor:
 
 
 class Schedule(ABC):
-    """A VP noise schedule. Subclasses define ``_log_alpha`` and ``_dlog_alpha_dt``.
+    """A Gaussian process x_t = α_t x_0 + σ_t ε. Subclasses define ``_log_alpha``, ``_log_sigma`` and
+    their t-derivatives; everything else (σ, λ, derivatives, inverse of λ, ``diffuse``) follows.
 
     Attributes:
         name: schedule name, as passed to :func:`make_schedule`.
-        continuous: True for t in [0, 1], False for integer timesteps 0..T-1.
+        kind: the process family: ``"vp"``, ``"edm"`` or ``"flow"``.
+        continuous: True for real t (t in [0, 1] for VP and flow, t = σ for EDM), False for
+            integer timesteps 0..T-1.
         T: number of discrete training timesteps (also kept for continuous schedules, as the
             network-condition scale and for comparisons at grid points).
         t_data: the time at which x_t is the data (-1 discrete, 0 continuous).
@@ -56,6 +75,7 @@ class Schedule(ABC):
     """
 
     name: str
+    kind: str = "vp"
     continuous: bool
     T: int
     options: dict[str, Any]
@@ -73,7 +93,7 @@ class Schedule(ABC):
         """Smallest noisy time a sampler stops at before the final denoising step."""
         return 1e-3 if self.continuous else 0.0
 
-    # --- what a schedule defines ------------------------------------------------------------
+    # --- what a process defines -------------------------------------------------------------
     @abstractmethod
     def _log_alpha(self, t: Tensor) -> Tensor:
         """log α_t, unclamped (float64 in, float64 out)."""
@@ -82,24 +102,40 @@ class Schedule(ABC):
     def _dlog_alpha_dt(self, t: Tensor) -> Tensor:
         """d log α_t / dt (one-sided from the right at grid points)."""
 
+    @abstractmethod
+    def _log_sigma(self, t: Tensor) -> Tensor:
+        """log σ_t (float64 in, float64 out); -inf at the data."""
+
+    @abstractmethod
+    def _dlog_sigma_dt(self, t: Tensor) -> Tensor:
+        """d log σ_t / dt (one-sided from the right at grid points)."""
+
+    def net_time(self, t: Tensor | float) -> Tensor:
+        """The network's own time input for physical time t (float64): t itself (VP, flow; the
+        networks scale it by ``time_scale``); EDM overrides it with c_noise = ¼ ln σ."""
+        return _as_f64(t)
+
     # --- public interface -------------------------------------------------------------------
     def log_alpha(self, t: Tensor | float) -> Tensor:
         """log α_t (float64), floored at ½ log ALPHA2_FLOOR and capped at 0 (rounding in a closed form,
         e.g. cosine's log cos(u0) - log cos(u0) = 1e-20 at t = 0, must not give α > 1 and σ = NaN)."""
         return self._log_alpha(_as_f64(t)).clamp(min=LOG_ALPHA_FLOOR, max=0.0)
 
+    def log_sigma(self, t: Tensor | float) -> Tensor:
+        """log σ_t (float64); -inf at the data."""
+        return self._log_sigma(_as_f64(t))
+
     def alpha(self, t: Tensor | float) -> Tensor:
-        """α_t = sqrt(ᾱ_t) (Eq. 1)."""
+        """α_t (VP: sqrt(ᾱ_t), Eq. 1)."""
         return self.log_alpha(t).exp()
 
     def sigma(self, t: Tensor | float) -> Tensor:
-        """σ_t = sqrt(1 - α_t²), computed as sqrt(-expm1(2 log α)) for accuracy near t = 0."""
-        return torch.sqrt(-torch.expm1(2.0 * self.log_alpha(t)))
+        """σ_t."""
+        return self.log_sigma(t).exp()
 
     def lambda_(self, t: Tensor | float) -> Tensor:
-        """λ_t = log(α_t / σ_t) (half log-SNR)."""
-        log_a = self.log_alpha(t)
-        return log_a - 0.5 * torch.log(-torch.expm1(2.0 * log_a))
+        """λ_t = log(α_t / σ_t) (half log-SNR); +inf at the data."""
+        return self.log_alpha(t) - self.log_sigma(t)
 
     def log_snr(self, t: Tensor | float) -> Tensor:
         """log(α_t² / σ_t²) = 2 λ_t."""
@@ -108,15 +144,31 @@ class Schedule(ABC):
     def snr(self, t: Tensor | float) -> Tensor:
         return self.log_snr(t).exp()
 
+    def dlog_alpha_dt(self, t: Tensor | float) -> Tensor:
+        """d log α / dt in the schedule's own time unit (one-sided from the right at grid points)."""
+        return self._dlog_alpha_dt(_as_f64(t))
+
+    def dlog_sigma_dt(self, t: Tensor | float) -> Tensor:
+        """d log σ / dt in the schedule's own time unit; +inf at the data when σ ~ t^p, p < 1 (VP)."""
+        return self._dlog_sigma_dt(_as_f64(t))
+
     def dalpha_dt(self, t: Tensor | float) -> Tensor:
         """dα/dt in the schedule's own time unit (Appendix C.1; one-sided from the right)."""
         t = _as_f64(t)
         return self.alpha(t) * self._dlog_alpha_dt(t)
 
     def dsigma_dt(self, t: Tensor | float) -> Tensor:
-        """dσ/dt = -(α/σ) dα/dt (Theorem 3.1); infinite at σ = 0 when dα/dt ≠ 0."""
+        """dσ/dt (VP: -(α/σ) dα/dt, Theorem 3.1; infinite at σ = 0 when dα/dt ≠ 0)."""
         t = _as_f64(t)
-        return -self.alpha(t) / self.sigma(t) * self.dalpha_dt(t)
+        return self.sigma(t) * self._dlog_sigma_dt(t)
+
+    def diffuse(self, x0: Tensor, t: Tensor | float, noise: Tensor) -> Tensor:
+        """x_t = α_t x0 + σ_t ε (Eq. 1); t a number or a (batch,) tensor; in x0's dtype."""
+        t = _as_f64(t).to(x0.device)
+        t = t.expand(x0.shape[0]) if t.ndim == 0 else t
+        shape = (-1, *([1] * (x0.ndim - 1)))
+        alpha, sigma = self.alpha(t).to(x0.dtype).reshape(shape), self.sigma(t).to(x0.dtype).reshape(shape)
+        return alpha * x0 + sigma * noise
 
     def t_from_lambda(self, lam: Tensor | float) -> Tensor:
         """Inverse of λ_t on [t_data, t_max], by bisection in float64 (λ is decreasing)."""
@@ -131,8 +183,11 @@ class Schedule(ABC):
         return 0.5 * (lo + hi)
 
     def alphas_cumprod(self) -> Tensor:
-        """DDPM's ᾱ at the T discrete steps: α² at t = 0..T-1, or at t = (i+1)/T in continuous time."""
+        """DDPM's ᾱ at the T discrete steps: α² at t = 0..T-1, or at t = (i+1)/T in continuous time
+        (for a non-VP process the VP-equivalent ᾱ = α²/(α² + σ²) = sigmoid(2λ) at t = t_max (i+1)/T)."""
         i = torch.arange(self.T, dtype=torch.float64)
+        if self.kind != "vp":
+            return torch.sigmoid(2.0 * self.lambda_(self.t_max * (i + 1) / self.T))
         return self.alpha((i + 1) / self.T if self.continuous else i) ** 2
 
     def betas(self) -> Tensor:
@@ -150,10 +205,33 @@ class Schedule(ABC):
         return f"Schedule({self.name!r}, {kind}{', ' + opts if opts else ''})"
 
 
+class VPSchedule(Schedule):
+    """The variance-preserving family: σ_t² = 1 - α_t², so a VP schedule defines log α alone."""
+
+    kind = "vp"
+
+    def _log_sigma(self, t: Tensor) -> Tensor:
+        return 0.5 * torch.log(-torch.expm1(2.0 * self.log_alpha(t)))
+
+    def _dlog_sigma_dt(self, t: Tensor) -> Tensor:
+        # d/dt ½ log(1 - α²) = -(α²/σ²) d log α/dt
+        log_a = self.log_alpha(t)
+        return -torch.exp(2.0 * log_a) / -torch.expm1(2.0 * log_a) * self._dlog_alpha_dt(t)
+
+    def sigma(self, t: Tensor | float) -> Tensor:
+        """σ_t = sqrt(1 - α_t²), computed as sqrt(-expm1(2 log α)) for accuracy near t = 0."""
+        return torch.sqrt(-torch.expm1(2.0 * self.log_alpha(t)))
+
+    def dsigma_dt(self, t: Tensor | float) -> Tensor:
+        """dσ/dt = -(α/σ) dα/dt (Theorem 3.1); infinite at σ = 0 when dα/dt ≠ 0."""
+        t = _as_f64(t)
+        return -self.alpha(t) / self.sigma(t) * self.dalpha_dt(t)
+
+
 # --------------------------------------------------------------------------------------------
 # Continuous-time schedules, t in [0, 1]
 # --------------------------------------------------------------------------------------------
-class _Continuous(Schedule):
+class _Continuous(VPSchedule):
     continuous = True
 
 
@@ -254,7 +332,7 @@ class CosineShiftVP(_Continuous):
 class ZeroTerminalSNR(_Continuous):
     """Lin et al. (2023): α'(t) = (α(t) - α(1)) / (α(0) - α(1)) of a base schedule, so α'(1) = 0."""
 
-    base: Schedule = field(default_factory=LinearVP)
+    base: VPSchedule = field(default_factory=LinearVP)
     T: int = 1000
     name: str = "zero-snr"
     options: dict[str, Any] = field(default_factory=dict)
@@ -276,7 +354,7 @@ class ZeroTerminalSNR(_Continuous):
 # --------------------------------------------------------------------------------------------
 # Discrete-time schedules, integer t = 0..T-1 (data at t = -1)
 # --------------------------------------------------------------------------------------------
-class DiscreteSchedule(Schedule):
+class DiscreteSchedule(VPSchedule):
     """A table of ᾱ_i, i = 0..T-1, with log α piecewise-linear in t between grid points.
 
     The grid includes t = -1 with α = 1 (the data), so a step from t = 0 to t = -1 is DDPM's
@@ -332,6 +410,83 @@ class DiscreteSchedule(Schedule):
         return (k - 2).to(torch.float64) + frac
 
 
+# --------------------------------------------------------------------------------------------
+# Beyond VP: EDM and flow matching (continuous time)
+# --------------------------------------------------------------------------------------------
+@dataclass(repr=False)
+class EDMSchedule(Schedule):
+    """Karras et al. (2022), "EDM": α_t = 1, σ_t = t, so the time *is* σ, on [σ_min, σ_max]
+    (Table 1: σ_min = 0.002, σ_max = 80); the data is σ = 0. The network's own time input is
+    c_noise = ¼ ln σ (Table 1), :meth:`net_time`; EDM's preconditioning (c_skip, c_out, c_in, with
+    σ_data) is the Denoiser's ``"edm"`` prediction type."""
+
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    T: int = 1000
+    name: str = "edm"
+    options: dict[str, Any] = field(default_factory=dict)
+    kind = "edm"
+    continuous = True
+
+    @property
+    def t_min(self) -> float:
+        return self.sigma_min
+
+    @property
+    def t_max(self) -> float:
+        return self.sigma_max
+
+    def _log_alpha(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def _dlog_alpha_dt(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def _log_sigma(self, t: Tensor) -> Tensor:
+        return torch.log(t.clamp(min=0.0))
+
+    def _dlog_sigma_dt(self, t: Tensor) -> Tensor:
+        return 1.0 / t
+
+    def net_time(self, t: Tensor | float) -> Tensor:
+        """c_noise(σ) = ¼ ln σ (EDM Table 1)."""
+        return 0.25 * self.log_sigma(t)
+
+    def t_from_lambda(self, lam: Tensor | float) -> Tensor:
+        """σ = e^{-λ} in closed form."""
+        return torch.exp(-_as_f64(lam))
+
+
+@dataclass(repr=False)
+class FlowSchedule(Schedule):
+    """Rectified flow / flow matching: x_t = (1 - t) x_0 + t ε, t in [0, 1] (α = 1 - t, σ = t);
+    the network's time input is t (scaled by the network's ``time_scale``, T, like continuous VP).
+    At t = 1, α = 0: log α is floored as for zero terminal SNR (λ finite), and samplers use α = 0
+    exactly for v / x0 / flow predictions."""
+
+    T: int = 1000
+    name: str = "flow"
+    options: dict[str, Any] = field(default_factory=dict)
+    kind = "flow"
+    continuous = True
+
+    def _log_alpha(self, t: Tensor) -> Tensor:
+        return torch.log1p(-t.clamp(max=1.0))
+
+    def _dlog_alpha_dt(self, t: Tensor) -> Tensor:
+        return -1.0 / (1.0 - t)
+
+    def _log_sigma(self, t: Tensor) -> Tensor:
+        return torch.log(t.clamp(min=0.0))
+
+    def _dlog_sigma_dt(self, t: Tensor) -> Tensor:
+        return 1.0 / t
+
+    def t_from_lambda(self, lam: Tensor | float) -> Tensor:
+        """(1 - t)/t = e^λ, so t = sigmoid(-λ) (closed form)."""
+        return torch.sigmoid(-_as_f64(lam))
+
+
 def _vp_betas(beta_bar: Any, tau: Tensor, T: int) -> Tensor:
     return beta_bar(tau) / T  # β_t = β̄(τ) / T (Appendix C.1.1)
 
@@ -378,29 +533,38 @@ def make_schedule(
     name: ScheduleName | str,
     *,
     T: int = 1000,
-    continuous: bool = False,
+    continuous: bool | None = None,
     modified: bool = False,
     beta_min: float = 0.1,
     beta_max: float = 20.0,
     s: float = 0.008,
     resolution: int = 256,
     base_resolution: int = 64,
+    sigma_min: float = 0.002,
+    sigma_max: float = 80.0,
 ) -> Schedule:
-    """Build a noise schedule.
+    """Build a noise schedule (a process).
 
     Args:
-        name: one of ``linear``, ``quadratic``, ``cosine``, ``cosine-shift``, ``zero-snr``.
+        name: VP: ``linear``, ``quadratic``, ``cosine``, ``cosine-shift``, ``zero-snr``; beyond VP:
+            ``edm`` (Karras et al.), ``flow`` (rectified flow / flow matching).
         T: number of discrete timesteps (discrete grid 0..T-1; also the condition scale).
-        continuous: continuous time t in [0, 1] instead of integer timesteps.
+        continuous: continuous time t in [0, 1] instead of integer timesteps (default: False for
+            VP; ``edm`` and ``flow`` are continuous only).
+        sigma_min, sigma_max: EDM's σ range (``edm`` only).
         modified: Modified-NS of Appendix D.3.2 (linear, quadratic, cosine only).
         beta_min, beta_max: β̄_min, β̄_max of Eq. A3-A6 (β from β̄/T: 1e-4 .. 0.02 at T = 1000).
         s: the cosine offset of Eq. A7 (ignored elsewhere; ``modified`` sets it to 0).
         resolution, base_resolution: the cosine-shift shift 2 log(base/resolution).
     """
-    if name not in SCHEDULE_NAMES:
-        raise ValueError(f"unknown schedule {name!r}; allowed: {', '.join(SCHEDULE_NAMES)}")
+    if name not in ALL_SCHEDULE_NAMES:
+        raise ValueError(f"unknown schedule {name!r}; allowed: {', '.join(ALL_SCHEDULE_NAMES)}")
     if not isinstance(T, int) or T < 2:
         raise ValueError(f"T must be an integer >= 2, got {T!r}")
+    if name in PROCESS_NAMES:
+        return _make_process(name, T=T, continuous=continuous, modified=modified, sigma_min=sigma_min,
+                             sigma_max=sigma_max)
+    continuous = bool(continuous)
     if modified and name not in ("linear", "quadratic", "cosine"):
         raise ValueError(f"modified=True (Modified-NS) applies to linear, quadratic, cosine; not {name!r}")
     if not 0 <= beta_min < beta_max:
@@ -444,6 +608,20 @@ def make_schedule(
     base = make_schedule("linear", T=T, beta_min=beta_min, beta_max=beta_max)
     assert isinstance(base, DiscreteSchedule)
     return DiscreteSchedule(_rescale_zero_snr(base.alphas_cumprod()), name=name, options=options)
+
+
+def _make_process(name: str, *, T: int, continuous: bool | None, modified: bool, sigma_min: float,
+                  sigma_max: float) -> Schedule:
+    if continuous is False:
+        raise ValueError(f"schedule {name!r} is continuous-time only; drop continuous=False")
+    if modified:
+        raise ValueError(f"modified=True (Modified-NS) applies to linear, quadratic, cosine; not {name!r}")
+    if name == "flow":
+        return FlowSchedule(T=T)
+    if not 0 < sigma_min < sigma_max:
+        raise ValueError(f"edm: need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+    return EDMSchedule(sigma_min=sigma_min, sigma_max=sigma_max, T=T,
+                       options={"sigma_min": sigma_min, "sigma_max": sigma_max})
 
 
 def schedule_from_config(config: dict[str, Any]) -> Schedule:
