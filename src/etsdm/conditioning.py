@@ -16,6 +16,22 @@ does, so training and every sampler give the network the same condition for the 
   continuous time. :func:`remap_lambda_plan` is its λ-uniform inference grid (Table A5, "λ ~ U_λ"
   at inference).
 
+Beyond VP (EDM, flow matching; issue 9) the map still takes and returns *physical* time; the
+Denoiser then feeds the network ``schedule.net_time`` of it (c_noise = ¼ ln σ for EDM, t for flow).
+The paper does not say how it shared time for EDM (Appendix D.4), so :func:`sharing_boundaries`
+offers the natural choices of where the n sub-intervals lie (``space``):
+
+* ``"t"`` — uniform in the process's own time (VP: t, the paper's choice; EDM: σ; flow: t);
+* ``"log-snr"`` — uniform in λ = log(α/σ) (EDM: uniform in ln σ, i.e. in c_noise, the network's
+  own input);
+* ``"vp"`` — the paper's own boundaries round(i·t̃/n) on the discrete linear VP schedule (T = 1000)
+  carried over by equal log-SNR (t̃ then counts VP timesteps, default 100).
+
+Default (:func:`default_sharing`): cells uniform in the *network's own time input* — ``"t"`` for VP
+and flow, ``"log-snr"`` for EDM (c_noise is linear in ln σ) — which is what the paper does for VP;
+and, for EDM and flow, a band ending at the paper's noise level: the log-SNR of linear VP at
+t = 100 (σ/α = 0.336: EDM σ̃ = 0.336, flow t̃ = 0.251). VP keeps t̃ = T/10.
+
 All maps are vectorised (tensor in, tensor out, same shape) and also accept a Python number.
 """
 
@@ -31,6 +47,9 @@ if TYPE_CHECKING:
     from .schedules import Schedule
 
 RemapKind = Literal["inverse", "inverse-sigmoid"]
+SharingSpace = Literal["t", "log-snr", "vp"]
+SHARING_SPACES: tuple[str, ...] = ("t", "log-snr", "vp")
+PAPER_T_TILDE, PAPER_T = 100, 1000  # the paper's band: t̃ = 100 of T = 1000, linear VP (Sec. 5.3.2)
 CONTINUOUS_T = 1000  # continuous time borrows the discrete defaults of T = 1000 (t_min = 1e-3 = 1/T)
 
 
@@ -83,7 +102,14 @@ class TimestepSharing:
             sub-interval would hold no timestep).
     """
 
-    def __init__(self, t_tilde: float | None = None, n: int = 5, *, T: int | None = 1000):
+    def __init__(self, t_tilde: float | None = None, n: int = 5, *, T: int | None = 1000,
+                 boundaries: list[float] | None = None, space: str | None = None):
+        # boundaries: explicit physical t_0 < ... < t_n (then t_tilde is only recorded, in ``space``'s unit)
+        self.space = space
+        if boundaries is not None:  # explicit physical boundaries t_0 < ... < t_n (EDM, flow: sharing_boundaries)
+            self._set_boundaries([float(b) for b in boundaries])
+            self.configured_t_tilde = t_tilde if t_tilde is not None else self.t_tilde  # in the space's unit
+            return
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"TimestepSharing: n must be an integer >= 1, got {n!r}")
         t_tilde = default_t_tilde(T) if t_tilde is None else t_tilde
@@ -100,6 +126,13 @@ class TimestepSharing:
             k = int(self.t_tilde)
             self.boundaries = [(2 * i * k + n) // (2 * n) for i in range(n + 1)]  # t_i = ⌊i·t̃/n + 1/2⌋
         self.delta = self.t_tilde / n  # nominal Δt = t̃ / n (exact cell length when n | t̃)
+
+    def _set_boundaries(self, b: list[float]) -> None:
+        if len(b) < 2 or any(not math.isfinite(v) for v in b) or any(v >= w for v, w in zip(b, b[1:], strict=False)):
+            raise ValueError(f"TimestepSharing: boundaries must be >= 2 finite, strictly increasing times, got {b}")
+        self.n, self.T, self.boundaries = len(b) - 1, None, b
+        self.t_tilde = b[-1]
+        self.delta = (b[-1] - b[0]) / self.n
 
     @staticmethod
     def _whole_timesteps(t_tilde: float, n: int, T: int) -> int:
@@ -132,16 +165,78 @@ class TimestepSharing:
 
     def cell_width(self, t: float) -> float:
         """Length t_{i+1} - t_i of the sub-interval holding t < t̃ (Δt itself in continuous time)."""
-        if self.T is None:
+        if self.T is None and self.space is None:
             return self.delta
         i = int(self._index(torch.tensor([float(t)], dtype=torch.float64))[0])
         return float(self.boundaries[i + 1] - self.boundaries[i])
 
     def config(self) -> dict[str, Any]:
-        return {"kind": "etsdm", "t_tilde": self.t_tilde, "n": self.n}
+        cfg: dict[str, Any] = {"kind": "etsdm", "t_tilde": self.t_tilde, "n": self.n}
+        if self.space is not None:
+            cfg.update(space=self.space, t_tilde=self.configured_t_tilde)
+        return cfg
 
     def __repr__(self) -> str:
+        if self.space is not None:
+            return f"TimestepSharing(space={self.space!r}, boundaries={[round(b, 6) for b in self.boundaries]})"
         return f"TimestepSharing(t_tilde={self.t_tilde}, n={self.n}, T={self.T})"
+
+
+def paper_band_lambda() -> float:
+    """λ = log(α/σ) where the paper's band ends: linear VP (discrete, T = 1000) at t = t̃ = 100."""
+    from .schedules import make_schedule
+
+    return float(make_schedule("linear", T=PAPER_T).lambda_(float(PAPER_T_TILDE)))
+
+
+def default_sharing(schedule: Schedule) -> tuple[SharingSpace, float]:
+    """The default (space, t̃) of E-TSDM on a process (module docstring): VP ("t", T/10 or 0.1);
+    flow ("t", t at the paper's band end); EDM ("log-snr", σ at the paper's band end)."""
+    if schedule.kind == "vp":
+        return "t", default_t_tilde(None if schedule.continuous else schedule.T)
+    t_end = float(schedule.t_from_lambda(paper_band_lambda()))
+    return ("log-snr" if schedule.kind == "edm" else "t"), t_end
+
+
+def sharing_boundaries(schedule: Schedule, t_tilde: float, n: int, space: SharingSpace) -> list[float]:
+    """The n + 1 physical boundaries of E-TSDM's sub-intervals on ``schedule`` (module docstring).
+
+    The band runs from the data end to t̃: from t_data (VP, flow; σ = 0) or from σ_min (EDM, whose
+    c_noise = ¼ ln σ is -∞ at σ = 0) for ``"t"``; from ``schedule.t_min`` for ``"log-snr"`` (λ is
+    +∞ at the data); ``"vp"`` maps the paper's integer boundaries round(i·t̃/n) of linear VP."""
+    if space not in SHARING_SPACES:
+        raise ValueError(f"E-TSDM space must be one of {', '.join(SHARING_SPACES)}, got {space!r}")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"E-TSDM: n must be an integer >= 1, got {n!r}")
+    if space == "vp":
+        from .schedules import make_schedule
+
+        vp = TimestepSharing(t_tilde, n, T=PAPER_T)
+        lam = make_schedule("linear", T=PAPER_T).lambda_(torch.tensor(vp.boundaries, dtype=torch.float64))
+        return schedule.t_from_lambda(lam).tolist()
+    lo = schedule.t_min if (space == "log-snr" or schedule.kind == "edm") else schedule.t_data
+    if not lo < t_tilde <= schedule.t_max:
+        raise ValueError(f"E-TSDM: t_tilde must be in ({lo:g}, {schedule.t_max:g}] for schedule {schedule.name!r} "
+                         f"(space {space!r}), got {t_tilde!r}")
+    if space == "t":
+        return [lo + i * (t_tilde - lo) / n for i in range(n + 1)]
+    lam = torch.linspace(float(schedule.lambda_(lo)), float(schedule.lambda_(t_tilde)), n + 1, dtype=torch.float64)
+    b = schedule.t_from_lambda(lam).tolist()
+    b[0], b[-1] = lo, float(t_tilde)  # exact ends
+    return b
+
+
+def process_sharing(schedule: Schedule, t_tilde: float | None = None, n: int = 5,
+                    space: SharingSpace | None = None) -> TimestepSharing:
+    """E-TSDM on any process: VP with space "t" is exactly :class:`TimestepSharing` (the paper);
+    otherwise sub-intervals from :func:`sharing_boundaries` (defaults: :func:`default_sharing`)."""
+    default_space, default_tilde = default_sharing(schedule)
+    space = default_space if space is None else space
+    if schedule.kind == "vp" and space == "t":
+        return TimestepSharing(t_tilde, n, T=None if schedule.continuous else schedule.T)
+    if t_tilde is None:
+        t_tilde = PAPER_T_TILDE if space == "vp" else default_tilde
+    return TimestepSharing(t_tilde, n, boundaries=sharing_boundaries(schedule, t_tilde, n, space), space=space)
 
 
 def default_remap_k(kind: RemapKind, T: int | None) -> float:
@@ -285,14 +380,20 @@ def remap_lambda_plan(
     return times, orders
 
 
-def make_condition_map(kind: str = "identity", *, T: int | None = 1000, **options: Any) -> ConditionMap:
+def make_condition_map(kind: str = "identity", *, T: int | None = 1000, schedule: Schedule | None = None,
+                       **options: Any) -> ConditionMap:
     """Build a condition map from its config: kind in identity | etsdm | remap.
 
-    Options: ``t_tilde`` (None: :func:`default_t_tilde`), ``n`` (etsdm); ``remap``, ``remap_k``
+    Options: ``t_tilde`` (None: :func:`default_t_tilde`), ``n`` (etsdm), ``space`` (etsdm on a given
+    ``schedule``: :func:`process_sharing`; needed for EDM / flow); ``remap``, ``remap_k``
     (None: :func:`default_remap_k`) (remap).
     """
     if kind == "identity":
         return Identity()
+    if kind == "etsdm" and (options.get("space") is not None or (schedule is not None and schedule.kind != "vp")):
+        if schedule is None:
+            raise ValueError("E-TSDM with a 'space' needs the schedule: make_condition_map(..., schedule=...)")
+        return process_sharing(schedule, options.get("t_tilde"), options.get("n", 5), options.get("space"))
     if kind == "etsdm":
         return TimestepSharing(options.get("t_tilde"), options.get("n", 5), T=T)
     if kind == "remap":

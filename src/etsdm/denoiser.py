@@ -1,11 +1,23 @@
 """The Denoiser: a raw network plus its schedule, prediction type and condition map.
 
-``Denoiser(net, schedule, prediction, condition)`` calls ``net(x, c)`` with c = condition(t) —
-the only place in etsdm where a condition map is applied — and converts the network's output
-(ε, x0 or v) into whatever a caller asks for, at the *physical* time t:
+``Denoiser(net, schedule, prediction, condition)`` calls ``net(x, c)`` with
+c = schedule.net_time(condition(t)) — the only place in etsdm where a condition map is applied —
+and converts the network's output into whatever a caller asks for, at the *physical* time t of
+any process x = α x0 + σ ε (schedules.py):
 
     ε = (x - α x0) / σ,   x0 = (x - σ ε) / α,   v = α ε - σ x0 (Salimans & Ho),
-    x0 = α x - σ v,        ε = σ x + α v,         score = -ε / σ.
+    x0 = (α x - σ v)/r², ε = (σ x + α v)/r²  (r² = α² + σ², 1 for VP),   score = -ε / σ.
+
+Two more output types (issue 9):
+
+* ``"edm"`` — Karras et al. (2022) preconditioning (Table 1), written for any process in the
+  scaled variables x̃ = x/α, σ̃ = σ/α (EDM itself: α = 1): the network sees c_in x̃ and c_noise and
+  outputs F, with D = x̂0 = c_skip x̃ + c_out F,
+  c_skip = σ_d²/(σ̃² + σ_d²), c_out = σ̃ σ_d / sqrt(σ̃² + σ_d²), c_in = 1/sqrt(σ̃² + σ_d²).
+  Its regression target F* = (x0 - c_skip x̃)/c_out makes the plain MSE EDM's weighted loss
+  λ(σ)·||D - x0||² with λ = 1/c_out² (EDM Eq. 8 / Table 1).
+* ``"flow"`` — the velocity u = dx/dt = α' x0 + σ' ε (flow matching: u = ε - x0); inverted with
+  det = α σ' - σ α': x0 = (σ' x - σ u)/det, ε = (α u - α' x)/det.
 
 Samplers and losses therefore never branch on the prediction type or the condition map.
 ``Denoiser(x, t)`` returns ε, so a Denoiser is also a plain "ε-model" for any sampler.
@@ -23,8 +35,9 @@ from torch import Tensor, nn
 from .conditioning import ConditionMap, Identity
 from .schedules import Schedule
 
-Prediction = Literal["eps", "v", "x0"]
-PREDICTIONS: tuple[str, ...] = ("eps", "v", "x0")
+Prediction = Literal["eps", "v", "x0", "edm", "flow"]
+PREDICTIONS: tuple[str, ...] = ("eps", "v", "x0", "edm", "flow")
+SIGMA_DATA = 0.5  # EDM's σ_data (Table 1)
 
 
 class Estimate(NamedTuple):
@@ -51,8 +64,10 @@ class Denoiser(nn.Module):
     Args:
         net: the raw network; called as ``net(x, c)`` with c of shape (batch,) in float32.
         schedule: the noise schedule whose α_t, σ_t the conversions use.
-        prediction: what ``net`` outputs: ``"eps"``, ``"v"`` or ``"x0"``.
+        prediction: what ``net`` outputs: ``"eps"``, ``"v"``, ``"x0"``, ``"edm"`` (F of EDM's
+            preconditioning) or ``"flow"`` (the velocity dx/dt).
         condition: the condition map (Identity, TimestepSharing, Remap); default Identity.
+        sigma_data: EDM's σ_data (``"edm"`` only).
     """
 
     def __init__(
@@ -61,35 +76,59 @@ class Denoiser(nn.Module):
         schedule: Schedule,
         prediction: Prediction = "eps",
         condition: ConditionMap | None = None,
+        *,
+        sigma_data: float = SIGMA_DATA,
     ):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise ValueError(f"Denoiser: prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if not sigma_data > 0:
+            raise ValueError(f"Denoiser: sigma_data must be > 0, got {sigma_data!r}")
         self.net = net
         self.schedule = schedule
         self.prediction = prediction
         self.condition = condition if condition is not None else Identity()
+        self.sigma_data = float(sigma_data)
 
     # --- the one place the condition map is applied -----------------------------------------
     def net_condition(self, t: Tensor | float, x: Tensor) -> Tensor:
-        """The condition c = f(t) the network receives (float32, shape (batch,))."""
+        """The condition c = net_time(f(t)) the network receives (float32, shape (batch,))."""
         if isinstance(t, (int, float)):  # samplers' fast path: one scalar, one fill on x's device
-            c = float(self.condition(torch.tensor(float(t), dtype=torch.float64)))
+            c = float(self.schedule.net_time(self.condition(torch.tensor(float(t), dtype=torch.float64))))
             return torch.full((x.shape[0],), c, dtype=torch.float32, device=x.device)
-        return self.condition(_expand_time(t, x)).to(torch.float32)
+        return self.schedule.net_time(self.condition(_expand_time(t, x))).to(torch.float32)
 
     def net_output(self, x: Tensor, t: Tensor | float) -> Tensor:
-        """The raw network output at physical time t (ε, v or x0 per ``prediction``)."""
+        """The raw network output at physical time t (ε, v, x0, EDM's F or the velocity)."""
+        if self.prediction == "edm":
+            alpha, _ = self.coefficients(t, x)
+            return self.net(self._edm(t, x)[2] * (x / alpha), self.net_condition(t, x))
         return self.net(x, self.net_condition(t, x))
 
     # --- conversions ------------------------------------------------------------------------
     def coefficients(self, t: Tensor | float, x: Tensor) -> tuple[Tensor | float, Tensor | float]:
         """α_t, σ_t shaped to broadcast over x (Python floats when t is a Python number)."""
         if isinstance(t, (int, float)):  # samplers' fast path: one schedule call, then Python math
-            log_a = float(self.schedule.log_alpha(float(t)))
-            return math.exp(log_a), math.sqrt(-math.expm1(2.0 * log_a))  # as Schedule.alpha / .sigma
+            if self.schedule.kind == "vp":
+                log_a = float(self.schedule.log_alpha(float(t)))
+                return math.exp(log_a), math.sqrt(-math.expm1(2.0 * log_a))  # as VPSchedule.alpha / .sigma
+            return float(self.schedule.alpha(float(t))), float(self.schedule.sigma(float(t)))
         tt = _expand_time(t, x)
         return _bcast(self.schedule.alpha(tt), x), _bcast(self.schedule.sigma(tt), x)
+
+    def _derivatives(self, t: Tensor | float, x: Tensor) -> tuple[Tensor | float, Tensor | float]:
+        """α'_t, σ'_t (the flow velocity's coefficients), shaped like :meth:`coefficients`."""
+        if isinstance(t, (int, float)):
+            return float(self.schedule.dalpha_dt(float(t))), float(self.schedule.dsigma_dt(float(t)))
+        tt = _expand_time(t, x)
+        return _bcast(self.schedule.dalpha_dt(tt), x), _bcast(self.schedule.dsigma_dt(tt), x)
+
+    def _edm(self, t: Tensor | float, x: Tensor) -> tuple[Tensor | float, Tensor | float, Tensor | float]:
+        """EDM's c_skip, c_out, c_in (Table 1) at σ̃ = σ/α."""
+        alpha, sigma = self.coefficients(t, x)
+        s, sd2 = sigma / alpha, self.sigma_data**2
+        root = (s * s + sd2) ** 0.5
+        return sd2 / (s * s + sd2), s * self.sigma_data / root, 1.0 / root
 
     def estimate(self, x: Tensor, t: Tensor | float) -> Estimate:
         """ε and x0 from a single network evaluation."""
@@ -99,7 +138,18 @@ class Denoiser(nn.Module):
             return Estimate(out, (x - sigma * out) / alpha)
         if self.prediction == "x0":
             return Estimate((x - alpha * out) / sigma, out)
-        return Estimate(sigma * x + alpha * out, alpha * x - sigma * out)  # v-prediction
+        if self.prediction == "edm":
+            c_skip, c_out, _ = self._edm(t, x)
+            x0 = c_skip * (x / alpha) + c_out * out  # D(x̃; σ̃) (EDM Eq. 7)
+            return Estimate((x - alpha * x0) / sigma, x0)
+        if self.prediction == "flow":
+            da, ds = self._derivatives(t, x)
+            det = alpha * ds - sigma * da
+            return Estimate((alpha * out - da * x) / det, (ds * x - sigma * out) / det)
+        if self.schedule.kind == "vp":  # v-prediction, r² = 1
+            return Estimate(sigma * x + alpha * out, alpha * x - sigma * out)
+        r2 = alpha * alpha + sigma * sigma
+        return Estimate((sigma * x + alpha * out) / r2, (alpha * x - sigma * out) / r2)
 
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         """ε_θ(x, t): a Denoiser is an ε-model for any sampler."""
@@ -116,16 +166,29 @@ class Denoiser(nn.Module):
         alpha, sigma = self.coefficients(t, x)
         return alpha * est.eps - sigma * est.x0
 
+    def velocity(self, x: Tensor, t: Tensor | float) -> Tensor:
+        """dx/dt = α' x̂0 + σ' ε̂, the probability-flow ODE's drift in t (flow matching's u)."""
+        est = self.estimate(x, t)
+        da, ds = self._derivatives(t, x)
+        return da * est.x0 + ds * est.eps
+
     def score(self, x: Tensor, t: Tensor | float) -> Tensor:
         """∇_x log q_t(x) ≈ -ε_θ(x, t) / σ_t."""
         _, sigma = self.coefficients(t, x)
         return -self.eps(x, t) / sigma
 
     def target(self, x0: Tensor, eps: Tensor, t: Tensor | float) -> Tensor:
-        """The regression target of the network's own output type (Eq. 4 / Eq. 9)."""
+        """The regression target of the network's own output type (Eq. 4 / Eq. 9; EDM's F*)."""
         if self.prediction == "eps":
             return eps
         if self.prediction == "x0":
             return x0
+        if self.prediction == "flow":
+            da, ds = self._derivatives(t, x0)
+            return da * x0 + ds * eps
         alpha, sigma = self.coefficients(t, x0)
+        if self.prediction == "edm":
+            c_skip, c_out, _ = self._edm(t, x0)
+            x_scaled = x0 + (sigma / alpha) * eps  # x̃ = x_t / α
+            return (x0 - c_skip * x_scaled) / c_out
         return alpha * eps - sigma * x0
