@@ -37,6 +37,7 @@ from etsdm import (
     time_grid,
 )
 from etsdm.metrics import sliced_wasserstein
+from etsdm.samplers import SAMPLER_REGISTRY, evaluation_times
 from etsdm.schedules import Schedule
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # many tiny tensor ops: one intra-op thread (conftest)
@@ -388,8 +389,10 @@ def test_nfe_exact(kind, denoise_to_zero, request):
             assert model.calls == nfe, (sampler, nfe)
             assert torch.isfinite(out).all()
             times, orders = plan(schedule, sampler, nfe, denoise_to_zero=denoise_to_zero)
-            work = len(orders) if sampler == "dpm-solver++2m" else sum(orders)
-            assert work == nfe == len(times) - 1
+            spec = SAMPLER_REGISTRY[sampler]  # evaluations and grid intervals per step, by layout
+            assert sum(spec.cost(o) for o in orders) == nfe == len(evaluation_times(sampler, times, orders))
+            assert sum(spec.span(o) for o in orders) == len(times) - 1
+            assert len(times) - 1 == (len(orders) if spec.layout != "singlestep" else nfe)
             assert (times[-1] == schedule.t_data) == denoise_to_zero
 
 
@@ -453,13 +456,13 @@ def test_singlestep_intermediate_points_split_lambda(continuous):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"sampler": "euler"}, "unknown sampler"),
+        ({"sampler": "lms"}, "unknown sampler"),
         ({"nfe": 0}, "nfe must be"),
         ({"nfe": 2.5}, "nfe must be"),
         ({"t_start": 10.0, "t_end": 10.0}, "t_end"),
         ({"t_start": 10.0, "t_end": 20.0}, "t_end"),
         ({"t_start": 2000.0}, "t_max"),
-        ({"spacing": "karras"}, "unknown spacing"),
+        ({"spacing": "exponential"}, "unknown spacing"),
         ({"variance": "learned"}, "variance"),
         ({"eta": -1.0}, "eta"),
         ({"third_order_intermediate": "heun"}, "third_order_intermediate"),
@@ -525,6 +528,6 @@ def test_denoiser_with_timestep_sharing_sees_shared_conditions(discrete):
         )
         assert torch.isfinite(out).all() and len(net.seen) == 30
         seen = torch.stack([c[0] for c in net.seen]).double()
-        evaluated = torch.tensor(times[:-1], dtype=torch.float64)  # every point but the last is evaluated
+        evaluated = torch.tensor(evaluation_times(sampler, times, orders), dtype=torch.float64)
         torch.testing.assert_close(seen, sharing(evaluated).float().double())
         assert (seen[evaluated < 100] % 20 == 0).all()

@@ -1,17 +1,32 @@
-"""Samplers: pure functions over ``model(x, t) -> ε`` in the schedule's own time.
+"""Samplers: pure functions over ``model(x, t) -> ε`` in the schedule's own time, for any process.
 
-Every sampler walks a list of times ``t_0 > t_1 > ... > t_N`` (``timesteps``; N = NFE) and a list
-of step ``orders``; a step of order k starts at t_j, evaluates the model at t_j .. t_{j+k-1}
-(the intermediate points of a singlestep solver) and lands on t_{j+k}. So NFE is exactly the
-number of network evaluations, and any grid (ours or diffusers') can be replayed.
+Every sampler walks a list of times ``t_0 > t_1 > ... > t_K`` (``timesteps``) and a list of step
+``orders``, and spends exactly ``nfe`` network evaluations. Samplers live in one registry
+(:data:`SAMPLER_REGISTRY`: name -> :class:`SamplerSpec`, i.e. its maximum order, how it splits an NFE
+budget into per-step orders, how a step of order k lays out on the grid, its step function); adding a
+sampler is one entry there plus its step function. Three grid layouts:
 
-* ``ddpm``: ancestral sampling, Eq. (10) generalised to any step t -> s:
-  mean = α_s β_ts / σ_t² · x̂0 + (α_t/α_s) σ_s² / σ_t² · x_t (= α_s/α_t (x_t - β_ts/σ_t ε̂)),
-  β_ts = 1 - α_t²/α_s²; variance β_ts (``variance="beta"``, η_t² = β_t of Eq. 10) or the
-  posterior β_ts σ_s²/σ_t² (``variance="posterior"``); no noise on the step into the data (Alg. A2).
-* ``ddim`` (Song et al.): x_s = α_s x̂0 + sqrt(σ_s² - σ̃²) ε̂ + σ̃ z, σ̃ = η sqrt(σ_s²/σ_t² β_ts).
+* ``singlestep`` (DDPM, DDIM, DPM-Solver-1/2/3, Euler): a step of order k starts at t_j, evaluates
+  the model at t_j .. t_{j+k-1} (the intermediate points of a singlestep solver) and lands on
+  t_{j+k}: k evaluations, k grid intervals. So NFE = number of grid intervals, and any grid (ours or
+  diffusers') can be replayed.
+* ``multistep`` (DPM-Solver++(2M)): every step covers one interval with one evaluation; its order
+  is how many past evaluations it uses.
+* ``corrector`` (Heun): a step of order k covers one interval with k evaluations, at t_j and (the
+  corrector) at t_{j+1}.
+
+Samplers:
+
+* ``ddpm``: ancestral sampling, Eq. (10) generalised to any step t -> s of any process:
+  mean = α_s (σ_ts²/σ_t²) x̂0 + (α_t/α_s)(σ_s²/σ_t²) x_t with σ_ts² = σ_t² (1 - e^{-2h}),
+  h = λ_s - λ_t, the forward transition's variance (VP: σ_ts² = β_ts = 1 - α_t²/α_s²); variance
+  σ_ts² (``variance="beta"``, η_t² = β_t of Eq. 10) or the posterior σ_ts² σ_s²/σ_t²
+  (``variance="posterior"``); no noise on the step into the data (Alg. A2).
+* ``ddim`` (Song et al.): x_s = α_s x̂0 + sqrt(σ_s² - σ̃²) ε̂ + σ̃ z, σ̃ = η σ_s sqrt(1 - e^{-2h})
+  (VP: η sqrt(σ_s²/σ_t² β_ts)).
 * ``dpm-solver-1/2/3``: singlestep DPM-Solver (Lu et al. 2022, noise prediction, Alg. 1-2), NFE
-  split into orders as that paper does (Sec. 3.4). DPM-Solver-1 is DDIM(η = 0) (Lu et al. Eq. 3.7).
+  split into orders as that paper does (Sec. 3.4). DPM-Solver-1 *is* DDIM(η = 0) (Lu et al. Eq.
+  3.7): both call one update, x_s = α_s x̂0 + σ_s ε̂ (= (α_s/α_t) x_t - σ_s (e^h - 1) ε̂).
   ``third_order_intermediate`` picks the rule for DPM-Solver-3's second intermediate point u2:
   ``"lu"`` (default, Alg. 2: u2 = ... - σ_s2 (r2/r1)(φ(r2 h) - 1)(ε_s1 - ε_t), φ(z) = (e^z - 1)/z)
   or ``"midpoint"`` (diffusers' DPMSolverSinglestepScheduler: a DPM-Solver-2 step t -> s2 through
@@ -21,9 +36,27 @@ number of network evaluations, and any grid (ours or diffusers') can be replayed
   first step first order; ``lower_order_final`` makes the last step first order when it lands on
   ``t_end`` and fewer than 15 steps are taken (with ``denoise_to_zero`` the last step into the data
   is already first order), as diffusers' DPMSolverMultistepScheduler does.
+* ``euler`` / ``heun``: the probability-flow ODE in the process's own time,
+  dx/dt = α'(t) x̂0 + σ'(t) ε̂ (EDM: Karras et al.'s dx/dσ = (x - D)/σ; flow: the velocity ε̂ - x̂0).
+  ``heun`` is EDM's Algorithm 1: an Euler step then the trapezoidal (Heun) correction with a second
+  evaluation at t_{j+1}, except on the step into the data (σ = 0), which is Euler's. N steps on
+  the data-bound grid cost 2N - 1 evaluations, so odd NFE is EDM exactly; at even NFE the last
+  noisy step (the smallest, on the default grids) is an Euler step: orders [2]·(B//2) + [1]·(B%2)
+  for the B evaluations before the final step into the data (Lu et al.'s DPM-Solver-2 rule). Any
+  step into the data returns x̂0, the Euler step in the scaled variables x/α, σ/α (Karras et al.
+  Eq. 4), which is Euler's in t too for EDM and flow (α, σ affine in t).
+  Stochastic churn (EDM Algorithm 2; ``s_churn``, ``s_tmin``, ``s_tmax``, ``s_noise``, default
+  off) raises σ̃ = σ/α = e^{-λ} of each step's start by γ = min(s_churn/N, √2 - 1) (N = steps,
+  the step into the data included, as EDM) when s_tmin <= σ̃ <= s_tmax, adds the matching noise in
+  the scaled variables, x̃ += sqrt(σ̃̂² - σ̃²) s_noise z, and maps back with ``t_from_lambda``
+  (EDM: exactly Algorithm 2).
 
 Conventions (docs/samplers.md explains each choice; :func:`describe` records them with a result):
 
+* **Processes.** α, σ and λ at every walked point come from the schedule (``log_alpha``,
+  ``log_sigma``, ``lambda_``), so DDIM / DPM-Solver / DPM-Solver++ (which work in λ with α, σ)
+  run unchanged on EDM and flow; ``t_data`` is the data exactly (α = 1, σ = 0). Euler / Heun also
+  read α' = α dlog α/dt and σ' = σ dlog σ/dt.
 * **Timestep spacing.** Discrete models were trained on integer timesteps only, so by default every
   sampler evaluates them at integers: ``timestep_spacing`` ``"linspace"`` (default), ``"leading"``
   or ``"trailing"``, rounded exactly as diffusers' ``timestep_spacing`` (DPMSolver schedulers'
@@ -32,7 +65,9 @@ Conventions (docs/samplers.md explains each choice; :func:`describe` records the
   DPM-Solver-2/3 then take their intermediate points from the same integer grid, as diffusers'
   DPMSolverSinglestepScheduler does. ``"fractional"`` is the time-uniform float grid, i.e. what the
   official dpm-solver code does for discrete models (queries at t = 978.61, ...); ``"logSNR"`` and
-  ``"time-quadratic"`` are float grids too. Continuous schedules default to ``"time-uniform"``.
+  ``"time-quadratic"`` are float grids too. ``"karras"`` is Karras et al.'s ρ = 7 grid in
+  σ̃ = σ/α = e^{-λ}. Continuous VP schedules and flow default to ``"time-uniform"``, EDM to
+  ``"karras"``.
 * **Order plan.** ``order_plan="lu"`` (default) splits the NFE as Lu et al. Sec. 3.4 and their code
   (``get_orders_and_timesteps_for_singlestep_solver``): DPM-Solver-3 at NFE 20 is [3]*6 + [2], all
   20 evaluations in the solver, the outer points at those positions of the NFE-point grid (or
@@ -41,26 +76,35 @@ Conventions (docs/samplers.md explains each choice; :func:`describe` records the
   even NFE: [2, ..., 2, 1, 1]).
 * **Final denoising step.** ``denoise_to_zero=True`` spends the last NFE on a first-order step
   from ``t_end`` into the data (σ = 0): x̂0 at t_end (Lu et al.'s ``denoise_to_zero``, but inside
-  the NFE budget). Default (None): on for ``ddpm`` / ``ddim``, whose last step lands on the data
-  (Ho et al. Alg. 2; diffusers' DDIM/DDPM with ``set_alpha_to_one``), off for the DPM-Solvers
-  (Lu et al.'s default; they return x at t_end = t_min). For discrete schedules the data is
-  t = -1, so DDPM with NFE = T walks T-1, ..., 0, -1 exactly as Algorithm A2 walks T, ..., 1, 0.
+  the NFE budget). Default (None): on for ``ddpm`` / ``ddim`` / ``euler`` / ``heun``, whose last
+  step lands on the data (Ho et al. Alg. 2; diffusers' DDIM/DDPM with ``set_alpha_to_one``; EDM
+  Alg. 1), off for the DPM-Solvers (Lu et al.'s default; they return x at t_end = t_min). For
+  discrete schedules the data is t = -1, so DDPM with NFE = T walks T-1, ..., 0, -1 exactly as
+  Algorithm A2 walks T, ..., 1, 0.
 * **x̂0 clipping.** ``clip="static"`` clamps every x̂0 to [-1, 1] (ADM's ``clip_denoised``,
   diffusers' ``clip_sample``), ``"dynamic"`` is Saharia et al.'s dynamic thresholding (percentile
   0.995, s >= 1); ε̂ is then recomputed from the clipped x̂0, ε̂ = (x - α x̂0)/σ, as ADM's DDIM and
   diffusers' DPM-Solver do, so every sampler sees one consistent estimate. Default ``"none"``
   (the library does not know the data range; ``etsdm.runs.generate`` picks per data kind).
-* **α = 0** (zero terminal SNR; continuous cosine at t = 1). Schedules floor α² at 2⁻²⁴ to keep
-  λ finite. For v- and x0-prediction Denoisers the samplers use α = 0, σ = 1 exactly at such
-  points (x̂0 = -v, ε̂ = x); a step starting there is first order (λ = -∞: DDIM's step is the
-  exact limit), so a singlestep plan starts with one DDIM step. ε-prediction keeps the floor and
-  warns: x̂0 = (x - σ ε̂)/α amplifies ε̂'s errors ~4096× (Lin et al. 2023 require v-prediction).
+* **α = 0** (zero terminal SNR; continuous cosine at t = 1; flow at t = 1). Schedules floor α² at
+  2⁻²⁴ to keep λ finite. For v-, x0- and flow-prediction Denoisers the samplers use α = 0 exactly
+  at such points (σ = 1 on VP, σ(t) otherwise; x̂0 = -v/σ, x̂0 = x0, or x̂0 = (u - σ' x/σ)/α' from
+  the velocity u; ε̂ = x/σ); a DPM-Solver step starting there is first order (λ = -∞: DDIM's step
+  is the exact limit), so a singlestep plan starts with one DDIM step. ε-prediction keeps the floor
+  and warns: x̂0 = (x - σ ε̂)/α amplifies ε̂'s errors ~4096× (Lin et al. 2023 require
+  v-prediction). The floored α has no useful derivative (2⁻¹² · ∞), so Euler / Heun take α', σ'
+  at such a point from the floor's edge (the largest t with α above the floor): exact for flow
+  (α' = -1 everywhere), O(2⁻¹²) off elsewhere.
+* **Initial noise.** ``noise`` is x at t_start. :func:`init_noise_sigma` is its scale for a
+  standard normal draw: 1 for VP (x_T ~ N(0, I), Ho et al.), σ(t_start) otherwise (EDM's σ_max;
+  flow's 1), as diffusers' ``init_noise_sigma``.
 
-Replaying diffusers (tests/test_samplers.py): pass its integer ``timesteps`` followed by its final
-point (t = -1 for σ = 0, t = 0 for ``final_sigmas_type="sigma_min"``) as ``timesteps=``, and its
-per-step orders as ``orders=`` (singlestep: [1, 2, 3] runs of its order_list become one step of
-order 3). With our float64 table in the scheduler, DDIM, DDPM and DPM-Solver-2/3 ("midpoint") agree
-to ~1e-10; DPM-Solver++(2M) to float32 precision (diffusers casts the sample to float32).
+Replaying diffusers (tests/test_samplers.py, tests/test_samplers_processes.py): pass its
+``timesteps`` (or, for σ-parametrised schedulers, its ``sigmas`` on EDM / flow) followed by its final
+point (t = -1 / σ = 0 for the data, t = 0 for ``final_sigmas_type="sigma_min"``) as ``timesteps=``,
+and its per-step orders as ``orders=`` (singlestep: [1, 2, 3] runs of its order_list become one step
+of order 3). With our float64 table in the scheduler, DDIM, DDPM and DPM-Solver-2/3 ("midpoint")
+agree to ~1e-10; DPM-Solver++(2M) to float32 precision (diffusers casts the sample to float32).
 """
 
 from __future__ import annotations
@@ -68,7 +112,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -79,20 +123,24 @@ from tqdm.auto import tqdm
 from .denoiser import Estimate
 from .schedules import LOG_ALPHA_FLOOR, Schedule
 
-SamplerName = Literal["ddpm", "ddim", "dpm-solver-1", "dpm-solver-2", "dpm-solver-3", "dpm-solver++2m"]
-SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpm-solver-1", "dpm-solver-2", "dpm-solver-3", "dpm-solver++2m")
-Spacing = Literal["linspace", "leading", "trailing", "fractional", "time-uniform", "logSNR", "time-quadratic"]
+SamplerName = Literal[
+    "ddpm", "ddim", "dpm-solver-1", "dpm-solver-2", "dpm-solver-3", "dpm-solver++2m", "euler", "heun"
+]
+Spacing = Literal[
+    "linspace", "leading", "trailing", "fractional", "time-uniform", "logSNR", "time-quadratic", "karras"
+]
 INTEGER_SPACINGS: tuple[str, ...] = ("linspace", "leading", "trailing")  # diffusers' timestep_spacing
-FLOAT_SPACINGS: tuple[str, ...] = ("fractional", "time-uniform", "logSNR", "time-quadratic")
+FLOAT_SPACINGS: tuple[str, ...] = ("fractional", "time-uniform", "logSNR", "time-quadratic", "karras")
 SPACINGS: tuple[str, ...] = INTEGER_SPACINGS + FLOAT_SPACINGS
+KARRAS_RHO = 7.0  # Karras et al. (2022), Eq. 5 / Table 1
 OrderPlan = Literal["lu", "diffusers"]
 ORDER_PLANS: tuple[str, ...] = ("lu", "diffusers")
 Clip = Literal["none", "static", "dynamic"]
 CLIPS: tuple[str, ...] = ("none", "static", "dynamic")
 DYNAMIC_PERCENTILE = 0.995  # Saharia et al. (2022), dynamic thresholding
 Intermediate = Literal["lu", "midpoint"]
-MAX_ORDER = {"ddpm": 1, "ddim": 1, "dpm-solver-1": 1, "dpm-solver-2": 2, "dpm-solver-3": 3, "dpm-solver++2m": 2}
 Estimator = Callable[[Tensor, float], Estimate]
+EXACT_ZERO_PREDICTIONS: tuple[str, ...] = ("v", "x0", "flow")  # predictions that stay exact at α = 0
 
 
 class StepInfo(NamedTuple):
@@ -107,30 +155,52 @@ class StepInfo(NamedTuple):
 
 @dataclass(frozen=True)
 class _Point:
-    """α, σ, λ at one time (float64, Python floats); σ = 0 and λ = inf at the data."""
+    """α, σ, λ at one time (float64, Python floats); σ = 0 and λ = inf at the data; dα/dt, dσ/dt
+    (the probability-flow ODE's coefficients; NaN at the data, which is never evaluated)."""
 
     t: float
     alpha: float
     sigma: float
     lam: float
+    dalpha: float = math.nan
+    dsigma: float = math.nan
+
+
+def _floor_edge(schedule: Schedule, t: float) -> float:
+    """The largest time <= t at which α² is above its floor (bisection from t_data)."""
+    lo, hi = float(schedule.t_data), float(t)
+    for _ in range(64):
+        mid = 0.5 * (lo + hi)
+        if float(schedule.log_alpha(mid)) > LOG_ALPHA_FLOOR:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def _points(schedule: Schedule, times: Sequence[float], exact_zero: bool = False) -> list[_Point]:
-    """α, σ, λ at each time; ``t_data`` is the data exactly (α = 1, σ = 0), even for schedules such
-    as cosine-shift whose clipped log-SNR leaves σ(0) slightly above 0. With ``exact_zero``, a time
-    where α² sits at the schedule's floor 2⁻²⁴ gets α = 0, σ = 1, λ = -∞ (zero terminal SNR)."""
-    t = torch.tensor([float(v) for v in times], dtype=torch.float64)
+    """α, σ, λ (and α', σ') at each time, from the schedule's log α and log σ; ``t_data`` is the
+    data exactly (α = 1, σ = 0), even for schedules such as cosine-shift whose clipped log-SNR leaves
+    σ(0) slightly above 0. With ``exact_zero``, a time where α² sits at the schedule's floor 2⁻²⁴
+    gets α = 0, λ = -∞ (zero terminal SNR) and σ = 1 (VP) or σ(t); α', σ' there are taken at the
+    floor's edge (see the module docstring)."""
+    vals = [float(v) for v in times]
+    t = torch.tensor(vals, dtype=torch.float64)
     log_a = schedule.log_alpha(t)
-    alpha, sigma, floored = log_a.exp().tolist(), schedule.sigma(t).tolist(), (log_a <= LOG_ALPHA_FLOOR).tolist()
+    alpha, sigma, lam = log_a.exp().tolist(), schedule.sigma(t).tolist(), schedule.lambda_(t).tolist()
+    floored = (log_a <= LOG_ALPHA_FLOOR).tolist()
+    # α', σ' where the ODE may be evaluated; at the floor from its edge (α' = α dlog α/dt = 2^-12 · ∞ there)
+    rt = torch.tensor([_floor_edge(schedule, v) if f else v for v, f in zip(vals, floored, strict=True)],
+                      dtype=torch.float64)
+    dalpha, dsigma = schedule.dalpha_dt(rt).tolist(), schedule.dsigma_dt(rt).tolist()
     points = []
-    for v, a, s, at_floor in zip(times, alpha, sigma, floored, strict=True):
-        if float(v) == schedule.t_data:
-            a, s = 1.0, 0.0
-        elif exact_zero and at_floor:
-            a, s = 0.0, 1.0
-        points.append(
-            _Point(float(v), a, s, math.log(a / s) if s > 0 and a > 0 else (math.inf if s == 0 else -math.inf))
-        )
+    for v, a, s, la, at_floor, da, ds in zip(vals, alpha, sigma, lam, floored, dalpha, dsigma, strict=True):
+        if v == schedule.t_data:
+            points.append(_Point(v, 1.0, 0.0, math.inf))
+            continue
+        if exact_zero and at_floor:
+            a, la, s = 0.0, -math.inf, 1.0 if schedule.kind == "vp" else s
+        points.append(_Point(v, a, s, la, da, ds))
     return points
 
 
@@ -140,32 +210,49 @@ def _alpha_is_zero(schedule: Schedule, t: float) -> bool:
 
 
 def as_estimator(model: Callable[[Tensor, float], Tensor], schedule: Schedule) -> Estimator:
-    """One network evaluation -> (ε̂, x̂0). A Denoiser converts exactly (ε, v or x0 nets alike);
-    a plain ε-callable gets x̂0 = (x - σ ε̂)/α."""
+    """One network evaluation -> (ε̂, x̂0). A Denoiser converts exactly (ε, v, x0, EDM or flow nets
+    alike); a plain ε-callable gets x̂0 = (x - σ ε̂)/α."""
     estimate = getattr(model, "estimate", None)
     if callable(estimate):
         return estimate
 
     def from_eps(x: Tensor, t: float) -> Estimate:
         eps = model(x, t)
-        log_a = float(schedule.log_alpha(t))
-        alpha, sigma = math.exp(log_a), math.sqrt(-math.expm1(2.0 * log_a))  # as Schedule.alpha / .sigma
+        if schedule.kind == "vp":
+            log_a = float(schedule.log_alpha(t))
+            alpha, sigma = math.exp(log_a), math.sqrt(-math.expm1(2.0 * log_a))  # as VPSchedule.alpha / .sigma
+        else:
+            alpha, sigma = float(schedule.alpha(t)), float(schedule.sigma(t))
         return Estimate(eps, (x - sigma * eps) / alpha)
 
     return from_eps
+
+
+def init_noise_sigma(schedule: Schedule, t_start: float | None = None) -> float:
+    """The scale of x at ``t_start`` (default t_max) for a standard normal draw, x = scale · z:
+    1 for VP (x_T ~ N(0, I), Ho et al.), σ(t_start) for other processes (EDM: σ_max, as Karras et
+    al.'s sampler; flow: 1). diffusers calls it ``init_noise_sigma``."""
+    if schedule.kind == "vp":
+        return 1.0
+    return float(schedule.sigma(schedule.t_max if t_start is None else float(t_start)))
 
 
 # ---------------------------------------------------------------------------------------------
 # Time grids and order lists
 # ---------------------------------------------------------------------------------------------
 def default_spacing(schedule: Schedule) -> str:
-    """Integer timesteps (diffusers' ``linspace``) for discrete schedules, uniform t for continuous ones."""
+    """Integer timesteps (diffusers' ``linspace``) for discrete schedules, Karras et al.'s ρ = 7 grid
+    for EDM, uniform t for continuous VP schedules and flow."""
+    if schedule.kind == "edm":
+        return "karras"
     return "time-uniform" if schedule.continuous else "linspace"
 
 
 def default_denoise_to_zero(sampler: str) -> bool:
-    """DDPM / DDIM land on the data (Ho et al. Alg. 2, Song et al.); the DPM-Solvers stop at t_end (Lu et al.)."""
-    return sampler in ("ddpm", "ddim")
+    """DDPM / DDIM / Euler / Heun land on the data (Ho et al. Alg. 2, Song et al., Karras et al.
+    Alg. 1); the DPM-Solvers stop at t_end (Lu et al.)."""
+    spec = SAMPLER_REGISTRY.get(sampler)
+    return spec.denoise_to_zero if spec is not None else False
 
 
 def resolve_spacing(schedule: Schedule, spacing: str | None) -> str:
@@ -177,7 +264,7 @@ def resolve_spacing(schedule: Schedule, spacing: str | None) -> str:
     if schedule.continuous and (spacing in INTEGER_SPACINGS or spacing == "fractional"):
         raise ValueError(
             f"timestep spacing {spacing!r} is for discrete schedules (integer timesteps); a continuous schedule "
-            "takes time-uniform, logSNR or time-quadratic"
+            "takes time-uniform, logSNR, time-quadratic or karras"
         )
     return spacing
 
@@ -215,8 +302,10 @@ def time_grid(schedule: Schedule, steps: int, spacing: Spacing, t_start: float, 
               evaluations: bool = False) -> list[float]:
     """``steps + 1`` decreasing times ending at t_end: integers (``linspace`` / ``leading`` /
     ``trailing``, diffusers' rounding), or floats uniform in t (``fractional`` = ``time-uniform``), in
-    λ, or in sqrt(t - t_data). ``evaluations``: the points are all network evaluations, a step into
-    the data follows (DDIM/DDPM's trailing grid then ends above t_end, see :func:`_integer_grid`)."""
+    λ, in sqrt(t - t_data), or Karras et al.'s ρ = 7 grid (``karras``: σ̃_i = (σ̃_max^{1/ρ} + i/steps
+    (σ̃_min^{1/ρ} - σ̃_max^{1/ρ}))^ρ in σ̃ = σ/α = e^{-λ}, t_i = t_from_lambda(-ln σ̃_i); on EDM σ̃ = σ = t).
+    ``evaluations``: the points are all network evaluations, a step into the data follows
+    (DDIM/DDPM's trailing grid then ends above t_end, see :func:`_integer_grid`)."""
     if spacing not in SPACINGS:
         raise ValueError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
     if steps < 1:
@@ -229,6 +318,11 @@ def time_grid(schedule: Schedule, steps: int, spacing: Spacing, t_start: float, 
         lam_start, lam_end = float(schedule.lambda_(t_start)), float(schedule.lambda_(t_end))
         lam = torch.linspace(lam_start, lam_end, steps + 1, dtype=torch.float64)
         grid = schedule.t_from_lambda(lam)
+    elif spacing == "karras":  # Karras et al. (2022) Eq. 5, in the process's σ/α = e^{-λ}
+        lam_start, lam_end = float(schedule.lambda_(t_start)), float(schedule.lambda_(t_end))
+        hi, lo = math.exp(-lam_start / KARRAS_RHO), math.exp(-lam_end / KARRAS_RHO)  # σ̃^{1/ρ} at the ends
+        ramp = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+        grid = schedule.t_from_lambda(-KARRAS_RHO * torch.log(hi + ramp * (lo - hi)))
     else:  # time-quadratic (DPM-Solver's "time_quadratic"), in u = t - t_data
         u0, u1 = t_start - schedule.t_data, t_end - schedule.t_data
         grid = torch.linspace(math.sqrt(u0), math.sqrt(u1), steps + 1, dtype=torch.float64) ** 2 + schedule.t_data
@@ -273,20 +367,39 @@ def _singlestep_times(schedule: Schedule, outer: list[float], orders: list[int])
     return times
 
 
-def _orders(
-    sampler: str, budget: int, order_plan: OrderPlan, lower_order_final: bool, denoise_to_zero: bool, zero_start: bool
-) -> list[int]:
-    """Per-step orders for ``budget`` solver evaluations (the final denoising step not included)."""
-    if sampler in ("dpm-solver-2", "dpm-solver-3"):
-        if zero_start and budget:  # λ = -∞ at the start: one DDIM step, then the plan (module doc)
-            return [1] + singlestep_orders(int(sampler[-1]), budget - 1, order_plan)
-        return singlestep_orders(int(sampler[-1]), budget, order_plan)
-    if sampler == "dpm-solver++2m" and budget:
-        orders = [1] + [2] * (budget - 1)
-        if lower_order_final and budget < 15 and not denoise_to_zero:  # as diffusers: stabler with few steps
-            orders[-1] = 1
-        return orders
+def _first_order_plan(budget: int, order_plan: str, lower_order_final: bool, denoise_to_zero: bool,
+                      zero_start: bool) -> list[int]:
+    """Every evaluation a first-order step (DDPM, DDIM, DPM-Solver-1, Euler)."""
     return [1] * budget
+
+
+def _singlestep_plan(order: int) -> Callable[..., list[int]]:
+    """DPM-Solver-k: Lu et al.'s split (or diffusers'); at λ = -∞ one DDIM step first (module doc)."""
+
+    def orders(budget: int, order_plan: str, lower_order_final: bool, denoise_to_zero: bool,
+               zero_start: bool) -> list[int]:
+        if zero_start and budget:
+            return [1] + singlestep_orders(order, budget - 1, order_plan)
+        return singlestep_orders(order, budget, order_plan)
+
+    return orders
+
+
+def _multistep_plan(budget: int, order_plan: str, lower_order_final: bool, denoise_to_zero: bool,
+                    zero_start: bool) -> list[int]:
+    """DPM-Solver++(2M): first step first order, then second order; lower_order_final as diffusers."""
+    if not budget:
+        return []
+    orders = [1] + [2] * (budget - 1)
+    if lower_order_final and budget < 15 and not denoise_to_zero:  # as diffusers: stabler with few steps
+        orders[-1] = 1
+    return orders
+
+
+def _heun_plan(budget: int, order_plan: str, lower_order_final: bool, denoise_to_zero: bool,
+               zero_start: bool) -> list[int]:
+    """Heun steps of 2 evaluations; an odd budget ends with one Euler step (module doc)."""
+    return [2] * (budget // 2) + [1] * (budget % 2)
 
 
 def plan(
@@ -302,30 +415,31 @@ def plan(
     lower_order_final: bool = True,
     spacing: Spacing | None = None,
 ) -> tuple[list[float], list[int]]:
-    """The ``(timesteps, orders)`` a sampler will walk for a given NFE budget (sum of work = nfe).
+    """The ``(timesteps, orders)`` a sampler will walk for a given NFE budget (its steps' evaluations
+    add up to nfe; :func:`evaluation_times` lists them).
 
     ``timestep_spacing`` None: :func:`default_spacing` (``spacing`` is an older name for it);
     ``denoise_to_zero`` None: :func:`default_denoise_to_zero`. See the module docstring.
     """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    spec = _spec(sampler)
     if not isinstance(nfe, int) or isinstance(nfe, bool) or nfe < 1:
         raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
     spacing = resolve_spacing(schedule, timestep_spacing if timestep_spacing is not None else spacing)
-    denoise_to_zero = default_denoise_to_zero(sampler) if denoise_to_zero is None else bool(denoise_to_zero)
+    denoise_to_zero = spec.denoise_to_zero if denoise_to_zero is None else bool(denoise_to_zero)
     t_start = schedule.t_max if t_start is None else float(t_start)
     t_end = schedule.t_min if t_end is None else float(t_end)
     if not schedule.t_data < t_end < t_start <= schedule.t_max:
         raise ValueError(f"need t_data={schedule.t_data} < t_end={t_end} < t_start={t_start} <= t_max={schedule.t_max}")
     budget = nfe - 1 if denoise_to_zero else nfe
-    orders = _orders(sampler, budget, order_plan, lower_order_final, denoise_to_zero, _alpha_is_zero(schedule, t_start))
+    orders = spec.orders(budget, order_plan, lower_order_final, denoise_to_zero, _alpha_is_zero(schedule, t_start))
+    steps = sum(spec.span(o) for o in orders)  # grid intervals
     if not budget:
         times = [t_start]
-    elif sampler in ("dpm-solver-2", "dpm-solver-3") and spacing == "logSNR":  # Lu et al.: K steps uniform in λ
+    elif spec.lambda_intermediate and spacing == "logSNR":  # Lu et al.: K steps uniform in λ
         times = _singlestep_times(schedule, time_grid(schedule, len(orders), spacing, t_start, t_end), orders)
     else:
-        times = time_grid(schedule, budget, spacing, t_start, t_end, evaluations=denoise_to_zero)
-        if sampler in ("dpm-solver-2", "dpm-solver-3") and spacing not in INTEGER_SPACINGS:
+        times = time_grid(schedule, steps, spacing, t_start, t_end, evaluations=denoise_to_zero)
+        if spec.lambda_intermediate and spacing not in INTEGER_SPACINGS:
             # Lu et al.'s code: outer points at the step boundaries of the NFE-point grid, inner ones in λ
             outer = [times[i] for i in np.cumsum([0, *orders])]
             times = _singlestep_times(schedule, outer, orders)
@@ -336,14 +450,37 @@ def plan(
     return times, orders
 
 
+def evaluation_times(sampler: SamplerName, timesteps: Sequence[float], orders: Sequence[int]) -> list[float]:
+    """The times at which :func:`sample` evaluates the network on the plan ``(timesteps, orders)``,
+    in order (without churn; churn moves each step's first evaluation to its raised time)."""
+    spec = _spec(sampler)
+    out: list[float] = []
+    j = 0
+    for order in orders:
+        if spec.layout == "corrector":
+            out.extend([float(timesteps[j]), float(timesteps[j + 1])][:order])
+        else:
+            out.extend(float(v) for v in timesteps[j : j + (order if spec.layout == "singlestep" else 1)])
+        j += spec.span(order)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Updates (α, σ, λ of the step's points are Python floats computed once before the loop)
 # ---------------------------------------------------------------------------------------------
+def _transition(p: _Point, q: _Point) -> float:
+    """σ_ts²/σ_t² = 1 - e^{-2h}, h = λ_s - λ_t: the forward transition s -> t's variance
+    σ_ts² = σ_t² - (α_t/α_s)² σ_s² relative to σ_t² (VP: σ_ts² = β_ts = 1 - α_t²/α_s²)."""
+    return -math.expm1(-2.0 * (q.lam - p.lam))
+
+
 def _ddim_update(x: Tensor, est: Estimate, p: _Point, q: _Point, eta: float, z: Callable[[], Tensor]) -> Tensor:
+    """DDIM (Song et al.) = DPM-Solver-1 at η = 0 (Lu et al. Eq. 3.7): x_s = α_s x̂0 + σ_s ε̂, plus
+    η's noise σ̃ = η σ_s sqrt(1 - e^{-2h}) (the posterior's std at η = 1). Exact at α_t = 0 and into
+    the data (x̂0)."""
     if q.sigma == 0.0:
         return est.x0
-    beta = 1.0 - (p.alpha / q.alpha) ** 2  # β_ts = 1 - α_t²/α_s²
-    noise_std = eta * math.sqrt(max(q.sigma**2 / p.sigma**2 * beta, 0.0))
+    noise_std = eta * q.sigma * math.sqrt(max(_transition(p, q), 0.0)) if eta > 0 else 0.0
     out = q.alpha * est.x0 + math.sqrt(max(q.sigma**2 - noise_std**2, 0.0)) * est.eps
     return out + noise_std * z() if noise_std > 0 else out
 
@@ -351,19 +488,10 @@ def _ddim_update(x: Tensor, est: Estimate, p: _Point, q: _Point, eta: float, z: 
 def _ddpm_update(x: Tensor, est: Estimate, p: _Point, q: _Point, variance: str, z: Callable[[], Tensor]) -> Tensor:
     if q.sigma == 0.0:
         return est.x0  # last step of Alg. A2: z = 0, and the mean is x̂0 itself
-    beta = 1.0 - (p.alpha / q.alpha) ** 2  # β_ts (Eq. 10's β_t for consecutive steps)
-    mean = (q.alpha * beta / p.sigma**2) * est.x0 + (p.alpha / q.alpha * q.sigma**2 / p.sigma**2) * x
-    var = beta if variance == "beta" else beta * q.sigma**2 / p.sigma**2  # η_t² = β_t (Eq. 10)
+    frac = _transition(p, q)  # σ_ts²/σ_t² (VP: β_ts/σ_t², Eq. 10's β_t for consecutive steps)
+    mean = (q.alpha * frac) * est.x0 + (p.alpha / q.alpha * q.sigma**2 / p.sigma**2) * x
+    var = frac * p.sigma**2 if variance == "beta" else frac * q.sigma**2  # η_t² = β_t (Eq. 10) or posterior
     return mean + math.sqrt(var) * z()
-
-
-def _dpm1(x: Tensor, eps: Tensor, x0: Tensor, p: _Point, q: _Point) -> Tensor:
-    """DPM-Solver-1: x_s = (α_s/α_t) x_t - σ_s (e^h - 1) ε̂ (Lu et al. Eq. 3.7)."""
-    if q.sigma == 0.0:
-        return x0
-    if p.alpha == 0.0:  # λ_t = -∞: the same step written as DDIM's, x_s = α_s x̂0 + σ_s ε̂
-        return q.alpha * x0 + q.sigma * eps
-    return (q.alpha / p.alpha) * x - q.sigma * math.expm1(q.lam - p.lam) * eps
 
 
 def _dpm_singlestep(
@@ -412,6 +540,174 @@ def _dpmpp_update(
     return (q.sigma / p.sigma) * x - q.alpha * math.expm1(-h) * d
 
 
+def _drift(est: Estimate, p: _Point) -> Tensor:
+    """dx/dt = α'(t) x̂0 + σ'(t) ε̂: the probability-flow ODE in the process's own time."""
+    return p.dalpha * est.x0 + p.dsigma * est.eps
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps: one per registry entry; each evaluates the model itself and returns (x_s, x̂0 at its start)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Churn:
+    """EDM's stochastic churn (Karras et al. 2022, Alg. 2): S_churn, S_tmin, S_tmax (in σ̃ = σ/α),
+    S_noise. ``s_churn = 0`` (default) is the deterministic sampler."""
+
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = math.inf
+    s_noise: float = 1.0
+
+
+@dataclass
+class _Walk:
+    """What a step function sees: the evaluator, the walked points, the options and a scratchpad."""
+
+    f: Callable[[Tensor, _Point], Estimate]
+    pts: list[_Point]
+    schedule: Schedule
+    z: Callable[[], Tensor]
+    steps: int
+    eta: float = 0.0
+    variance: str = "beta"
+    intermediate: Intermediate = "lu"
+    churn: Churn = field(default_factory=Churn)
+    exact_zero: bool = False
+    memory: dict[str, Any] = field(default_factory=dict)
+
+
+StepFn = Callable[[_Walk, Tensor, int, int], tuple[Tensor, Tensor]]
+
+
+def _ddpm_step(w: _Walk, x: Tensor, j: int, order: int) -> tuple[Tensor, Tensor]:
+    p, q = w.pts[j], w.pts[j + 1]
+    est = w.f(x, p)
+    return _ddpm_update(x, est, p, q, w.variance, w.z), est.x0
+
+
+def _ddim_step(w: _Walk, x: Tensor, j: int, order: int) -> tuple[Tensor, Tensor]:
+    p, q = w.pts[j], w.pts[j + 1]
+    est = w.f(x, p)
+    return _ddim_update(x, est, p, q, w.eta, w.z), est.x0
+
+
+def _dpm_solver_step(w: _Walk, x: Tensor, j: int, order: int) -> tuple[Tensor, Tensor]:
+    """Singlestep DPM-Solver: order 1 is DDIM(η = 0) (the same update), order 2/3 Lu et al.'s Alg. 1/2."""
+    p = w.pts[j]
+    est = w.f(x, p)
+    if order == 1:
+        return _ddim_update(x, est, p, w.pts[j + 1], 0.0, w.z), est.x0
+    return _dpm_singlestep(w.f, x, est, w.pts[j : j + order + 1], w.intermediate), est.x0
+
+
+def _dpmpp_2m_step(w: _Walk, x: Tensor, j: int, order: int) -> tuple[Tensor, Tensor]:
+    p, q = w.pts[j], w.pts[j + 1]
+    est = w.f(x, p)
+    prev = w.memory.get("x0")
+    x_new = _dpmpp_update(x, est.x0, prev, p, q, w.memory.get("h", 0.0), order if prev is not None else 1)
+    w.memory["x0"], w.memory["h"] = est.x0, q.lam - p.lam
+    return x_new, est.x0
+
+
+def _churn(w: _Walk, x: Tensor, p: _Point) -> tuple[Tensor, _Point]:
+    """EDM Alg. 2, lines 4-5, in the scaled variables x̃ = x/α, σ̃ = σ/α: σ̃̂ = (1 + γ) σ̃,
+    x̃̂ = x̃ + sqrt(σ̃̂² - σ̃²) S_noise z, back to t̂ = t_from_lambda(-ln σ̃̂) (σ̃̂ recomputed there, so a
+    schedule that clamps t̂ at t_max still gets consistent noise) and x̂ = α(t̂) x̃̂."""
+    c = w.churn
+    if c.s_churn <= 0.0 or p.alpha == 0.0:
+        return x, p
+    sig = p.sigma / p.alpha
+    gamma = min(c.s_churn / w.steps, math.sqrt(2.0) - 1.0) if c.s_tmin <= sig <= c.s_tmax else 0.0
+    if gamma <= 0.0:
+        return x, p
+    t_hat = float(w.schedule.t_from_lambda(p.lam - math.log1p(gamma)))
+    p_hat = _points(w.schedule, [t_hat], w.exact_zero)[0]
+    if p_hat.alpha == 0.0 or p_hat.t <= p.t:
+        return x, p
+    sig_hat = p_hat.sigma / p_hat.alpha
+    std = p_hat.alpha * math.sqrt(max(sig_hat**2 - sig**2, 0.0)) * c.s_noise
+    return (p_hat.alpha / p.alpha) * x + std * w.z(), p_hat
+
+
+def _heun_step(w: _Walk, x: Tensor, j: int, order: int) -> tuple[Tensor, Tensor]:
+    """Euler (order 1) or Heun (order 2) on dx/dt = α' x̂0 + σ' ε̂ (Karras et al. Alg. 1 / 2); the
+    step into the data is x̂0 (Euler's step in x/α, σ/α)."""
+    p, q = w.pts[j], w.pts[j + 1]
+    x, p = _churn(w, x, p)
+    est = w.f(x, p)
+    if q.sigma == 0.0:
+        return est.x0, est.x0
+    dt = q.t - p.t
+    d = _drift(est, p)
+    x_euler = x + dt * d
+    if order == 1:
+        return x_euler, est.x0
+    return x + (0.5 * dt) * (d + _drift(w.f(x_euler, q), q)), est.x0
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry: name -> what plan() and sample() need to know about a sampler
+# ---------------------------------------------------------------------------------------------
+Layout = Literal["singlestep", "multistep", "corrector"]
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One sampler. Adding a sampler is one :data:`SAMPLER_REGISTRY` entry and its step function.
+
+    Attributes:
+        max_order: the highest per-step order it takes.
+        step: ``step(walk, x, j, order) -> (x_next, x̂0)``: one step from grid point j; evaluates the
+            model itself (``walk.f``) and returns the new x and the x̂0 of its first evaluation.
+        orders: ``orders(budget, order_plan, lower_order_final, denoise_to_zero, zero_start)``: per-step
+            orders spending ``budget`` evaluations (the final step into the data not included).
+        layout: ``"singlestep"`` (an order-k step covers k grid intervals with k evaluations),
+            ``"multistep"`` (one interval, one evaluation, order = past evaluations used) or
+            ``"corrector"`` (one interval, k evaluations: at its start and, for k = 2, at its end).
+        denoise_to_zero: the default of ``denoise_to_zero`` (its last step lands on the data).
+        lambda_intermediate: a step's intermediate points sit at fixed fractions of the step in λ on
+            float grids (singlestep DPM-Solver, Lu et al.'s code).
+        churn: takes EDM's stochastic churn options (``s_churn`` ...).
+    """
+
+    max_order: int
+    step: StepFn
+    orders: Callable[..., list[int]] = _first_order_plan
+    layout: Layout = "singlestep"
+    denoise_to_zero: bool = False
+    lambda_intermediate: bool = False
+    churn: bool = False
+
+    def span(self, order: int) -> int:
+        """Grid intervals one step of this order covers."""
+        return order if self.layout == "singlestep" else 1
+
+    def cost(self, order: int) -> int:
+        """Network evaluations one step of this order spends."""
+        return 1 if self.layout == "multistep" else order
+
+
+SAMPLER_REGISTRY: dict[str, SamplerSpec] = {
+    "ddpm": SamplerSpec(1, _ddpm_step, denoise_to_zero=True),
+    "ddim": SamplerSpec(1, _ddim_step, denoise_to_zero=True),
+    "dpm-solver-1": SamplerSpec(1, _dpm_solver_step),
+    "dpm-solver-2": SamplerSpec(2, _dpm_solver_step, _singlestep_plan(2), lambda_intermediate=True),
+    "dpm-solver-3": SamplerSpec(3, _dpm_solver_step, _singlestep_plan(3), lambda_intermediate=True),
+    "dpm-solver++2m": SamplerSpec(2, _dpmpp_2m_step, _multistep_plan, layout="multistep"),
+    "euler": SamplerSpec(1, _heun_step, denoise_to_zero=True, churn=True),
+    "heun": SamplerSpec(2, _heun_step, _heun_plan, layout="corrector", denoise_to_zero=True, churn=True),
+}
+SAMPLERS: tuple[str, ...] = tuple(SAMPLER_REGISTRY)
+MAX_ORDER: dict[str, int] = {name: spec.max_order for name, spec in SAMPLER_REGISTRY.items()}
+
+
+def _spec(sampler: str) -> SamplerSpec:
+    spec = SAMPLER_REGISTRY.get(sampler)
+    if spec is None:
+        raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    return spec
+
+
 # ---------------------------------------------------------------------------------------------
 # x̂0 clipping and the per-point evaluation
 # ---------------------------------------------------------------------------------------------
@@ -448,9 +744,15 @@ def _evaluator(model: Any, schedule: Schedule, clip: Clip) -> Callable[[Tensor, 
     prediction = _prediction(model)
 
     def evaluate(x: Tensor, p: _Point) -> Estimate:
-        if p.alpha == 0.0:  # α = 0, σ = 1 exactly (only v / x0 Denoisers get such points)
+        if p.alpha == 0.0:  # α = 0 exactly (only v / x0 / flow Denoisers get such points): x = σ ε
             out = model.net_output(x, p.t)
-            est = Estimate(x, -out if prediction == "v" else out)  # ε = σx + αv = x; x0 = αx - σv = -v
+            if prediction == "v":  # v = α ε - σ x0 = -σ x0
+                x0 = -out / p.sigma
+            elif prediction == "flow":  # u = α' x0 + σ' ε
+                x0 = (out - (p.dsigma / p.sigma) * x) / p.dalpha
+            else:
+                x0 = out
+            est = Estimate(x / p.sigma, x0)
         else:
             est = f(x, p.t)
         if clip == "none":
@@ -466,20 +768,18 @@ def _evaluator(model: Any, schedule: Schedule, clip: Clip) -> Callable[[Tensor, 
 # ---------------------------------------------------------------------------------------------
 def _check_plan(sampler: str, timesteps: Sequence[float], orders: Sequence[int], t_data: float | None = None) -> None:
     """A replayed plan must decrease strictly and its orders must fit the sampler and cover the grid;
-    DPM-Solver++(2M)'s step into the data (t_data: σ = 0, h = +∞) is first order."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    a multistep or corrector step into the data (t_data: σ = 0, h = +∞; DPM-Solver++(2M)'s r = 0,
+    Heun's end-point evaluation at σ = 0) is first order."""
+    spec = _spec(sampler)
     if len(timesteps) < 2 or any(b >= a for a, b in zip(timesteps, timesteps[1:], strict=False)):
         raise ValueError(f"timesteps must be at least 2 strictly decreasing times, got {list(timesteps)}")
-    if any(o < 1 or o > MAX_ORDER[sampler] for o in orders):
-        raise ValueError(f"orders {list(orders)}: {sampler} takes orders 1..{MAX_ORDER[sampler]}")
-    work = len(orders) if sampler == "dpm-solver++2m" else sum(orders)
-    if work != len(timesteps) - 1:
+    if any(o < 1 or o > spec.max_order for o in orders):
+        raise ValueError(f"orders {list(orders)}: {sampler} takes orders 1..{spec.max_order}")
+    if sum(spec.span(o) for o in orders) != len(timesteps) - 1:
         raise ValueError(f"orders {list(orders)} do not cover the {len(timesteps) - 1} steps of timesteps")
-    if sampler == "dpm-solver++2m" and t_data is not None:
-        # order 2 needs r = h_prev / h (Lu et al. 2022b, Alg. 2); into the data λ = +∞, so h = ∞ and r = 0
-        if any(o == 2 and t <= t_data for o, t in zip(orders, timesteps[1:], strict=True)):
-            raise ValueError(f"orders {list(orders)}: dpm-solver++2m's step into the data (t = {t_data:g}, σ = 0) "
+    if spec.layout != "singlestep" and t_data is not None:
+        if any(o > 1 and t <= t_data for o, t in zip(orders, timesteps[1:], strict=True)):
+            raise ValueError(f"orders {list(orders)}: {sampler}'s step into the data (t = {t_data:g}, σ = 0) "
                              "takes order 1")
 
 
@@ -494,6 +794,14 @@ def _check_options(variance: str, third_order_intermediate: str, eta: float, cli
         raise ValueError(f"clip must be one of {', '.join(CLIPS)}, got {clip!r}")
     if order_plan not in ORDER_PLANS:
         raise ValueError(f"order_plan must be one of {', '.join(ORDER_PLANS)}, got {order_plan!r}")
+
+
+def _check_churn(sampler: str, churn: Churn) -> None:
+    if not (churn.s_churn >= 0 and churn.s_noise >= 0 and 0 <= churn.s_tmin <= churn.s_tmax):
+        raise ValueError(f"churn needs s_churn >= 0, s_noise >= 0 and 0 <= s_tmin <= s_tmax, got {churn}")
+    if churn.s_churn > 0 and not _spec(sampler).churn:
+        allowed = ", ".join(name for name, spec in SAMPLER_REGISTRY.items() if spec.churn)
+        raise ValueError(f"s_churn (EDM's stochastic churn) applies to {allowed}; not {sampler!r}")
 
 
 def _warn_eps_at_zero_snr(model: Any, pts: list[_Point], schedule: Schedule) -> None:
@@ -525,6 +833,10 @@ def sample(
     t_end: float | None = None,
     timesteps: Sequence[float] | None = None,
     orders: Sequence[int] | None = None,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = math.inf,
+    s_noise: float = 1.0,
     generator: torch.Generator | None = None,
     progress: bool = False,
     callback: Callable[[StepInfo], None] | None = None,
@@ -535,17 +847,20 @@ def sample(
     Args:
         model: a :class:`~etsdm.denoiser.Denoiser` or any callable ``model(x, t) -> ε`` with t a
             Python float in the schedule's time.
-        noise: x_T, e.g. ``torch.randn(shape, generator=g)``; its dtype is the working dtype.
-        schedule: the noise schedule the model was trained with.
-        sampler: ``ddpm``, ``ddim``, ``dpm-solver-1/2/3`` or ``dpm-solver++2m``.
+        noise: x at t_start, e.g. ``init_noise_sigma(schedule) * torch.randn(shape, generator=g)``
+            (:func:`init_noise_sigma`: 1 for VP, σ_max for EDM); its dtype is the working dtype.
+        schedule: the noise schedule (process) the model was trained with.
+        sampler: ``ddpm``, ``ddim``, ``dpm-solver-1/2/3``, ``dpm-solver++2m``, ``euler`` or ``heun``
+            (:data:`SAMPLERS`).
         nfe: number of network evaluations, exactly.
         timestep_spacing: discrete schedules: ``linspace`` (default), ``leading``, ``trailing``
             (integer timesteps, diffusers' rounding) or the float grids ``fractional`` (uniform in t,
-            the official dpm-solver behaviour), ``logSNR``, ``time-quadratic``; continuous:
-            ``time-uniform`` (default), ``logSNR``, ``time-quadratic``. ``spacing``: older name.
+            the official dpm-solver behaviour), ``logSNR``, ``time-quadratic``, ``karras``;
+            continuous: ``time-uniform`` (default; EDM: ``karras``), ``logSNR``, ``time-quadratic``,
+            ``karras`` (Karras et al.'s ρ = 7 grid in σ/α). ``spacing``: older name.
         eta: DDIM's η (0 = deterministic). variance: DDPM's β (Eq. 10) or posterior variance.
         denoise_to_zero: spend the last evaluation on x̂0 at t_end (lands on the data); None: on
-            for ddpm / ddim, off for the DPM-Solvers (Lu et al.).
+            for ddpm / ddim / euler / heun, off for the DPM-Solvers (Lu et al.).
         order_plan: ``"lu"`` (Lu et al. Sec. 3.4) or ``"diffusers"`` (lower-order-final list).
         lower_order_final: DPM-Solver++(2M) takes a first-order last step when NFE < 15.
         third_order_intermediate: DPM-Solver-3's rule for u2: ``"lu"`` (Lu et al. Alg. 2) or
@@ -555,15 +870,21 @@ def sample(
         t_start, t_end: first and last noisy time (defaults: ``schedule.t_max``, ``schedule.t_min``).
         timesteps, orders: replay an explicit plan instead (see module doc; overrides nfe, spacing,
             t_start, t_end, denoise_to_zero, order_plan; orders default to all 1).
-        generator: randomness for ancestral / η > 0 noise.
+        s_churn, s_tmin, s_tmax, s_noise: EDM's stochastic churn (Alg. 2) for ``euler`` / ``heun``;
+            s_tmin, s_tmax bound σ/α (EDM: σ); ``s_churn = 0`` (default): deterministic.
+        generator: randomness for ancestral / η > 0 / churn noise.
         progress: show a progress bar. callback: called with a :class:`StepInfo` after each step.
 
     Raises:
         ValueError: unknown sampler, spacing, variance, clip, order plan or intermediate rule; nfe < 1;
-            η < 0; a time range outside (t_data, t_max]; an integer spacing with more steps than
-            timesteps; a replayed plan that does not fit (see :func:`_check_plan`).
+            η < 0; churn options out of range or given to a sampler without churn; a time range
+            outside (t_data, t_max]; an integer spacing with more steps than timesteps; a replayed
+            plan that does not fit (see :func:`_check_plan`).
     """
     _check_options(variance, third_order_intermediate, eta, clip, order_plan)
+    churn = Churn(float(s_churn), float(s_tmin), float(s_tmax), float(s_noise))
+    _check_churn(sampler, churn)
+    spec = _spec(sampler)
     if timesteps is None:
         timesteps, orders = plan(
             schedule,
@@ -578,35 +899,24 @@ def sample(
         )
     orders = list(orders if orders is not None else [1] * (len(timesteps) - 1))
     _check_plan(sampler, timesteps, orders, schedule.t_data)
-    exact_zero = _prediction(model) in ("v", "x0") and callable(getattr(model, "net_output", None))
+    prediction = _prediction(model)
+    exact_zero = prediction in EXACT_ZERO_PREDICTIONS and callable(getattr(model, "net_output", None))
     pts = _points(schedule, timesteps, exact_zero)
     _warn_eps_at_zero_snr(model, pts, schedule)
-    f = _evaluator(model, schedule, clip)
     x = noise
 
     def z() -> Tensor:
         return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
-    j, prev_x0, h_prev = 0, None, 0.0
+    walk = _Walk(_evaluator(model, schedule, clip), pts, schedule, z, len(orders), eta, variance,
+                 third_order_intermediate, churn, exact_zero)
+    j = 0
     for i, order in enumerate(tqdm(orders, desc=sampler, disable=not progress, leave=False)):
-        p = pts[j]
-        q = pts[j + (1 if sampler == "dpm-solver++2m" else order)]
-        est = f(x, p)
-        if sampler == "dpm-solver++2m":
-            x_new = _dpmpp_update(x, est.x0, prev_x0, p, q, h_prev, order if prev_x0 is not None else 1)
-            prev_x0, h_prev = est.x0, q.lam - p.lam
-        elif order > 1:
-            x_new = _dpm_singlestep(f, x, est, pts[j : j + order + 1], third_order_intermediate)
-        elif sampler == "ddpm":
-            x_new = _ddpm_update(x, est, p, q, variance, z)
-        elif sampler == "ddim":
-            x_new = _ddim_update(x, est, p, q, eta, z)
-        else:
-            x_new = _dpm1(x, est.eps, est.x0, p, q)
-        j += 1 if sampler == "dpm-solver++2m" else order
-        x = x_new
+        x, x0 = spec.step(walk, x, j, order)
+        span = spec.span(order)
         if callback is not None:
-            callback(StepInfo(i, p.t, q.t, x, est.x0))
+            callback(StepInfo(i, pts[j].t, pts[j + span].t, x, x0))
+        j += span
     return x
 
 
@@ -627,7 +937,7 @@ def describe(
 ) -> dict[str, Any]:
     """The conventions a :func:`sample` call with these arguments uses, resolved, for result tables:
     sampler, NFE, grid convention, final-step option, order plan, clipping, the walked timesteps
-    and per-step orders, and any other sampler options (η, variance, ...) as given."""
+    and per-step orders, and any other sampler options (η, variance, churn, ...) as given."""
     chosen = timestep_spacing if timestep_spacing is not None else spacing
     times, orders = plan(
         schedule,
