@@ -21,9 +21,11 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, DPMSolverSingl
 
 from etsdm import SAMPLERS, Denoiser, GaussianMixture, TimestepSharing, make_schedule, plan, sample
 from etsdm.cli import main
+from etsdm.conditioning import process_sharing
 from etsdm.config import RunConfig, configs_dir, load_config
+from etsdm.losses import diffusion_loss
 from etsdm.runs import LoadedModel, describe_sampling, sample_settings
-from etsdm.samplers import INTEGER_SPACINGS, clip_x0, singlestep_orders
+from etsdm.samplers import INTEGER_SPACINGS, clip_x0, evaluation_times, init_noise_sigma, singlestep_orders
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -82,6 +84,52 @@ def test_default_plans_query_trained_integer_timesteps_only(discrete, condition)
             assert bad.numel() == 0, (sampler, nfe, bad[:5].tolist())
             assert seen.min() >= 0 and seen.max() <= T - 1
             assert all(float(t).is_integer() for t in times)  # the physical step times too
+
+
+class TimedDenoiser(Denoiser):
+    """Records the physical time of every network evaluation a sampler makes (``net_output``: the
+    exact α = 0 path included)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.times: list[float] = []
+
+    def net_output(self, x, t):
+        if not torch.is_tensor(t):
+            self.times.append(float(t))
+        return super().net_output(x, t)
+
+
+@pytest.mark.parametrize("process, prediction", [("edm", "edm"), ("flow", "flow"), ("linear", "eps")])
+def test_condition_reaches_the_network_on_every_process(process, prediction):
+    """Every sampler (Euler / Heun also with churn), E-TSDM's default sharing on each process: the network
+    receives c = net_time(f(t)) at exactly the planned evaluation times (EDM: c_noise = ¼ ln σ of the
+    shared σ; flow and VP: the shared t), and the training loss at the same t gives the same c."""
+    schedule = make_schedule(process, continuous=True)
+    sharing = process_sharing(schedule)
+    noise = init_noise_sigma(schedule) * torch.randn(3, 2, generator=torch.Generator().manual_seed(0),
+                                                     dtype=torch.float64)
+    for sampler in SAMPLERS:
+        for churn in ({}, {"s_churn": 5.0}) if sampler in ("euler", "heun") else ({},):
+            net = Spy()
+            den = TimedDenoiser(net, schedule, prediction=prediction, condition=sharing)
+            times, orders = plan(schedule, sampler, 12)
+            out = sample(den, noise, schedule, sampler, 12, generator=torch.Generator().manual_seed(1), **churn)
+            assert torch.isfinite(out).all() and len(net.seen) == len(den.times) == 12, (sampler, churn)
+            if not churn:
+                assert den.times == evaluation_times(sampler, times, orders), sampler
+            else:  # churn raises some steps' first evaluation above the grid
+                assert sum(a > b for a, b in zip(den.times, evaluation_times(sampler, times, orders), strict=True))
+            assert all(bool((c == c[0]).all()) for c in net.seen)
+            seen = torch.stack([c[0] for c in net.seen])
+            t = torch.tensor(den.times, dtype=torch.float64)
+            shared = sharing(t)
+            assert bool((shared < t).any())  # the walk visits the shared band
+            expected = 0.25 * torch.log(shared) if process == "edm" else shared  # EDM Table 1's c_noise
+            assert torch.equal(seen, expected.float()), (sampler, churn)
+            net.seen.clear()
+            diffusion_loss(den, torch.zeros(len(t), 2, dtype=torch.float64), t=t)
+            assert len(net.seen) == 1 and torch.equal(net.seen[0], seen), (sampler, churn)
 
 
 def test_fractional_grid_is_explicit(discrete):
