@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from etsdm.conditioning import Identity, Remap, TimestepSharing
+from etsdm.conditioning import Identity, Remap, TimestepSharing, default_sharing
 from etsdm.config import ConfigError, RunConfig, configs_dir, dump_config, from_dict, load_config, to_dict
 
 CONFIGS = sorted(configs_dir().rglob("*.yaml"))
@@ -125,9 +125,12 @@ def test_baseline_and_etsdm_differ_only_in_the_condition_map(etsdm_path: Path):
     e2, b2 = copy.deepcopy(e), copy.deepcopy(b)
     del e2["diffusion"]["condition"], b2["diffusion"]["condition"]
     assert e2 == b2
-    # the paper's E-TSDM setting everywhere: t̃ = 100 of T = 1000 (0.1 in continuous time), n = 5
-    cond = load_config(etsdm_path).build_condition()
-    assert cond.n == 5 and cond.t_tilde == (0.1 if e["schedule"]["continuous"] else 100)
+    # the paper's E-TSDM setting everywhere: t̃ = 100 of T = 1000 (0.1 in continuous time), n = 5; on EDM /
+    # flow the band ending at the paper's log-SNR (etsdm.conditioning.default_sharing)
+    cfg = load_config(etsdm_path)
+    cond, sched = cfg.build_condition(), cfg.build_schedule()
+    t_tilde = default_sharing(sched)[1] if sched.kind != "vp" else (0.1 if e["schedule"]["continuous"] else 100)
+    assert cond.n == 5 and cond.t_tilde == pytest.approx(t_tilde, rel=1e-12)
 
 
 def test_paper_configs_follow_table_a1():

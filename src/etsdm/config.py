@@ -12,6 +12,15 @@ Conventions (see ``etsdm.schedules``): discrete schedules use integer timesteps 
 E-TSDM's t̃ is in timesteps (default T/10: 100 of T = 1000); continuous schedules use t in [0, 1],
 so t̃ is a fraction of the time range (default 0.1). ``t_tilde: null`` picks the default for the
 schedule's kind (``etsdm.conditioning.default_t_tilde``).
+
+Beyond VP (issue 9): ``schedule.name: edm`` (Karras et al., t = σ in [sigma_min, sigma_max]) and
+``schedule.name: flow`` (rectified flow, t in [0, 1]) are continuous-time processes
+(``schedule.continuous: true``). Their usual objectives are ``diffusion.prediction: edm`` (EDM's
+preconditioning, with ``diffusion.sigma_data``) with ``diffusion.time_sampling: log-normal``
+(``p_mean``, ``p_std``), and ``diffusion.prediction: flow`` (the velocity) with uniform or
+logit-normal times. E-TSDM on them: ``diffusion.condition.space`` (``etsdm.conditioning``;
+t̃ in the process's own time: σ for EDM, t for flow). Which combinations are allowed and why:
+:func:`_check_process`.
 """
 
 from __future__ import annotations
@@ -27,7 +36,9 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from .conditioning import ConditionMap, make_condition_map
+from .conditioning import SHARING_SPACES, ConditionMap, make_condition_map
+from .denoiser import SIGMA_DATA
+from .samplers import SAMPLERS, SPACINGS
 from .schedules import Schedule, make_schedule
 
 DEFAULT_CONFIG_NAME = "digits_etsdm.yaml"
@@ -81,10 +92,12 @@ class ModelConfig:
 class ScheduleConfig:
     """The noise schedule (``etsdm.schedules.make_schedule``)."""
 
-    name: Literal["linear", "quadratic", "cosine", "cosine-shift", "zero-snr"] = field(
-        default="linear", metadata=_h("noise schedule")
+    name: Literal["linear", "quadratic", "cosine", "cosine-shift", "zero-snr", "edm", "flow"] = field(
+        default="linear", metadata=_h("noise schedule (VP), or the process: edm (Karras et al.), flow (rectified flow)")
     )
-    continuous: bool = field(default=False, metadata=_h("continuous time t in [0, 1] instead of 0..T-1"))
+    continuous: bool = field(
+        default=False, metadata=_h("continuous time t in [0, 1] instead of 0..T-1 (edm, flow: must be true)")
+    )
     T: int = field(default=1000, metadata=_rng(2, None, help="number of discrete timesteps"))
     modified: bool = field(default=False, metadata=_h("Modified-NS (Appendix D.3.2)"))
     beta_min: float = field(default=0.1, metadata=_rng(0.0, None, help="β̄_min of Eq. A3-A6"))
@@ -92,6 +105,8 @@ class ScheduleConfig:
     s: float = field(default=0.008, metadata=_rng(0.0, None, help="cosine offset s (Eq. A7)"))
     resolution: int = field(default=256, metadata=_rng(1, None, help="cosine-shift: image resolution"))
     base_resolution: int = field(default=64, metadata=_rng(1, None, help="cosine-shift: base resolution"))
+    sigma_min: float = field(default=0.002, metadata=_rng(0.0, None, lo_open=True, help="edm: σ_min (Table 1)"))
+    sigma_max: float = field(default=80.0, metadata=_rng(0.0, None, lo_open=True, help="edm: σ_max (Table 1)"))
 
 
 @dataclass
@@ -101,9 +116,15 @@ class ConditionConfig:
     kind: Literal["identity", "etsdm", "remap"] = field(default="identity", metadata=_h("condition map"))
     t_tilde: float | None = field(
         default=None,
-        metadata=_rng(0.0, None, lo_open=True, help="E-TSDM t̃ (null: T/10 discrete, 0.1 continuous)"),
+        metadata=_rng(0.0, None, lo_open=True, help="E-TSDM t̃ in the process's time (null: T/10 discrete, 0.1 "
+                      "continuous VP; edm σ̃ = 0.342, flow t̃ = 0.255: the paper's band end; space vp: 100)"),
     )
     n: int = field(default=5, metadata=_rng(1, None, help="E-TSDM number of sub-intervals"))
+    space: Literal[SHARING_SPACES] | None = field(  # type: ignore[valid-type]  # t | log-snr | vp
+        default=None,
+        metadata=_h("E-TSDM sub-intervals uniform in the process's t (σ for edm), in log-SNR (edm: in c_noise), or "
+                    "the paper's VP boundaries carried by log-SNR (null: t for VP / flow, log-snr for edm)"),
+    )
     remap: Literal["inverse", "inverse-sigmoid"] = field(default="inverse", metadata=_h("remap function"))
     remap_k: float | None = field(
         default=None,
@@ -120,14 +141,24 @@ class DiffusionConfig:
     training knobs of diffusers' / kohya's scripts (``etsdm.losses``; they act on the real t, the
     condition map on the sampled t)."""
 
-    prediction: Literal["eps", "v", "x0"] = field(default="eps", metadata=_h("network output"))
+    prediction: Literal["eps", "v", "x0", "edm", "flow"] = field(
+        default="eps", metadata=_h("network output: eps, v, x0, edm (EDM's F, preconditioned), flow (velocity dx/dt)")
+    )
+    sigma_data: float = field(
+        default=SIGMA_DATA, metadata=_rng(0.0, None, lo_open=True, help="prediction edm: EDM's σ_data (data std)")
+    )
     condition: ConditionConfig = field(default_factory=ConditionConfig)
-    time_sampling: Literal["uniform", "remap-lambda", "logit-normal"] = field(
-        default="uniform", metadata=_h("training t density: uniform, logit-normal (logit_mean/std), remap-lambda")
+    time_sampling: Literal["uniform", "remap-lambda", "logit-normal", "log-normal"] = field(
+        default="uniform", metadata=_h("training t density: uniform, logit-normal (logit_mean/std), remap-lambda, "
+                                       "log-normal (EDM: ln(σ/α) ~ N(p_mean, p_std²))")
     )
     reg_weight: float = field(default=0.0, metadata=_rng(0.0, None, help="DDPM-r weight (Appendix D.3.1)"))
     logit_mean: float = field(default=0.0, metadata=_h("logit-normal time sampling: mean of logit(u)"))
     logit_std: float = field(default=1.0, metadata=_rng(0.0, None, lo_open=True, help="logit-normal: std"))
+    p_mean: float = field(default=-1.2, metadata=_h("log-normal time sampling: mean of ln(σ/α) (EDM's P_mean)"))
+    p_std: float = field(
+        default=1.2, metadata=_rng(0.0, None, lo_open=True, help="log-normal: std of ln(σ/α) (EDM's P_std)")
+    )
     timestep_shift: float = field(
         default=1.0, metadata=_rng(0.0, None, lo_open=True, help="shift s: u <- s·u/(1+(s-1)·u) (SD3/kohya)")
     )
@@ -143,8 +174,9 @@ class DiffusionConfig:
         """The training-time density (``etsdm.losses.TimestepDensity``)."""
         from .losses import TimestepDensity
 
-        return TimestepDensity(self.time_sampling, self.logit_mean, self.logit_std, self.timestep_shift,
-                               self.min_timestep, self.max_timestep)
+        return TimestepDensity(self.time_sampling, logit_mean=self.logit_mean, logit_std=self.logit_std,
+                               shift=self.timestep_shift, min_timestep=self.min_timestep,
+                               max_timestep=self.max_timestep, p_mean=self.p_mean, p_std=self.p_std)
 
     def loss_knobs(self) -> dict[str, Any]:
         """Keyword arguments of ``etsdm.losses.diffusion_loss`` beyond t and noise."""
@@ -154,19 +186,20 @@ class DiffusionConfig:
 
 @dataclass
 class SampleConfig:
-    """How the trainer draws its preview sample grids (and the run's sampling defaults for
-    ``etsdm.runs.generate``; see etsdm.samplers and docs/samplers.md for the conventions)."""
+    """How the trainer draws its preview sample grids, and the run's sampling defaults for
+    ``etsdm.runs.generate`` (spacing, final step, clipping) and, for EDM and flow runs, for
+    ``etsdm sample`` without ``--sampler`` (:func:`etsdm.runs.default_sampler`; VP runs keep the
+    CLI's DDIM-50). See etsdm.samplers and docs/samplers.md for the conventions."""
 
-    sampler: Literal["ddpm", "ddim", "dpm-solver-1", "dpm-solver-2", "dpm-solver-3", "dpm-solver++2m"] = field(
-        default="ddpm", metadata=_h("sampler")
+    sampler: Literal[SAMPLERS] = field(  # type: ignore[valid-type]  # every name of etsdm.samplers.SAMPLERS
+        default="ddpm", metadata=_h("sampler (the preview's; edm / flow runs: also `etsdm sample`'s default)")
     )
     nfe: int = field(default=1000, metadata=_rng(1, None, help="network evaluations"))
     num: int = field(default=100, metadata=_rng(1, None, help="samples in the grid"))
     batch: int = field(default=500, metadata=_rng(1, None, help="samples per forward batch"))
-    timestep_spacing: (
-        Literal["linspace", "leading", "trailing", "fractional", "time-uniform", "logSNR", "time-quadratic"] | None
-    ) = field(default=None, metadata=_h("step grid (null: linspace = integer timesteps for discrete schedules, "
-                                        "time-uniform for continuous; fractional: queries between timesteps)"))
+    timestep_spacing: Literal[SPACINGS] | None = field(  # type: ignore[valid-type]  # etsdm.samplers.SPACINGS
+        default=None, metadata=_h("step grid (null: linspace = integer timesteps for discrete schedules, karras for "
+                                  "edm, time-uniform for other continuous; fractional: queries between timesteps)"))
     denoise_to_zero: bool | None = field(
         default=None, metadata=_h("last NFE = x̂0 at t_end (null: on for ddpm/ddim, off for DPM-Solvers, Lu et al.)")
     )
@@ -215,24 +248,33 @@ class RunConfig:
 
     # --- builders ----------------------------------------------------------------------------
     def build_schedule(self) -> Schedule:
-        """The noise schedule of this run."""
+        """The noise schedule (the process) of this run."""
         s = self.schedule
-        return make_schedule(
-            s.name, T=s.T, continuous=s.continuous, modified=s.modified, beta_min=s.beta_min,
-            beta_max=s.beta_max, s=s.s, resolution=s.resolution, base_resolution=s.base_resolution,
-        )
+        try:
+            return make_schedule(
+                s.name, T=s.T, continuous=s.continuous, modified=s.modified, beta_min=s.beta_min,
+                beta_max=s.beta_max, s=s.s, resolution=s.resolution, base_resolution=s.base_resolution,
+                sigma_min=s.sigma_min, sigma_max=s.sigma_max,
+            )
+        except ValueError as err:
+            raise ConfigError(f"schedule: {err}") from None
 
-    def build_condition(self) -> ConditionMap:
-        """The condition map the Denoiser applies (T = None in continuous time)."""
+    def build_condition(self, schedule: Schedule | None = None) -> ConditionMap:
+        """The condition map the Denoiser applies (T = None in continuous time); E-TSDM on EDM / flow
+        (or with ``space``) is built on the run's process (``etsdm.conditioning.process_sharing``)."""
         c = self.diffusion.condition
+        schedule = schedule if schedule is not None else self.build_schedule()
         T = None if self.schedule.continuous else self.schedule.T
-        opts: dict[str, Any] = {"n": c.n, "remap": c.remap, "remap_k": c.remap_k}
+        opts: dict[str, Any] = {"n": c.n, "remap": c.remap, "remap_k": c.remap_k, "space": c.space}
         if c.remap_grid != "t" and c.kind != "remap":
             raise ConfigError(f"diffusion.condition.remap_grid: {c.remap_grid!r} needs diffusion.condition.kind: remap")
+        if c.space is not None and c.kind != "etsdm":
+            raise ConfigError(f"diffusion.condition.space: {c.space!r} applies to diffusion.condition.kind: etsdm only")
         if c.t_tilde is not None:
-            opts["t_tilde"] = int(c.t_tilde) if T is not None and float(c.t_tilde).is_integer() else c.t_tilde
+            whole = (T is not None and c.space in (None, "t")) or c.space == "vp"  # a count of timesteps
+            opts["t_tilde"] = int(c.t_tilde) if whole and float(c.t_tilde).is_integer() else c.t_tilde
         try:
-            return make_condition_map(c.kind, T=T, **opts)
+            return make_condition_map(c.kind, T=T, schedule=schedule, **opts)
         except ValueError as err:
             raise ConfigError(f"diffusion.condition: {err}") from err
 
@@ -350,6 +392,7 @@ def to_dict(obj: Any) -> dict[str, Any]:
 def validate(cfg: RunConfig) -> RunConfig:
     """Cross-field checks; returns ``cfg``. Raises :class:`ConfigError`."""
     cfg = _from_dict(RunConfig, to_dict(cfg))  # re-run the field checks (e.g. after overrides)
+    _check_process(cfg)
     if cfg.schedule.beta_min >= cfg.schedule.beta_max:
         raise ConfigError(f"schedule.beta_min ({cfg.schedule.beta_min}) must be < schedule.beta_max")
     if cfg.schedule.modified and cfg.schedule.name not in ("linear", "quadratic", "cosine"):
@@ -362,13 +405,71 @@ def validate(cfg: RunConfig) -> RunConfig:
     cfg.build_condition()  # t_tilde / n consistency (raises ConfigError)
     _check_knobs(cfg)
     _check_sample(cfg)
-    if cfg.schedule.name == "zero-snr" and cfg.diffusion.prediction == "eps":
-        warnings.warn(
-            "diffusion.prediction: eps with schedule.name: zero-snr: α = 0 at the last step, so x̂0 = (x - σε)/α "
-            "is undefined (α is floored at 2^-12, amplifying ε's errors ~4096x); Lin et al. (2023) use v",
-            stacklevel=2,
-        )
+    for message in _process_warnings(cfg):
+        warnings.warn(message, stacklevel=2)
     return cfg
+
+
+PROCESSES = ("edm", "flow")  # schedule.name values that are not VP schedules
+DIFFUSION_DEFAULTS = DiffusionConfig()
+
+
+def _check_process(cfg: RunConfig) -> None:
+    """Which process / objective combinations are allowed (ConfigError naming the field otherwise).
+
+    * ``edm`` and ``flow`` are continuous-time processes: ``schedule.continuous: true``; the VP-only
+      fields (``modified``) and EDM's ``sigma_min`` / ``sigma_max`` apply where they mean something.
+    * ``prediction: edm`` is allowed on every process: the Denoiser writes EDM's preconditioning in
+      the scaled variables x/α, σ/α, so on VP it is EDM's own "VP + EDM preconditioning" (EDM
+      Table 1's c_skip, c_out, c_in; the network keeps its VP time input). ``sigma_data`` applies
+      to it only.
+    * ``prediction: flow`` (the velocity dx/dt) needs a continuous-time schedule: on a discrete
+      schedule dα/dt is a one-sided difference that jumps at every timestep (where the sampler
+      queries the network), so the target is not a velocity of one process.
+    * ``condition.kind: remap`` (Appendix D.3.3) acts on VP's normalised time τ in [0, 1]: VP only.
+    * ``time_sampling: log-normal`` takes ``p_mean`` / ``p_std`` and no shift or min / max timestep
+      (checked by ``etsdm.losses.TimestepDensity``); ``p_mean`` / ``p_std`` apply to it only.
+    * ``input_perturbation`` with ``prediction: edm``: EDM's target F* = (x0 - c_skip x)/c_out depends
+      on the network's input x, so "perturb the input, keep the target" has no EDM meaning: refused.
+    """
+    s, d = cfg.schedule, cfg.diffusion
+    if s.name in PROCESSES and not s.continuous:
+        raise ConfigError(f"schedule.continuous: schedule.name {s.name!r} is a continuous-time process; "
+                          "set schedule.continuous: true")
+    if s.name != "edm" and (s.sigma_min, s.sigma_max) != (ScheduleConfig.sigma_min, ScheduleConfig.sigma_max):
+        raise ConfigError(f"schedule.sigma_min / sigma_max apply to schedule.name: edm only, not {s.name!r}")
+    if s.name == "edm" and not s.sigma_min < s.sigma_max:
+        raise ConfigError(f"schedule.sigma_min ({s.sigma_min}) must be < schedule.sigma_max ({s.sigma_max})")
+    if d.prediction == "flow" and not s.continuous:
+        raise ConfigError("diffusion.prediction: 'flow' (the velocity dx/dt) needs a continuous-time schedule "
+                          "(schedule.continuous: true, or schedule.name: edm | flow); allowed here: eps, v, x0, edm")
+    if d.prediction != "edm" and d.sigma_data != DIFFUSION_DEFAULTS.sigma_data:
+        raise ConfigError(f"diffusion.sigma_data applies to diffusion.prediction: edm only, not {d.prediction!r}")
+    if d.condition.kind == "remap" and s.name in PROCESSES:
+        raise ConfigError(f"diffusion.condition.kind: 'remap' acts on VP's normalised time; schedule.name {s.name!r} "
+                          "allows identity, etsdm")
+    lognormal = (d.p_mean, d.p_std) != (DIFFUSION_DEFAULTS.p_mean, DIFFUSION_DEFAULTS.p_std)
+    if lognormal and d.time_sampling != "log-normal":
+        raise ConfigError(f"diffusion.p_mean / p_std apply to diffusion.time_sampling: log-normal only, "
+                          f"not {d.time_sampling!r}")
+    if d.input_perturbation and d.prediction == "edm":
+        raise ConfigError("diffusion.input_perturbation: not with diffusion.prediction: edm (its target depends on "
+                          "the network's input); allowed with eps, v, x0, flow")
+
+
+def _process_warnings(cfg: RunConfig) -> list[str]:
+    """Allowed but probably unintended: the prediction type leaves α = 0 or unscaled inputs."""
+    s, pred = cfg.schedule.name, cfg.diffusion.prediction
+    out = []
+    if s in ("zero-snr", "flow") and pred == "eps":
+        where = "the last step" if s == "zero-snr" else "t = 1"
+        out.append(f"diffusion.prediction: eps with schedule.name: {s}: α = 0 at {where}, so x̂0 = (x - σε)/α is "
+                   "undefined (α is floored at 2^-12, amplifying ε's errors ~4096x); "
+                   + ("Lin et al. (2023) use v" if s == "zero-snr" else "flow matching predicts the velocity (flow)"))
+    if s == "edm" and pred != "edm":
+        out.append(f"diffusion.prediction: {pred} with schedule.name: edm feeds the network x = x0 + σε unscaled "
+                   f"(std up to σ_max = {cfg.schedule.sigma_max:g}); EDM scales it by c_in (prediction: edm)")
+    return out
 
 
 def _check_sample(cfg: RunConfig) -> None:

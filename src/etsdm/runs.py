@@ -96,18 +96,40 @@ def dataset_shape(ds: Any) -> tuple[int, ...]:
     return tuple(data_shape(ds))
 
 
+def net_time_scale(schedule: Schedule) -> float:
+    """The backbone's ``time_scale``: the multiplier of its time input c = ``schedule.net_time(t)``
+    before the sinusoidal embedding, chosen so that c·time_scale spans T units (1000) over the
+    sampler's range, as a discrete VP timestep 0..T-1 does — the embedding's frequencies (1 down to
+    1e-4 rad per unit) then resolve the process as they resolve VP time:
+
+    * discrete VP: 1 (c is the timestep itself);
+    * continuous VP and flow: T (t in [0, 1]; the diffusers convention of flow schedulers, whose
+      timesteps are T·t);
+    * EDM: T / (c_noise(σ_max) - c_noise(σ_min)) with c_noise = ¼ ln σ: 1000 / 2.65 = 377 for
+      σ in [0.002, 80], so c_noise in [-1.55, 1.10] becomes [-585, 415]. At time_scale 1 (EDM's own
+      code) the embedding's phases would move by at most 2.65 rad over the whole range, the lower
+      frequencies not at all.
+    """
+    if not schedule.continuous:
+        return 1.0
+    if schedule.kind == "edm":
+        span = float(schedule.net_time(schedule.t_max) - schedule.net_time(schedule.t_min))
+        return float(schedule.T) / span
+    return float(schedule.T)
+
+
 def build_net(cfg: RunConfig, shape: tuple[int, ...]) -> nn.Module:
     """The raw network for data of ``shape`` ((C, H, W) images or (D,) vectors).
 
-    For a continuous schedule the condition lives in [0, 1]; the backbone gets ``time_scale = T``
-    so its timestep embedding sees c·T, the same range as discrete timesteps.
+    Continuous-time processes give the backbone ``time_scale`` = :func:`net_time_scale` (unless
+    ``model.overrides`` sets it), so its timestep embedding is spread as for discrete timesteps.
     """
     from .nets import make_net
 
     m = cfg.model
     opts = dict(m.overrides)
     if cfg.schedule.continuous:
-        opts.setdefault("time_scale", float(cfg.schedule.T))
+        opts.setdefault("time_scale", net_time_scale(cfg.build_schedule()))
     if m.name == "mlp":  # vectors (D,), or images flattened to D = C·H·W
         if cfg.data.name == "sr":
             raise ConfigError("model.name: 'mlp' takes no low-resolution input; use model.name: unet for sr data")
@@ -120,9 +142,11 @@ def build_net(cfg: RunConfig, shape: tuple[int, ...]) -> nn.Module:
 
 
 def build_denoiser(cfg: RunConfig, net: nn.Module | Any, schedule: Schedule | None = None) -> Denoiser:
-    """Denoiser(net, schedule, prediction, condition map) of the run."""
+    """Denoiser(net, schedule, prediction, condition map, σ_data) of the run (training, previews and
+    every loaded run build it here)."""
     schedule = schedule if schedule is not None else cfg.build_schedule()
-    return Denoiser(net, schedule, prediction=cfg.diffusion.prediction, condition=cfg.build_condition())
+    return Denoiser(net, schedule, prediction=cfg.diffusion.prediction, condition=cfg.build_condition(schedule),
+                    sigma_data=cfg.diffusion.sigma_data)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,26 +391,29 @@ def _load_diffusers(path: Path, unet_dir: Path, *, device: str | torch.device) -
     own = json.loads((unet_dir / "config.json").read_text()).get("_class_name") == "ETSDMUNet2DModel"
     unet = (ETSDMUNet2DModel if own else UNet2DModel).from_pretrained(str(unet_dir))
     side = _sidecar(path, unet_dir)
-    if own:  # the map and time scale the UNet applies in diffusers are the ones etsdm applies
-        side |= {"condition": unet.config.etsdm_condition, "time_scale": unet.config.etsdm_time_scale}
     sched_cfg = _scheduler_config(path)
     if "schedule" in side:
         schedule = schedule_from_config(side["schedule"])
     else:
         schedule = schedule_from_diffusers(sched_cfg)
+    if own and schedule.kind == "vp":  # the map and time scale the UNet applies in diffusers are etsdm's
+        side |= {"condition": unet.config.etsdm_condition, "time_scale": unet.config.etsdm_time_scale}
+    # EDM / flow: the UNet's own map acts on diffusers' timestep axis (export_axis); the sidecar keeps
+    # the map on physical time and the net's time scale, which the Denoiser applies
     prediction = side.get("prediction") or _PRED_FROM_DIFFUSERS.get((sched_cfg or {}).get("prediction_type", "epsilon"),
                                                                      "eps")
     cond_cfg = dict(side.get("condition") or {"kind": "identity"})
     kind = cond_cfg.pop("kind", "identity")
-    condition = make_condition_map(kind, T=None if schedule.continuous else schedule.T, **cond_cfg)
+    condition = make_condition_map(kind, T=None if schedule.continuous else schedule.T, schedule=schedule, **cond_cfg)
     net = DiffusersNet(unet, float(side.get("time_scale", 1.0))).to(device).eval().requires_grad_(False)
-    den = Denoiser(net, schedule, prediction=prediction, condition=condition).eval()
     cfg = None
     if "config" in side:
         try:
             cfg = from_dict(side["config"])
         except ConfigError:
             cfg = None
+    sigma_data = cfg.diffusion.sigma_data if cfg is not None else float(side.get("sigma_data", 0.5))
+    den = Denoiser(net, schedule, prediction=prediction, condition=condition, sigma_data=sigma_data).eval()
     size = unet.config.sample_size
     size = size if isinstance(size, int) else size[0]
     return LoadedModel(den, schedule, cfg, side.get("name", path.name), cfg.data.name if cfg else None,
@@ -596,7 +623,7 @@ def _check_condition(src: Path, unet_dir: Path, condition: dict[str, Any]) -> No
     opts = dict(condition)
     kind = opts.pop("kind", "identity")
     try:
-        make_condition_map(kind, T=None if schedule.continuous else schedule.T, **opts)
+        make_condition_map(kind, T=None if schedule.continuous else schedule.T, schedule=schedule, **opts)
     except (TypeError, ValueError) as err:
         raise ValueError(f"condition {condition}: {err}") from None
 
@@ -625,6 +652,19 @@ def _write_import(src: Path, unet_dir: Path, out: Path, *, condition: dict[str, 
 # ---------------------------------------------------------------------------------------------
 SAMPLE_CONVENTIONS = ("timestep_spacing", "denoise_to_zero", "order_plan", "clip")
 IMAGE_DATA = ("digits", "folder", "sr")
+CLI_SAMPLER, CLI_NFE = "ddim", 50  # `etsdm sample` without --sampler / --nfe on VP runs (unchanged since 0.1)
+
+
+def default_sampler(model: LoadedModel) -> tuple[str, int]:
+    """(sampler, NFE) of ``etsdm sample`` without ``--sampler``: an EDM or flow run's own
+    ``sample.sampler`` / ``sample.nfe`` (its config says how it is sampled; the shipped configs:
+    Heun 35 NFE = 18 steps on Karras et al.'s grid for EDM, Euler 50 NFE time-uniform for flow);
+    DDIM-50 for VP runs, whose ``sample:`` section is the paper's DDPM-1000 preview, and for
+    models without a config. The grid then comes from ``sample.timestep_spacing`` as for any run
+    (:func:`sample_settings`)."""
+    if model.config is not None and model.schedule.kind != "vp":
+        return model.config.sample.sampler, model.config.sample.nfe
+    return CLI_SAMPLER, CLI_NFE
 
 
 def auto_clip(model: LoadedModel) -> str:
@@ -718,7 +758,7 @@ def generate(
         noise = torch.randn((k, *shape), generator=g, device=device)
         if lowres is not None:
             net = functools.partial(den.net, lowres=lowres[i : i + k].to(device))
-            den_b = Denoiser(net, den.schedule, den.prediction, den.condition)
+            den_b = Denoiser(net, den.schedule, den.prediction, den.condition, sigma_data=den.sigma_data)
         else:
             den_b = den
         x = sample(den_b, noise, model.schedule, sampler, nfe, generator=g, progress=progress, **sampler_kwargs)

@@ -54,11 +54,12 @@ def _set_threads(threads: str, model=None) -> str:
     return f"torch CPU threads: {n} ({why})"
 
 
-def _sampler_name(ctx: click.Context, param: click.Parameter, name: str) -> str:
-    """--sampler: one of etsdm's samplers or diffusers:<SchedulerClass> (checked before any work)."""
+def _sampler_name(ctx: click.Context, param: click.Parameter, name: str | None) -> str | None:
+    """--sampler: one of etsdm's samplers or diffusers:<SchedulerClass> (checked before any work);
+    None: the run's default (``etsdm.runs.default_sampler``)."""
     from ..diffusers_sampling import is_diffusers_sampler, scheduler_class
 
-    if name in SAMPLERS:
+    if name is None or name in SAMPLERS:
         return name
     if is_diffusers_sampler(name):
         try:
@@ -202,11 +203,13 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
 
 @click.command("sample")
 @click.argument("run", type=str)
-@click.option("--sampler", default="ddim", callback=_sampler_name,
+@click.option("--sampler", default=None, callback=_sampler_name,
               metavar="[" + "|".join(SAMPLERS) + "|diffusers:CLASS]",
               help="Sampler: etsdm's own, or any diffusers scheduler, e.g. diffusers:UniPCMultistepScheduler "
-                   "(built on the run's β table; the condition map applied as always).")
-@click.option("--nfe", type=click.IntRange(min=1), default=50, help="Network evaluations per sample.")
+                   "(built on the run's β table; the condition map applied as always). Default: an EDM or flow "
+                   "run's own sample.sampler (and sample.nfe unless --nfe), e.g. heun / euler; ddim for VP runs.")
+@click.option("--nfe", type=click.IntRange(min=1), default=None,
+              help="Network evaluations per sample. Default: 50, or the run's sample.nfe with its default sampler.")
 @click.option("--num", type=click.IntRange(min=1), default=100, help="Number of samples.")
 @click.option("--seed", type=int, default=0, help="Seed of the initial noise (and of ancestral noise).")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -217,8 +220,9 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
 @click.option("--ema/--no-ema", default=True, help="Use the EMA weights.")
 @click.option("--timestep-spacing", "--spacing", "spacing", type=click.Choice(("auto", *SPACINGS)), default="auto",
               show_default=True,
-              help="Step grid. auto: linspace for discrete schedules (integer timesteps, diffusers' rounding; also "
-                   "leading, trailing), time-uniform for continuous ones. fractional: uniform float times, i.e. a "
+              help="Step grid. auto: the run's sample.timestep_spacing, else linspace for discrete schedules (integer "
+                   "timesteps, diffusers' rounding; also leading, trailing), karras for EDM (Karras et al.'s ρ = 7 "
+                   "grid), time-uniform for other continuous ones. fractional: uniform float times, i.e. a "
                    "discrete model queried between its trained timesteps (what the official dpm-solver code does).")
 @click.option("--denoise-to-zero/--no-denoise-to-zero", "denoise_to_zero", default=None,
               help="Spend the last NFE on x̂0 at t_end (a final denoising step into the data). Default: on for "
@@ -238,13 +242,15 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
                    "floor; image folder: FID-n in a small CNN trained on its training images, floor from its "
                    "held-out images; gmm: the exact mixture metrics), over --eval-seeds; writes <out>.eval.json.")
 @click.option("--eval-seeds", default="0,1,2", help="Comma-separated seeds of the metrics' random draws.")
-def sample_cmd(run: str, sampler: str, nfe: int, num: int, seed: int, out: Path | None, force: bool, batch: int,
-               ema: bool,
-               spacing: str, denoise_to_zero: bool | None, order_plan: str | None, clip: str | None, eta: float,
-               device: str, threads: str, evaluate: bool, eval_seeds: str) -> None:
+def sample_cmd(run: str, sampler: str | None, nfe: int | None, num: int, seed: int, out: Path | None, force: bool,
+               batch: int, ema: bool, spacing: str, denoise_to_zero: bool | None, order_plan: str | None,
+               clip: str | None, eta: float, device: str, threads: str, evaluate: bool, eval_seeds: str) -> None:
     """Draw samples from RUN (a run dir, checkpoint dir, diffusers folder, or gmm / gmm:etsdm).
 
-    The run's own condition map (E-TSDM or not) is applied automatically by its Denoiser.
+    The run's own condition map (E-TSDM or not) is applied automatically by its Denoiser. Without
+    --sampler an EDM or flow run is sampled as its config says (sample.sampler, sample.nfe,
+    sample.timestep_spacing: Heun 35 NFE on the Karras grid / Euler 50 NFE in the shipped configs);
+    a VP run with DDIM, 50 NFE.
     Writes the samples (float32, [-1, 1] for images) as .npz and a PNG grid; the .npz records the
     sampling conventions (grid, NFE plan and orders, final step, clipping) as JSON in `sampling`.
     """
@@ -253,7 +259,7 @@ def sample_cmd(run: str, sampler: str, nfe: int, num: int, seed: int, out: Path 
     import numpy as np
     import torch
 
-    from ..runs import describe_sampling, generate, load_model
+    from ..runs import CLI_NFE, default_sampler, describe_sampling, generate, load_model
     from ..train.outputs import save_samples_png, write_atomic
 
     _set_threads(threads)
@@ -268,6 +274,10 @@ def sample_cmd(run: str, sampler: str, nfe: int, num: int, seed: int, out: Path 
         raise click.BadParameter(str(err), param_hint="RUN") from None
     for note in model.notes:  # e.g. an incomplete newest checkpoint was skipped
         click.echo(f"note: {note}", err=True)
+    if sampler is None:  # the run's own sampler (EDM / flow), else DDIM-50
+        sampler, run_nfe = default_sampler(model)
+        nfe = nfe if nfe is not None else run_nfe
+    nfe = nfe if nfe is not None else CLI_NFE
     out = _sample_out(run, out, sampler, nfe, seed)
     _claim_outputs([out, out.with_suffix(".png"), out.with_suffix(".eval.json")], force)  # before sampling
     click.echo(_set_threads(threads, model.denoiser.net))

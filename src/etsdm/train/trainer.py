@@ -190,7 +190,7 @@ class Trainer:
         accelerator: Accelerator | None = None,
         progress: bool = True,
     ):
-        from ..runs import build_dataset, build_net, dataset_shape
+        from ..runs import build_dataset, build_denoiser, build_net, dataset_shape
 
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -228,7 +228,7 @@ class Trainer:
         self._lowres: Tensor | None = None
         # The Denoiser calls the (possibly DDP-wrapped) network through self._call_net, so
         # the condition map and DDP's gradient hooks both apply.
-        self.denoiser = Denoiser(self._call_net, self.schedule, cfg.diffusion.prediction, cfg.build_condition())
+        self.denoiser: Denoiser = build_denoiser(cfg, self._call_net, self.schedule)
         self.gen_t = torch.Generator()  # training times (CPU: sample_timesteps draws on CPU)
         self.gen_noise = torch.Generator(device=self.acc.device)
         self.writer = None
