@@ -51,6 +51,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..analytic import Float64Denoiser, time_from_net
 from ..conditioning import TimestepSharing
 from ..denoiser import Denoiser
 from ..schedules import Schedule
@@ -64,6 +65,36 @@ SCALES: tuple[str, ...] = ("step", "time")  # the unit of K (module docstring)
 def _denoiser(model: Any) -> Denoiser | None:
     den = model if isinstance(model, Denoiser) else getattr(model, "denoiser", None)
     return den if isinstance(den, Denoiser) else None
+
+
+class _PhysicalTime(torch.nn.Module):
+    """A plain callable ``model(x, t) -> ε`` at physical time t as a network ``net(x, c)``."""
+
+    def __init__(self, model: Callable[[Tensor, Tensor], Tensor], schedule: Schedule):
+        super().__init__()
+        self.model, self.schedule = model, schedule
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        return self.model(x, time_from_net(self.schedule, c))
+
+
+def as_denoiser(model: Any, schedule: Schedule | None = None) -> Denoiser:
+    """The one adapter from anything measurable to a Denoiser: a Denoiser itself, a loaded run's
+    ``.denoiser``, or a plain callable ε(x, t) at physical time t as an ε-Denoiser of ``schedule``
+    (it gets t back exactly: the condition reaches it in float64), so that every conversion
+    (ε, x0, v) is the Denoiser's own.
+
+    Raises:
+        TypeError: not a Denoiser, loaded model or callable. ValueError: a callable without schedule.
+    """
+    den = _denoiser(model)
+    if den is not None:
+        return den
+    if not callable(model):
+        raise TypeError(f"expected a Denoiser, a loaded model or a callable eps(x, t); got {type(model).__name__}")
+    if schedule is None:
+        raise ValueError("a plain ε-callable needs its schedule to be converted (to x0, v)")
+    return Float64Denoiser(_PhysicalTime(model, schedule), schedule, "eps")
 
 
 def as_eps_fn(model: Any) -> EpsFn:
@@ -80,24 +111,17 @@ def as_eps_fn(model: Any) -> EpsFn:
 
 def as_x0_fn(model: Any, schedule: Schedule | None = None) -> EpsFn:
     """A function ``(x, t) -> x̂0`` from a Denoiser / loaded run, or from an ε-callable and its
-    schedule via x̂0 = (x − σ_t ε) / α_t."""
+    schedule (:func:`as_denoiser`: x̂0 = (x − σ_t ε) / α_t by the Denoiser)."""
     den = _denoiser(model)
-    if den is not None:
-        return den.net_output if den.prediction == "x0" else den.x0
-    if schedule is None:
+    if den is None and schedule is None:
         raise ValueError("as_x0_fn: a plain ε-callable needs its schedule to convert ε to x0")
-    eps_fn = as_eps_fn(model)
-
-    def x0_fn(x: Tensor, t: Tensor) -> Tensor:
-        alpha, sigma = _coefficients(schedule, t, x)
-        return (x - sigma * eps_fn(x, t).to(x.dtype)) / alpha
-
-    return x0_fn
+    den = as_denoiser(model, schedule)
+    return den.net_output if den.prediction == "x0" else den.x0
 
 
 def as_output_fn(model: Any, output: str = "net", schedule: Schedule | None = None) -> tuple[EpsFn, str, bool]:
-    """The function K differentiates, the name of its quantity ("eps", "v" or "x0") and whether it
-    is the network's own output (True) or a conversion of it at physical time (False).
+    """The function K differentiates, the name of its quantity ("eps", "v", "x0", "edm" or "flow")
+    and whether it is the network's own output (True) or a conversion of it at physical time (False).
 
     ``output="net"``: the network's own output (a plain callable counts as an ε-network);
     ``"eps"`` / ``"v"`` / ``"x0"``: that quantity, converted where the network predicts another.
@@ -108,29 +132,15 @@ def as_output_fn(model: Any, output: str = "net", schedule: Schedule | None = No
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
     den = _denoiser(model)
-    native = den.prediction if den is not None else "eps"
-    wanted = native if output == "net" else output
-    if den is not None:
-        fn = den.net_output if wanted == native else {"eps": den.eps, "v": den.v, "x0": den.x0}[wanted]
-        return fn, wanted, wanted == native
-    if wanted == "eps":
+    if den is None and output in ("net", "eps"):
         return as_eps_fn(model), "eps", True
-    if schedule is None:
+    if den is None and schedule is None:
         raise ValueError(f"output={output!r}: a plain ε-callable needs its schedule for the conversion")
-    if wanted == "x0":
-        return as_x0_fn(model, schedule), "x0", False
-    eps_fn = as_eps_fn(model)
-
-    def v_fn(x: Tensor, t: Tensor) -> Tensor:  # v = α ε − σ x0 = (ε − σ x) / α  (α² + σ² = 1)
-        alpha, sigma = _coefficients(schedule, t, x)
-        return (eps_fn(x, t).to(x.dtype) - sigma * x) / alpha
-
-    return v_fn, "v", False
-
-
-def _coefficients(schedule: Schedule, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    shape = (-1, *([1] * (x.ndim - 1)))
-    return schedule.alpha(t).to(x.dtype).reshape(shape), schedule.sigma(t).to(x.dtype).reshape(shape)
+    den = as_denoiser(model, schedule)
+    wanted = den.prediction if output == "net" else output
+    if wanted == den.prediction:
+        return den.net_output, wanted, True
+    return {"eps": den.eps, "v": den.v, "x0": den.x0}[wanted], wanted, False
 
 
 def steps_per_unit(schedule: Schedule) -> float:
@@ -304,8 +314,6 @@ def lipschitz_curve(
     base_noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=device) if shared_noise else None
     total = torch.zeros(m, dtype=torch.float64, device=device)
     total_sq = torch.zeros(m, dtype=torch.float64, device=device)
-    alphas, sigmas = schedule.alpha(times).to(x0.dtype), schedule.sigma(times).to(x0.dtype)  # once per t
-    shape = (-1, *([1] * (x0.ndim - 1)))
     half = batch_size // 2
     starts = range(0, n * m, half)
     calls = 0
@@ -318,7 +326,7 @@ def lipschitz_curve(
             if base_noise is not None
             else torch.randn((len(pair), *x0.shape[1:]), generator=generator, dtype=x0.dtype, device=device)
         )
-        x_t = alphas[ti].reshape(shape) * x0[si] + sigmas[ti].reshape(shape) * noise  # Eq. (1); the SAME x_t at t, t′
+        x_t = schedule.diffuse(x0[si], t, noise)  # Eq. (1); the SAME x_t at t and t′
         out = fn(torch.cat([x_t, x_t]), torch.cat([t, t + dt]))
         calls += 1
         k = len(pair)

@@ -1,18 +1,20 @@
 """Loading what the measuring commands measure: ``etsdm.runs.load_model`` when it is available,
-and, always, the analytic specs that need no training:
+and, always, the analytic specs that need no training — each a base and an optional process:
 
-* ``gmm``        — the exact ε* of the 2-D ring Gaussian mixture (8 modes, radius 2, std 0.1) on
-  the discrete linear schedule (T = 1000): the ideal baseline.
-* ``gmm:etsdm``  — the exact E-TSDM optimum on the same mixture (t̃ = 100, n = 5), posterior
-  weighting (the true minimiser of the shared-condition loss).
+* ``gmm``        — the exact optimum of the 2-D ring Gaussian mixture (8 modes, radius 2, std 0.1):
+  the ideal baseline.
+* ``gmm:etsdm``  — the exact E-TSDM optimum on the same mixture, posterior weighting (the true
+  minimiser of the shared-condition loss), with the process's default sharing
+  (:func:`etsdm.conditioning.process_sharing`: VP t̃ = 100 of T = 1000 or 0.1, n = 5).
 * ``gmm:etsdm-uniform`` — the same with Eq. (A15)'s uniform weighting.
-* ``...:continuous`` (``gmm:continuous``, ``gmm:etsdm:continuous``,
-  ``gmm:etsdm-uniform:continuous``) — the same on the continuous-time linear schedule
-  (t ∈ [0, 1], t̃ = 0.1, n = 5), where Theorem 3.1's blow-up as t -> 0 is unbounded.
+* process suffix: none (the discrete linear VP schedule, T = 1000, ε-prediction); ``:continuous``
+  (continuous-time linear VP, t ∈ [0, 1], where Theorem 3.1's blow-up as t -> 0 is unbounded);
+  ``:edm`` (EDM, σ ∈ [0.002, 80], the network outputs EDM's F; sharing uniform in ln σ up to
+  σ̃ = 0.342); ``:flow`` (flow matching, velocity prediction; sharing uniform in t up to t̃ = 0.255).
 
-Each analytic spec is a real :class:`~etsdm.denoiser.Denoiser` whose "network" is the closed form
-evaluated at the condition it receives, so the condition map is applied exactly as for a
-trained model.
+Each analytic spec is :func:`etsdm.analytic.exact_denoiser`: a real Denoiser whose network is the
+closed-form optimum for the condition it receives, so the condition map is applied exactly as for
+a trained model.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..analytic import GaussianMixture
-from ..conditioning import Identity, TimestepSharing
+from ..analytic import GaussianMixture, exact_denoiser
+from ..conditioning import process_sharing
 from ..denoiser import Denoiser
 from ..schedules import Schedule, make_schedule
 
 _BASE_SPECS: tuple[str, ...] = ("gmm", "gmm:etsdm", "gmm:etsdm-uniform")
-ANALYTIC_SPECS: tuple[str, ...] = _BASE_SPECS + tuple(f"{s}:continuous" for s in _BASE_SPECS)
+PROCESS_SUFFIXES: tuple[str, ...] = (":continuous", ":edm", ":flow")
+ANALYTIC_SPECS: tuple[str, ...] = _BASE_SPECS + tuple(f"{s}{p}" for p in PROCESS_SUFFIXES for s in _BASE_SPECS)
+_PREDICTION = {"edm": "edm", "flow": "flow"}  # the process's own output type; VP: ε
 
 
 def reference_mixture() -> GaussianMixture:
@@ -56,24 +60,16 @@ class AnalyticModel:
         return self.mixture.sample(n, torch.Generator().manual_seed(seed * 3 + offset))
 
 
-class _ClosedForm(torch.nn.Module):
-    """net(x, c): ε* at time c, or the shared E-TSDM optimum of the sub-interval starting at c."""
-
-    def __init__(self, gmm: GaussianMixture, schedule: Schedule, sharing: TimestepSharing | None, weighting: str):
-        super().__init__()
-        self.model = gmm.eps_model(schedule, sharing, weighting)  # type: ignore[arg-type]
-
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        return self.model(x, c.to(torch.float64))
+def split_spec(spec: str) -> tuple[str, str]:
+    """(base, process suffix) of an analytic spec, e.g. ("gmm:etsdm", ":edm")."""
+    suffix = next((p for p in PROCESS_SUFFIXES if spec.endswith(p)), "")
+    return spec.removesuffix(suffix) if suffix else spec, suffix
 
 
-class _Float64Denoiser(Denoiser):
-    """Hands the closed form its condition in float64 (no float32 rounding of t), so that K at a
-    tiny Δt in continuous time stays exact."""
-
-    def net_condition(self, t: Tensor | float, x: Tensor) -> Tensor:
-        tt = torch.as_tensor(t, dtype=torch.float64, device=x.device)
-        return self.condition(tt.expand(x.shape[0]) if tt.ndim == 0 else tt).to(torch.float64)
+def _schedule(suffix: str) -> Schedule:
+    if suffix in (":edm", ":flow"):
+        return make_schedule(suffix[1:])
+    return make_schedule("linear", T=1000, continuous=suffix == ":continuous")
 
 
 def analytic_model(spec: str) -> AnalyticModel:
@@ -81,14 +77,14 @@ def analytic_model(spec: str) -> AnalyticModel:
     if spec not in ANALYTIC_SPECS:
         raise ValueError(f"unknown analytic spec {spec!r}; allowed: {', '.join(ANALYTIC_SPECS)}")
     gmm = reference_mixture()
-    continuous = spec.endswith(":continuous")
-    base = spec.removesuffix(":continuous")
-    schedule = make_schedule("linear", T=1000, continuous=continuous)
-    sharing = None if base == "gmm" else TimestepSharing(0.1, 5, T=None) if continuous else TimestepSharing(100, 5)
+    base, suffix = split_spec(spec)
+    schedule = _schedule(suffix)
+    sharing = None if base == "gmm" else process_sharing(schedule)
     weighting = "uniform" if base.endswith("uniform") else "posterior"
-    net = _ClosedForm(gmm, schedule, sharing, weighting)
-    denoiser = _Float64Denoiser(net, schedule, "eps", condition=sharing or Identity())
-    name = {"gmm": "exact ε* (baseline)", "gmm:etsdm": "exact E-TSDM optimum"}.get(base, "exact E-TSDM (Eq. A15)")
+    prediction = _PREDICTION.get(schedule.kind, "eps")
+    denoiser = exact_denoiser(gmm, schedule, prediction, sharing, weighting=weighting)
+    star = {"eps": "ε*", "edm": "F*", "flow": "u*"}[prediction]
+    name = {"gmm": f"exact {star} (baseline)", "gmm:etsdm": "exact E-TSDM optimum"}.get(base, "exact E-TSDM (Eq. A15)")
     return AnalyticModel(denoiser, schedule, name, "gmm", gmm, {"spec": spec})
 
 

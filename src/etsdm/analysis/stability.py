@@ -1,6 +1,7 @@
 """Stability of the x0 prediction under input perturbations (Section 4, Fig. 2).
 
-At t = t̃ (default 100 in discrete time, 0.1 in continuous time) draw x_t̃ = α x0 + σ ε from the
+At t = t̃ (default 100 in discrete time, 0.1 in continuous VP time; EDM / flow: the default band end
+of ``etsdm.conditioning.default_sharing``) draw x_t̃ = α x0 + σ ε from the
 forward process of the model's data, add Gaussian noise of scale s, and measure how far the
 predicted x̂0 moves:
 
@@ -28,7 +29,7 @@ from torch import Tensor
 
 from .. import conditioning
 from ..schedules import Schedule
-from .lipschitz import _coefficients, as_x0_fn
+from .lipschitz import as_x0_fn
 
 DEFAULT_SCALES: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)
 METRICS: dict[str, str] = {
@@ -38,8 +39,9 @@ METRICS: dict[str, str] = {
 
 
 def default_t_tilde(schedule: Schedule) -> float:
-    """The default E-TSDM t̃ of the schedule (:func:`etsdm.conditioning.default_t_tilde`: T/10, or 0.1)."""
-    return float(conditioning.default_t_tilde(None if schedule.continuous else schedule.T))
+    """The default E-TSDM t̃ of the process (:func:`etsdm.conditioning.default_sharing`: VP T/10 or
+    0.1; EDM σ̃ = 0.342, flow t̃ = 0.255, the paper's band end in log-SNR)."""
+    return float(conditioning.default_sharing(schedule)[1])
 
 
 @dataclass
@@ -116,8 +118,7 @@ def perturbation_error(
     eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     tt = torch.full((n,), t, dtype=torch.float64, device=x0.device)
-    alpha, sigma = _coefficients(schedule, tt, x0)
-    x_t = alpha * x0 + sigma * eps  # Eq. (1)
+    x_t = schedule.diffuse(x0, tt, eps)  # Eq. (1)
     errors = torch.empty(len(scales), n, dtype=torch.float64)
     chunk = max(1, batch_size // (len(scales) + 1))
     for lo in range(0, n, chunk):

@@ -3,8 +3,9 @@
 Each writes a JSON file with every number and a PNG figure into ``--out`` (a folder), and
 prints a short table. RUN arguments are anything ``etsdm.runs.load_model`` accepts (a run
 folder, a diffusers folder) or an analytic spec: ``gmm`` (exact ε*), ``gmm:etsdm`` (exact E-TSDM
-optimum), ``gmm:etsdm-uniform`` (Eq. A15 weighting), and each with ``:continuous`` for the
-continuous-time linear schedule — these need no training.
+optimum), ``gmm:etsdm-uniform`` (Eq. A15 weighting), and each with ``:continuous`` (continuous-time
+linear VP), ``:edm`` or ``:flow`` (``etsdm.analysis.specs``) — these need no training, and are all
+``etsdm.analytic.exact_denoiser``.
 """
 
 from __future__ import annotations
@@ -88,7 +89,11 @@ def _labels(value: str | None, runs: tuple[str, ...]) -> list[str | None]:
 def _label(model: Any, spec: str, given: str | None = None) -> str:
     if given:
         return given
-    base = spec.removesuffix(":continuous")
+    from ..analysis.specs import split_spec
+
+    base, suffix = split_spec(spec)
+    if base == "gmm" and suffix in (":edm", ":flow"):  # the baseline's output is F* or u*, not ε*
+        return f"{model.name} [{spec}]"
     if base in ANALYTIC_LABELS:
         return ANALYTIC_LABELS[base].replace(f"[{base}]", f"[{spec}]")
     name = getattr(model, "name", None) or spec
@@ -381,22 +386,32 @@ def _stability_table(results: list[dict], scales: list[float], metric: str) -> l
 
 
 # --------------------------------------------------------------------------------------------
-@click.command("schedules", short_help="dα/dt at 0, σ and dσ/dt near 0, SNR curves, Fig. A8 and A9.")
+@click.command("schedules", short_help="dα/dt at 0, σ and dσ/dt near 0, SNR curves, Fig. A8, A9; K(t) per process.")
 @click.option("--T", "T", type=click.IntRange(min=2), default=1000, help="discrete timesteps")
 @click.option("--pdf", is_flag=True, help="also write the figures as PDF")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("schedules"), help="folder")
 @click.option("--config", "config_src", type=click.Path(exists=True, path_type=Path), default=None,
               help="See what you configured instead: a YAML config, run, checkpoint or exported folder -> its "
                    "condition map f(t), training-time density and loss weight (OUT/training.png, training.json).")
-def schedules_cmd(T, pdf, out, config_src):
+@click.option("--processes", is_flag=True,
+              help="Instead: Theorem 3.1 per process — the analytic K(t) of the exact optimum as t -> the data end on "
+                   "VP (linear, cosine), EDM and flow matching, and the ideal E-TSDM optimum's (OUT/processes.*).")
+@click.option("--process-samples", type=click.IntRange(min=2), default=2000, show_default=True,
+              help="data samples per t for --processes")
+def schedules_cmd(T, pdf, out, config_src, processes, process_samples):
     """Theory at a glance: dα/dτ at 0 (Appendix C.1), σ and dσ/dτ near 0 (Theorem 3.1), SNR curves,
     Modified-NS / original SNR (Fig. A8), remap SNR when t vs λ is uniform (Fig. A9).
 
     Writes OUT/schedules.json, OUT/snr.png, OUT/snr_ratio_modified.png, OUT/remap_snr.png.
     With --config: OUT/training.png and OUT/training.json for that config (etsdm.training_view).
+    With --processes: OUT/processes.json, OUT/processes.md and OUT/processes.png
+    (etsdm.analysis.processes; about half a minute on one CPU core).
     """
     if config_src is not None:
         _training_view(config_src, out, pdf)
+        return
+    if processes:
+        _processes(out, process_samples, pdf)
         return
     from ..analysis.theory import remap_snr, schedule_table, snr_curves, snr_ratio_modified
     from ..plotting import plot_remap_snr, plot_snr_curves, plot_snr_ratio
@@ -432,6 +447,20 @@ def schedules_cmd(T, pdf, out, config_src):
     figs += plot_snr_ratio(ratios, out / "snr_ratio_modified.png", pdf=pdf)
     figs += plot_remap_snr(remaps, out / "remap_snr.png", pdf=pdf)
     click.echo(f"wrote {json_path} and {', '.join(map(str, figs))}")
+
+
+def _processes(out: Path, samples: int, pdf: bool) -> None:
+    from ..analysis.processes import markdown_table, plot_singularity, singularity_table
+    from ..train.checkpoint import atomic_write_text
+
+    result = singularity_table(samples=samples)
+    lines = markdown_table(result)
+    for line in lines:
+        click.echo(line)
+    json_path = _write_json(out, "processes.json", result)
+    atomic_write_text(out / "processes.md", "\n".join(lines) + "\n")
+    figs = plot_singularity(result, out / "processes.png", pdf=pdf)
+    click.echo(f"wrote {json_path}, {out / 'processes.md'} and {', '.join(map(str, figs))}")
 
 
 def _training_view(source: Path, out: Path, pdf: bool) -> None:

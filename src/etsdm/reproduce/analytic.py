@@ -41,9 +41,9 @@ def measure_ideal(seed: int, samples: int, components: int) -> dict[str, dict[st
     from ..analysis import lipschitz_curve
     from ..analysis.lipschitz import boundary_jumps
     from ..analysis.stability import perturbation_error
+    from ..analytic import exact_denoiser
     from ..conditioning import TimestepSharing
     from ..metrics.features import digits_split
-    from ..runs import analytic_denoiser
     from ..schedules import make_schedule
 
     schedule = make_schedule("linear")
@@ -55,7 +55,7 @@ def measure_ideal(seed: int, samples: int, components: int) -> dict[str, dict[st
     jumps = boundary_jumps(times, 1.0, [float(b) for b in sharing.boundaries])
     out: dict[str, dict[str, float]] = {}
     for arm, etsdm in (("baseline", False), ("etsdm", True)):
-        den = analytic_denoiser(mixture, schedule, etsdm=etsdm)
+        den = exact_denoiser(mixture, schedule, "eps", sharing if etsdm else None)
         gen = torch.Generator().manual_seed(NOISE_SEED_OFFSET + seed)
         K = lipschitz_curve(den, x0, schedule, times, generator=gen).K.double()
         gen = torch.Generator().manual_seed(NOISE_SEED_OFFSET + seed)
