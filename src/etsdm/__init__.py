@@ -9,7 +9,17 @@ from .analytic import GaussianMixture
 from .conditioning import ConditionMap, Identity, Remap, TimestepSharing, make_condition_map
 from .denoiser import Denoiser, Estimate
 from .losses import diffusion_loss, sample_timesteps
-from .samplers import SAMPLERS, StepInfo, plan, sample, singlestep_orders, time_grid
+from .samplers import (
+    SAMPLER_REGISTRY,
+    SAMPLERS,
+    StepInfo,
+    evaluation_times,
+    init_noise_sigma,
+    plan,
+    sample,
+    singlestep_orders,
+    time_grid,
+)
 from .schedules import (
     ALL_SCHEDULE_NAMES,
     SCHEDULE_NAMES,
@@ -45,6 +55,7 @@ __all__ = [
     "Identity",
     "Remap",
     "SAMPLERS",
+    "SAMPLER_REGISTRY",
     "SCHEDULE_NAMES",
     "Schedule",
     "SharedTimesteps",
@@ -53,6 +64,8 @@ __all__ = [
     "VPSchedule",
     "diffusers_model",
     "diffusion_loss",
+    "evaluation_times",
+    "init_noise_sigma",
     "losses",
     "make_condition_map",
     "make_schedule",

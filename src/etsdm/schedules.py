@@ -448,6 +448,16 @@ class EDMSchedule(Schedule):
     def _dlog_sigma_dt(self, t: Tensor) -> Tensor:
         return 1.0 / t
 
+    def sigma(self, t: Tensor | float) -> Tensor:
+        """σ = t exactly (not exp(log t), which is 1 ulp off)."""
+        return _as_f64(t).clamp(min=0.0)
+
+    def dsigma_dt(self, t: Tensor | float) -> Tensor:
+        return torch.ones_like(_as_f64(t))
+
+    def dalpha_dt(self, t: Tensor | float) -> Tensor:
+        return torch.zeros_like(_as_f64(t))
+
     def net_time(self, t: Tensor | float) -> Tensor:
         """c_noise(σ) = ¼ ln σ (EDM Table 1)."""
         return 0.25 * self.log_sigma(t)
@@ -481,6 +491,17 @@ class FlowSchedule(Schedule):
 
     def _dlog_sigma_dt(self, t: Tensor) -> Tensor:
         return 1.0 / t
+
+    def sigma(self, t: Tensor | float) -> Tensor:
+        """σ = t exactly."""
+        return _as_f64(t).clamp(0.0, 1.0)
+
+    def dalpha_dt(self, t: Tensor | float) -> Tensor:
+        """dα/dt = -1 everywhere, also where log α is floored at t -> 1 (α·d log α/dt would be 2⁻¹²·∞)."""
+        return -torch.ones_like(_as_f64(t))
+
+    def dsigma_dt(self, t: Tensor | float) -> Tensor:
+        return torch.ones_like(_as_f64(t))
 
     def t_from_lambda(self, lam: Tensor | float) -> Tensor:
         """(1 - t)/t = e^λ, so t = sigmoid(-λ) (closed form)."""
