@@ -40,7 +40,7 @@ from diffusers import ModelMixin, UNet2DModel  # noqa: F401  (ModelMixin: diffus
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor
 
-from .conditioning import ConditionMap, make_condition_map
+from .conditioning import ConditionMap, TimestepSharing, make_condition_map
 
 ETSDM_KEYS = ("etsdm_condition", "etsdm_num_train_timesteps", "etsdm_time_scale")
 
@@ -58,8 +58,9 @@ class ETSDMUNet2DModel(UNet2DModel):
     """``UNet2DModel`` whose forward applies a condition map to ``timestep`` (E-TSDM's f_T).
 
     Args:
-        etsdm_condition: the condition map's config (``ConditionMap.config()``), e.g.
-            ``{"kind": "etsdm", "t_tilde": 100, "n": 5}``; None: the identity.
+        etsdm_condition: the condition map's config (:func:`condition_config`), e.g.
+            ``{"kind": "etsdm", "t_tilde": 100, "n": 5}``, or explicit ``boundaries`` of a sharing
+            map (EDM / flow exports, on their timestep axis); None: the identity.
         etsdm_num_train_timesteps: T of the discrete time axis 0..T-1 the map acts on (None:
             continuous time t in [0, 1]).
         etsdm_time_scale: the UNet is fed ``f(timestep) · etsdm_time_scale`` (T for etsdm's
@@ -70,9 +71,7 @@ class ETSDMUNet2DModel(UNet2DModel):
     def __init__(self, etsdm_condition: dict[str, Any] | None = None, etsdm_num_train_timesteps: int | None = 1000,
                  etsdm_time_scale: float = 1.0, **unet_kwargs: Any):
         super().__init__(**unet_kwargs)
-        cfg = dict(etsdm_condition or {"kind": "identity"})
-        self.condition: ConditionMap = make_condition_map(cfg.pop("kind", "identity"), T=etsdm_num_train_timesteps,
-                                                          **cfg)
+        self.condition: ConditionMap = condition_from_config(etsdm_condition, etsdm_num_train_timesteps)
         self.time_scale = float(etsdm_time_scale)
 
     __init__.__signature__ = _signature(__init__)  # type: ignore[attr-defined]
@@ -102,11 +101,28 @@ class ETSDMUNet2DModel(UNet2DModel):
         built on ``unet`` trains it) with ``condition`` applied in forward."""
         kwargs = {k: v for k, v in dict(unet.config).items() if not k.startswith("_") and k not in ETSDM_KEYS}
         with torch.device("meta"):
-            model = cls(etsdm_condition=condition.config(), etsdm_num_train_timesteps=num_train_timesteps,
+            model = cls(etsdm_condition=condition_config(condition), etsdm_num_train_timesteps=num_train_timesteps,
                         etsdm_time_scale=time_scale, **kwargs)
         model.load_state_dict(unet.state_dict(keep_vars=True), assign=True)
         model.train(unet.training)
         return model
+
+
+def condition_config(condition: ConditionMap) -> dict[str, Any]:
+    """What ``etsdm_condition`` stores: ``condition.config()``, or for a sharing map with explicit
+    boundaries (E-TSDM on EDM / flow, or with a ``space``; the map on an export's timestep axis,
+    ``etsdm.runs.export_axis``) the boundaries themselves, so the UNet needs no schedule to rebuild it."""
+    if isinstance(condition, TimestepSharing) and condition.space is not None:
+        return {"kind": "etsdm", "boundaries": list(condition.boundaries), "space": condition.space}
+    return condition.config()
+
+
+def condition_from_config(config: dict[str, Any] | None, num_train_timesteps: int | None) -> ConditionMap:
+    """Inverse of :func:`condition_config` (None: the identity)."""
+    cfg = dict(config or {"kind": "identity"})
+    if "boundaries" in cfg:
+        return TimestepSharing(boundaries=cfg["boundaries"], space=cfg.get("space"))
+    return make_condition_map(cfg.pop("kind", "identity"), T=num_train_timesteps, **cfg)
 
 
 ETSDMUNet2DModel.__module__ = "etsdm.diffusers_model"  # what save_pretrained records in model_index.json

@@ -24,9 +24,11 @@ def condition_summary(config: dict) -> str:
 def model_card(model: LoadedModel, command: str) -> str:
     """The README.md text for an export of ``model``."""
     from .config import dump_config
+    from .runs import export_axis, export_scheduler, find_unet
 
     cond = model.denoiser.condition.config()
-    applies = cond.get("kind", "identity") != "identity"
+    _, unet_scale = export_axis(model, find_unet(model.denoiser.net)[1])
+    applies = cond.get("kind", "identity") != "identity" or unet_scale != 1.0
     cls = "ETSDMUNet2DModel" if applies else "UNet2DModel"
     steps = "unknown" if model.step is None else str(model.step)
     pipe = model.schedule.continuous is False
@@ -45,9 +47,11 @@ def model_card(model: LoadedModel, command: str) -> str:
     ]
     if pipe:
         lines += _use_with_diffusers(model, applies)
+    elif (scheduler := export_scheduler(model)) is not None:
+        lines += _use_process_scheduler(model, type(scheduler).__name__)
     else:
-        lines += ["Continuous-time model: `unet/` only (diffusers' schedulers are discrete); sample it with "
-                  "`etsdm sample <this folder>`.", ""]
+        lines += ["Continuous-time model: `unet/` only (no diffusers scheduler samples this process and "
+                  "prediction type); sample it with `etsdm sample <this folder>`.", ""]
     lines += ["## Command", "", "```", command, "```", ""]
     if model.config is not None:
         lines += ["Trained with `etsdm train config.yaml` on this config:", "", "```yaml",
@@ -101,6 +105,38 @@ def _use_with_diffusers(model: LoadedModel, applies: bool) -> list[str]:
             "```", "", *sampling_notes(model),
             "- `use_clipped_model_output=True` makes diffusers' DDIM recompute ε̂ from the clipped x̂0, as ADM "
             "and etsdm do.", ""]
+
+
+def _use_process_scheduler(model: LoadedModel, scheduler: str) -> list[str]:
+    """How to sample an EDM / flow export with diffusers' own scheduler (no pipeline: diffusers has
+    no unconditional EDM / flow-matching pipeline for a UNet2DModel)."""
+    edm = model.schedule.kind == "edm"
+    timestep = ("c_noise = ¼ ln σ (the scheduler's timesteps), fed c_noise · time scale and the shared σ"
+                if edm else f"{model.schedule.T}·t (the scheduler's timesteps)")
+    init = "scheduler.sigmas[0]" if edm else "1.0"
+    return ["## Use with diffusers", "", f"The UNet takes timestep {timestep}; `scheduler/` is a `{scheduler}`. "
+            "No pipeline class samples it; the loop is four lines:", "", "```python",
+            "import etsdm  # registers ETSDMUNet2DModel", "import torch",
+            f"from diffusers import {scheduler}", "from etsdm.diffusers_model import ETSDMUNet2DModel", "",
+            'unet = ETSDMUNet2DModel.from_pretrained("<this folder>", subfolder="unet")  # or UNet2DModel if plain',
+            f'scheduler = {scheduler}.from_pretrained("<this folder>", subfolder="scheduler")',
+            "scheduler.set_timesteps(50)",
+            f"x = torch.randn(4, {model.shape[0] if model.shape else 'C'}, H, W) * {init}",
+            "for t in scheduler.timesteps:",
+            "    out = unet(scheduler.scale_model_input(x, t), t).sample",
+            "    x = scheduler.step(out, t, x).prev_sample", "```", "",
+            "- This is Euler on the run's grid: `etsdm sample <this folder> --sampler euler --nfe 50 --clip none"
+            + (" --timestep-spacing karras`" if edm else " --timestep-spacing time-uniform`")
+            + " gives the same samples from the same initial noise"
+            + (" (start from σ_max·noise: diffusers' `init_noise_sigma` is sqrt(σ_max² + 1))." if edm else "."),
+            f"- The run's own sampler (`etsdm sample <this folder>`): {_run_sampler(model)}.", ""]
+
+
+def _run_sampler(model: LoadedModel) -> str:
+    from .runs import default_sampler
+
+    sampler, nfe = default_sampler(model)
+    return f"{sampler}, {nfe} NFE"
 
 
 def write_model_card(folder: Path, model: LoadedModel, command: str) -> Path:

@@ -527,19 +527,73 @@ def resolve_clip(model: LoadedModel, clip: str | None = None) -> str:
 
 def _save_pipeline(folder: Path, model: LoadedModel, unet: nn.Module, time_scale: float) -> None:
     """``DDPMPipeline(unet, scheduler).save_pretrained``; an ETSDMUNet2DModel unless the map is the
-    identity (and the time scale 1); no scheduler (only ``unet/``) for continuous time."""
+    identity (and the time scale 1); no pipeline for continuous time: ``unet/``, and for EDM / flow
+    runs the diffusers scheduler of their process in ``scheduler/`` (:func:`export_scheduler`)."""
     from diffusers import DDPMPipeline
 
     from .diffusers_unet import ETSDMUNet2DModel
 
     cond, sched = model.denoiser.condition, model.schedule
-    if not isinstance(cond, Identity) or time_scale != 1.0:
-        unet = ETSDMUNet2DModel.from_unet(unet, cond, num_train_timesteps=None if sched.continuous else sched.T,
-                                          time_scale=time_scale)
+    axis_cond, unet_scale = export_axis(model, time_scale)
+    if not isinstance(cond, Identity) or unet_scale != 1.0:
+        unet = ETSDMUNet2DModel.from_unet(unet, axis_cond, num_train_timesteps=None if sched.continuous else sched.T,
+                                          time_scale=unet_scale)
     if sched.continuous:
         unet.save_pretrained(str(folder / "unet"))
+        scheduler = export_scheduler(model)
+        if scheduler is not None:
+            scheduler.save_pretrained(str(folder / "scheduler"))
         return
     DDPMPipeline(unet=unet, scheduler=_export_scheduler(model)).save_pretrained(str(folder))
+
+
+def axis_factor(schedule: Schedule) -> float:
+    """a in the exported UNet's timestep τ = a·net_time(t): T for flow (diffusers' flow-matching
+    schedulers pass T·t), 1 otherwise (VP: τ = t; EDM: τ = c_noise = ¼ ln σ, as diffusers' EDM
+    schedulers pass it)."""
+    return float(schedule.T) if schedule.kind == "flow" else 1.0
+
+
+def export_axis(model: LoadedModel, time_scale: float) -> tuple[ConditionMap, float]:
+    """The condition map and time scale an exported UNet applies to its own timestep argument τ.
+
+    VP: τ = t, the run's map and time scale (as before). EDM / flow: τ = a·net_time(t)
+    (:func:`axis_factor`); E-TSDM's f(t) is a step function and net_time is increasing, so
+    a·net_time(f(t)) is the sharing map on τ with boundaries a·net_time(t_i) — what the exported
+    ETSDMUNet2DModel applies; its time scale is the net's divided by a (flow: 1000/1000 = 1, so a
+    flow baseline exports a plain UNet2DModel)."""
+    sched, cond = model.schedule, model.denoiser.condition
+    if sched.kind == "vp":
+        return cond, time_scale
+    a = axis_factor(sched)
+    if isinstance(cond, TimestepSharing):
+        tau = (a * sched.net_time(torch.tensor(cond.boundaries, dtype=torch.float64))).tolist()
+        cond = TimestepSharing(boundaries=tau, space=f"{sched.kind}-axis")
+    return cond, time_scale / a
+
+
+def export_scheduler(model: LoadedModel) -> Any:
+    """The diffusers scheduler an EDM or flow export ships (None where there is none):
+
+    * EDM with ``prediction: edm``: ``EDMEulerScheduler`` (σ_min, σ_max, σ_data, Karras et al.'s
+      ρ = 7 grid, ``prediction_type="epsilon"``: its preconditioning is EDM's F, the same c_skip,
+      c_out, c_in and c_noise as etsdm's); the deterministic Euler of EDM Alg. 1 without the Heun
+      correction (diffusers has no EDM Heun scheduler) — ``etsdm sample --sampler euler`` on the
+      same grid;
+    * flow with ``prediction: flow``: ``FlowMatchEulerDiscreteScheduler`` (T, shift 1): Euler on
+      t uniform from 1 to 1/T, the velocity ε - x0 — ``etsdm sample --sampler euler``;
+    * any other prediction on these processes, and continuous VP: none (``unet/`` and the
+      sidecar only; sample with ``etsdm sample``)."""
+    from diffusers import EDMEulerScheduler, FlowMatchEulerDiscreteScheduler
+
+    sched, pred = model.schedule, model.denoiser.prediction
+    if sched.kind == "edm" and pred == "edm":
+        return EDMEulerScheduler(sigma_min=sched.t_min, sigma_max=sched.t_max, sigma_data=model.denoiser.sigma_data,
+                                 sigma_schedule="karras", rho=7.0, prediction_type="epsilon",
+                                 num_train_timesteps=sched.T, final_sigmas_type="zero")
+    if sched.kind == "flow" and pred == "flow":
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=sched.T, shift=1.0)
+    return None
 
 
 def _check_export_target(out: Path, overwrite: bool) -> None:
@@ -568,10 +622,13 @@ def _write_sidecar(out: Path, model: LoadedModel, time_scale: float) -> None:
     side = {
         "name": model.name, "schedule": sched.config(), "prediction": model.denoiser.prediction,
         "condition": model.denoiser.condition.config(), "time_scale": time_scale, "step": model.step,
-        "config": _plain(model.config),
+        "sigma_data": model.denoiser.sigma_data, "config": _plain(model.config),
         "note": "unet/ applies the condition map itself (ETSDMUNet2DModel; `import etsdm` before loading with "
                 "diffusers) unless it is a plain UNet2DModel (identity map, time_scale 1)",
     }
+    if sched.kind != "vp":
+        side["unet_timestep"] = ("c_noise = 1/4 ln sigma (diffusers' EDM schedulers' timesteps)" if sched.kind == "edm"
+                                 else f"{sched.T} t (diffusers' flow-matching schedulers' timesteps)")
     (out / SIDECAR).write_text(json.dumps(side, indent=2))
 
 
@@ -739,7 +796,7 @@ def generate(
 
     ``lowres`` (super-resolution runs): the (num, C, h, w) low-resolution inputs.
     """
-    from .samplers import sample
+    from .samplers import init_noise_sigma, sample
 
     shape = model.shape
     if shape is None:
@@ -753,9 +810,13 @@ def generate(
         return generate_diffusers(model, num, sampler, nfe, generator=g, batch=batch, progress=progress,
                                   **sampler_kwargs)
     sampler_kwargs = sample_settings(model, sampler, nfe, **sampler_kwargs)
+    ts = sampler_kwargs.get("timesteps")
+    scale = init_noise_sigma(model.schedule, ts[0] if ts else None)
     for i in range(0, num, batch):
         k = min(batch, num - i)
         noise = torch.randn((k, *shape), generator=g, device=device)
+        if scale != 1.0:  # x at t_max: σ_max·z for EDM (VP and flow: z itself)
+            noise = noise * scale
         if lowres is not None:
             net = functools.partial(den.net, lowres=lowres[i : i + k].to(device))
             den_b = Denoiser(net, den.schedule, den.prediction, den.condition, sigma_data=den.sigma_data)
