@@ -101,6 +101,8 @@ def test_there_is_a_config_per_experiment():
         for train, infer in (("t", "t"), ("t", "lambda"), ("lambda", "t"), ("lambda", "lambda")):
             assert f"paper/alternatives/ffhq_remap-{remap}_train-{train}_infer-{infer}.yaml" in names
     assert "paper/alternatives/ffhq_modified-ns_cosine.yaml" in names
+    for process in ("edm_digits", "flow_digits", "paper/edm_cifar10", "paper/flow_ffhq256"):  # issue 9
+        assert {f"{process}_baseline.yaml", f"{process}_etsdm.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(configs_dir()).as_posix())
@@ -135,7 +137,7 @@ def test_baseline_and_etsdm_differ_only_in_the_condition_map(etsdm_path: Path):
 
 def test_paper_configs_follow_table_a1():
     for p in CONFIGS:
-        if "paper/" not in p.as_posix():
+        if "paper/" not in p.as_posix() or "edm_cifar10" in p.name:  # Appendix D.4: EDM's own settings
             continue
         cfg = load_config(p)
         large = cfg.model.preset == "large"
@@ -143,6 +145,20 @@ def test_paper_configs_follow_table_a1():
         assert (cfg.train.lr, cfg.train.ema_rate, cfg.train.warmup_steps) == (1e-4, 0.9999, 0)
         assert cfg.train.batch_size == (64 if large else 96)
         assert cfg.schedule.T == 1000 and cfg.data.resolution == 256
+
+
+@pytest.mark.parametrize("arm", ["baseline", "etsdm"])
+def test_edm_cifar10_configs_follow_karras_et_al_config_f(arm):
+    """Appendix D.4 / EDM Table 7 (CIFAR-10, DDPM++, config F) as far as etsdm has the knobs."""
+    cfg = load_config(configs_dir() / "paper" / f"edm_cifar10_{arm}.yaml")
+    s, d, t = cfg.schedule, cfg.diffusion, cfg.train
+    assert (s.name, s.sigma_min, s.sigma_max, d.prediction, d.sigma_data) == ("edm", 0.002, 80.0, "edm", 0.5)
+    assert (d.time_sampling, d.p_mean, d.p_std) == ("log-normal", -1.2, 1.2)
+    assert (t.lr, t.batch_size, t.steps * t.batch_size, t.warmup_steps * t.batch_size) == (1e-3, 512, 200_000_000,
+                                                                                           9_999_872)
+    assert abs(t.ema_rate - 0.5 ** (512 / 500_000)) < 5e-6  # EMA half-life 0.5 Mimg
+    assert (cfg.sample.sampler, cfg.sample.nfe, cfg.sample.timestep_spacing) == ("heun", 35, "karras")
+    assert cfg.data.resolution == 32 and cfg.model.overrides["dropout"] == 0.13
 
 
 @pytest.mark.parametrize(
