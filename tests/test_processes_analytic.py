@@ -91,6 +91,9 @@ def test_ideal_etsdm_on_flow_is_constant_in_each_subinterval_and_the_posterior_m
     for lo, hi in zip(b, b[1:], strict=False):
         outs = [shared.net_output(y, lo + f * (hi - lo)) for f in (0.0, 0.3, 0.7, 0.999)]
         assert all(torch.equal(o, outs[0]) for o in outs[1:])
+    plain = Denoiser(shared.net, sched, "flow", sharing)  # the same net fed a float32 condition
+    for t in (b[0], b[1], 0.5 * (b[1] + b[2]), b[-1] * (1 - 1e-9)):  # inside the band: the same cell, bit for bit
+        assert torch.equal(plain.net_output(y, t), shared.net_output(y, t))
     lo, hi = b[1], b[2]
 
     def velocity(x, tau):  # u = α' x0 + σ' ε = ε - x0, with x0 = (x - σ ε)/α from ε* (another route)
@@ -136,6 +139,20 @@ def test_ideal_etsdm_on_edm_averages_F_given_the_network_input():
     torch.testing.assert_close(shared.net_output(x, 1e-4), below, rtol=1e-14, atol=0)
     for s in (b[-1], 1.0, 20.0):  # (σ decoded from c_noise by each net: equal to rounding)
         torch.testing.assert_close(shared.net_output(x, s), base.net_output(x, s), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("process, space", [("edm", "log-snr"), ("edm", "t"), ("flow", "t"), ("flow", "log-snr")])
+def test_subinterval_quadrature_converged_on_edm_and_flow(process, space):
+    """48 Gauss-Legendre nodes (τ = t_i + Δ u²) give every sub-interval's optimum to 1e-12 of 160."""
+    from etsdm.analytic import subinterval_nodes
+
+    sched = make_schedule(process)
+    sharing = process_sharing(sched, space=space)
+    x = torch.cat([RING.sample(8, torch.Generator().manual_seed(4)), torch.tensor([[1.5, 1.5], [0.3, -0.2]])])
+    for lo, hi in zip(sharing.boundaries, sharing.boundaries[1:], strict=False):
+        a, b = (RING.shared_mean(x, *subinterval_nodes(lo, hi - lo, sched, m), sched, lambda _x, _t, e: e.x0)
+                for m in (48, 160))  # fmt: skip
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 # --- the single path gives the old numbers on VP (values computed with the pre-refactor code:
@@ -227,10 +244,13 @@ def test_schedules_processes_cli(tmp_path, monkeypatch):
     from etsdm.cli import main
 
     full = processes.singularity_table
-    monkeypatch.setattr(processes, "singularity_table", lambda samples: full(
-        [("flow", "eps", "time")], ladder=(1e-2, 1e-3, 1e-4), samples=samples, band_nodes=4, curve_points=3))
-    res = CliRunner().invoke(main, ["schedules", "--processes", "--process-samples", "50", "--out", str(tmp_path)])
+    monkeypatch.setattr(processes, "PROCESS_ROWS", [("flow", "eps", "time")])
+    monkeypatch.setattr(processes, "DATA_SCALE_ROWS", [("flow", "flow", "time")])
+    monkeypatch.setattr(processes, "singularity_table", lambda rows, **kw: full(
+        rows, **kw, ladder=(1e-2, 1e-3, 1e-4), band_nodes=4, curve_points=3))
+    res = CliRunner().invoke(main, ["schedules", "--processes", "--process-samples", "50", "--process-data-std",
+                                    "0.1,0.01", "--out", str(tmp_path)])  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "| flow | ε | t |" in res.output and "no: K → const" in res.output
-    assert (tmp_path / "processes.png").is_file() and (tmp_path / "processes.md").is_file()
-    assert (tmp_path / "processes.json").is_file()
+    assert "| flow | ε | t |" in res.output and "no: K → const" in res.output and "std 0.01" in res.output
+    for name in ("processes.png", "processes_data_scale.png", "processes.md", "processes.json"):
+        assert (tmp_path / name).is_file(), name

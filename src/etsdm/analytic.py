@@ -28,6 +28,7 @@ the network input y (EDM's input is y = c_in x/α, so the weights carry q_τ(y �
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Literal
@@ -227,6 +228,12 @@ def _check_weighting(weighting: str) -> None:
         raise ValueError(f"weighting must be 'posterior' or 'uniform', got {weighting!r}")
 
 
+@functools.lru_cache(maxsize=16)
+def _gauss_legendre(nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes and weights on [-1, 1] (an eigenvalue problem: computed once per size)."""
+    return np.polynomial.legendre.leggauss(nodes)
+
+
 def subinterval_nodes(
     left: float, delta: float, schedule: Schedule, nodes: int = 48, time_density: TimeDensity | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -237,7 +244,7 @@ def subinterval_nodes(
         taus = torch.tensor([left + i for i in range(int(round(delta)))], dtype=torch.float64)
         weights = torch.ones(len(taus), dtype=torch.float64)
     else:
-        u, w = np.polynomial.legendre.leggauss(nodes)
+        u, w = _gauss_legendre(nodes)
         u = 0.5 * (u + 1.0)  # on [0, 1]
         taus = torch.as_tensor(left + delta * u**2, dtype=torch.float64)
         weights = torch.as_tensor(0.5 * w * 2.0 * u, dtype=torch.float64)

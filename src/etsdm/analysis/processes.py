@@ -51,6 +51,10 @@ PROCESS_ROWS: tuple[tuple[str, str, str], ...] = (
     ("edm", "eps", "time"), ("edm", "eps", "net"), ("edm", "edm", "time"), ("edm", "edm", "net"),
     ("flow", "eps", "time"), ("flow", "flow", "time"),
 )  # fmt: skip
+DATA_SCALE_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("linear", "eps", "time"), ("edm", "eps", "time"), ("edm", "eps", "net"), ("flow", "flow", "time"),
+)  # fmt: skip
+DATA_STDS: tuple[float, ...] = (0.1, 0.01, 0.001)  # per-mode std s of the ring: the data scale
 LADDER: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)  # t - t_data
 REL_DT = 1e-3  # Δt / (t - t_data): forward-difference error ~ 2.5e-4 for K ~ t^-½; F (EDM) is
 # computed with a relative rounding of ~7e-4 at σ = 1e-6 by Denoiser.target, so a smaller Δt resolves only noise there
@@ -68,6 +72,15 @@ def variable_name(schedule: Schedule, variable: str) -> str:
     if schedule.kind == "edm":
         return "c_noise" if variable == "net" else "σ"
     return "t"
+
+
+def time_of_sigma(schedule: Schedule, sigma: float) -> float:
+    """The time t with σ(t) = ``sigma`` (σ increases with t), by bisection in float64."""
+    lo, hi = schedule.t_data, schedule.t_max
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if float(schedule.sigma(mid)) < sigma else (lo, mid)
+    return 0.5 * (lo + hi)
 
 
 def _k(den: Denoiser, x0: torch.Tensor, schedule: Schedule, t: float, dt: float, seed: int) -> tuple[float, float]:
@@ -150,11 +163,13 @@ def _row(series: dict[str, Any], process: str, output: str, variable: str, ladde
     length = conditions[-1] - conditions[0]
     fit = ladder[-fit_points:]
     p = _fit_exponent(fit, K[-fit_points:])
+    slopes = [_fit_exponent(ladder[i : i + 2], K[i : i + 2]) for i in range(len(ladder) - 1)]
     return {
         "process": process, "output": output, "variable": variable_name(schedule, variable),
         "schedule": schedule.config(), "distance_to_data_end": list(ladder), "K": K,
         "K_sem": per_unit([s for _, s in series["ladder"]], ladder), "fit_range": [min(fit), max(fit)],
-        "p": p, "singular": verdict(p), "band": [b[0], b[-1]], "band_in_variable": [conditions[0], conditions[-1]],
+        "p": p, "p_between_ladder_points": slopes, "singular": verdict(p),
+        "band": [b[0], b[-1]], "band_in_variable": [conditions[0], conditions[-1]],
         "boundaries": b, "baseline_band_mean": series["integral"] / length,
         "etsdm_inside_max": max(inside) if inside else math.nan, "etsdm_jump": jumps,
         "etsdm_jump_secant": [j / (hi - lo) for j, lo, hi in zip(jumps, conditions, conditions[1:], strict=False)],
@@ -186,7 +201,7 @@ def singularity_table(
         curve_points: log-spaced times of the figure's curves.
         mixture: the data (default: the 8-mode ring of the ``gmm`` data set).
     """
-    default_mixture = mixture is None
+    label = "ring (8 modes, radius 2, std 0.1)" if mixture is None else "custom"
     mixture = GaussianMixture.ring() if mixture is None else mixture
     cache: dict[tuple[str, str], dict[str, Any]] = {}
     out = []
@@ -196,7 +211,19 @@ def singularity_table(
                                              band_nodes=band_nodes, curve_points=curve_points)
         out.append(_row(cache[process, output], process, output, variable, ladder, fit_points))
     return {"rows": out, "samples": samples, "seed": seed, "rel_dt": REL_DT, "fit_points": fit_points,
-            "mixture": "ring (8 modes, radius 2, std 0.1)" if default_mixture else "custom"}
+            "mixture": label}
+
+
+def process_tables(data_stds: Sequence[float] = DATA_STDS, *, samples: int = 2000,
+                   seed: int = 0) -> list[dict[str, Any]]:
+    """:func:`singularity_table` on the ring with each per-mode std s in ``data_stds``: every row of
+    :data:`PROCESS_ROWS` for the first, :data:`DATA_SCALE_ROWS` for the others (module docstring)."""
+    out = []
+    for i, std in enumerate(data_stds):
+        rows = PROCESS_ROWS if i == 0 else DATA_SCALE_ROWS
+        res = singularity_table(rows, samples=samples, seed=seed, mixture=GaussianMixture.ring(std=std))
+        out.append(res | {"data_std": std, "mixture": f"ring (8 modes, radius 2, std {std:g})"})
+    return out
 
 
 def markdown_table(result: dict[str, Any]) -> list[str]:
@@ -244,5 +271,29 @@ def plot_singularity(result: dict[str, Any], path: str | Path, *, pdf: bool = Fa
         ax.set_ylabel("K = E‖∂f/∂t‖ (exact optimum)")
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=8, title="× E-TSDM jump / cell", title_fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path, pdf=pdf)
+
+
+def plot_data_scale(results: Sequence[dict[str, Any]], path: str | Path, *, pdf: bool = False) -> list[Path]:
+    """K(t) of the :data:`DATA_SCALE_ROWS` rows for each data std s (one panel per row, one curve per
+    s), log-log against the distance to the data end; dotted: the time at which σ(t) = s."""
+    from ..plotting import plt, save_figure
+
+    keys = [(r["process"], r["output"], r["variable"]) for r in results[-1]["rows"]]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.4 * len(keys), 3.8), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        for i, res in enumerate(results):
+            row = next((r for r in res["rows"] if (r["process"], r["output"], r["variable"]) == key), None)
+            if row is None:
+                continue
+            ax.loglog(row["curve_t"], row["curve_K"], color=f"C{i}", label=f"s = {res['data_std']:g}")
+            ax.axvline(time_of_sigma(process_schedule(row["process"]), res["data_std"]), color=f"C{i}", ls=":", lw=1)
+        process, output, variable = key
+        ax.set_title(f"{process}, {OUTPUT_NAMES.get(output, output)}: K per unit of {variable}", fontsize=9)
+        ax.set_xlabel("σ" if process == "edm" else "t (data at 0)")
+        ax.set_ylabel("K = E‖∂f/∂t‖ (exact optimum)")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=8, title="ring, per-mode std", title_fontsize=7)
     fig.tight_layout()
     return save_figure(fig, path, pdf=pdf)

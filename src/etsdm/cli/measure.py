@@ -398,20 +398,23 @@ def _stability_table(results: list[dict], scales: list[float], metric: str) -> l
                    "VP (linear, cosine), EDM and flow matching, and the ideal E-TSDM optimum's (OUT/processes.*).")
 @click.option("--process-samples", type=click.IntRange(min=2), default=2000, show_default=True,
               help="data samples per t for --processes")
-def schedules_cmd(T, pdf, out, config_src, processes, process_samples):
+@click.option("--process-data-std", default="0.1,0.01,0.001", show_default=True,
+              help="--processes: per-mode std s of the ring data, comma-separated (the first gets every row, the "
+                   "others the data-scale rows)")
+def schedules_cmd(T, pdf, out, config_src, processes, process_samples, process_data_std):
     """Theory at a glance: dα/dτ at 0 (Appendix C.1), σ and dσ/dτ near 0 (Theorem 3.1), SNR curves,
     Modified-NS / original SNR (Fig. A8), remap SNR when t vs λ is uniform (Fig. A9).
 
     Writes OUT/schedules.json, OUT/snr.png, OUT/snr_ratio_modified.png, OUT/remap_snr.png.
     With --config: OUT/training.png and OUT/training.json for that config (etsdm.training_view).
-    With --processes: OUT/processes.json, OUT/processes.md and OUT/processes.png
-    (etsdm.analysis.processes; about half a minute on one CPU core).
+    With --processes: OUT/processes.json, OUT/processes.md, OUT/processes.png and, for several data
+    stds, OUT/processes_data_scale.png (etsdm.analysis.processes; about a minute on one CPU core).
     """
     if config_src is not None:
         _training_view(config_src, out, pdf)
         return
     if processes:
-        _processes(out, process_samples, pdf)
+        _processes(out, process_samples, _floats(process_data_std, "--process-data-std"), pdf)
         return
     from ..analysis.theory import remap_snr, schedule_table, snr_curves, snr_ratio_modified
     from ..plotting import plot_remap_snr, plot_snr_curves, plot_snr_ratio
@@ -449,17 +452,27 @@ def schedules_cmd(T, pdf, out, config_src, processes, process_samples):
     click.echo(f"wrote {json_path} and {', '.join(map(str, figs))}")
 
 
-def _processes(out: Path, samples: int, pdf: bool) -> None:
-    from ..analysis.processes import markdown_table, plot_singularity, singularity_table
+def _processes(out: Path, samples: int, stds: list[float], pdf: bool) -> None:
+    from ..analysis.processes import markdown_table, plot_data_scale, plot_singularity, process_tables
     from ..train.checkpoint import atomic_write_text
 
-    result = singularity_table(samples=samples)
-    lines = markdown_table(result)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2-D mixture: tiny tensor ops, fastest (and not slowed by a busy CPU) on one thread
+    try:
+        results = process_tables(stds, samples=samples)
+    finally:
+        torch.set_num_threads(before)
+    lines = []
+    for res in results:
+        head = f"Data: {res['mixture']}; {res['samples']} samples, seed {res['seed']}."
+        lines += [head, "", *markdown_table(res), ""]
     for line in lines:
         click.echo(line)
-    json_path = _write_json(out, "processes.json", result)
-    atomic_write_text(out / "processes.md", "\n".join(lines) + "\n")
-    figs = plot_singularity(result, out / "processes.png", pdf=pdf)
+    json_path = _write_json(out, "processes.json", {"results": results})
+    atomic_write_text(out / "processes.md", "\n".join(lines))
+    figs = plot_singularity(results[0], out / "processes.png", pdf=pdf)
+    if len(results) > 1:
+        figs += plot_data_scale(results, out / "processes_data_scale.png", pdf=pdf)
     click.echo(f"wrote {json_path}, {out / 'processes.md'} and {', '.join(map(str, figs))}")
 
 
