@@ -129,7 +129,8 @@ def _series(mixture: GaussianMixture, process: str, output: str, *, ladder: Sequ
     u = 0.5 * (u + 1.0)
     length = b[-1] - b[0]
     nodes = b[0] + length * u**2  # ∫ K dt = ∫ K(t(u)) 2 L u du
-    integral = sum(0.5 * wi * 2 * length * ui * k(base, ti - t0)[0] for ui, wi, ti in zip(u, w, nodes, strict=True))
+    integral = float(sum(0.5 * wi * 2 * length * ui * k(base, float(ti) - t0)[0]
+                         for ui, wi, ti in zip(u, w, nodes, strict=True)))
     jumps = []
     for bi in b[1:]:
         delta = 1e-9 * bi  # [b_i - δ, b_i + δ] crosses the boundary b_i and nothing else
@@ -185,7 +186,7 @@ def singularity_table(
     samples: int = 2000,
     seed: int = 0,
     fit_points: int = 3,
-    band_nodes: int = 24,
+    band_nodes: int = 48,
     curve_points: int = 30,
     mixture: GaussianMixture | None = None,
 ) -> dict[str, Any]:
