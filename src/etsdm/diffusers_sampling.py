@@ -15,7 +15,12 @@ timestep), exactly as in etsdm's own samplers. ``nfe`` is passed as ``num_infere
 schedulers that evaluate the network twice per step (Heun, DPM2, DPM++ SDE) spend up to 2·nfe
 evaluations (:func:`describe` reports the count). DDIM's step is called with
 ``use_clipped_model_output=True`` so that, as in etsdm (and ADM), ε̂ is recomputed from the
-clipped x̂0. Continuous-time runs have no diffusers scheduler and are refused.
+clipped x̂0. EDM and flow runs build the scheduler from their process's own scheduler config
+(:func:`etsdm.runs.export_scheduler`: EDMEulerScheduler's σ range, σ_data and ρ = 7 grid;
+FlowMatchEulerDiscreteScheduler's T), e.g. ``diffusers:EDMDPMSolverMultistepScheduler``; their
+loop feeds the Denoiser the physical time (EDM: the scheduler's σ, whose c_in and c_noise the
+Denoiser applies itself; flow: timestep / T). Continuous VP runs have no diffusers scheduler and
+are refused.
 """
 
 from __future__ import annotations
@@ -77,12 +82,16 @@ def scheduler_class(name: str) -> type:
 def build_scheduler(model: LoadedModel, name: str, *, timestep_spacing: str | None = None,
                     clip: str | None = None) -> Any:
     """The scheduler ``name`` on the run's discrete schedule (see the module doc)."""
-    from .runs import _export_scheduler, resolve_clip
+    from .runs import _export_scheduler, export_scheduler, resolve_clip
 
-    if model.schedule.continuous:
-        raise ValueError(f"--sampler {name}: diffusers' schedulers are discrete; this run is continuous-time")
     if model.data_name == "sr":
         raise ValueError(f"--sampler {name}: super-resolution runs sample with etsdm's own samplers")
+    if model.schedule.continuous:
+        process = export_scheduler(model)
+        if process is None:
+            raise ValueError(f"--sampler {name}: diffusers has no scheduler for this continuous-time run "
+                             f"({model.schedule.name}, prediction {model.denoiser.prediction}); use etsdm's samplers")
+        return scheduler_class(name).from_config(dict(process.config))
     base = dict(_export_scheduler(model).config)
     if timestep_spacing is not None:
         if timestep_spacing not in INTEGER_SPACINGS:
@@ -119,10 +128,17 @@ def sample_diffusers(model: LoadedModel, noise: Tensor, name: str, nfe: int, *,
     scheduler = build_scheduler(model, name, timestep_spacing=timestep_spacing, clip=clip)
     scheduler.set_timesteps(nfe, device=noise.device)
     den = model.denoiser
-    x = noise * scheduler.init_noise_sigma
+    x = noise * getattr(scheduler, "init_noise_sigma", 1.0)  # flow-matching schedulers have none: 1
     kwargs = _step_kwargs(scheduler, generator, eta)
-    for t in tqdm(scheduler.timesteps, disable=not progress, desc=name, leave=False):
-        out = den.net_output(scheduler.scale_model_input(x, t), float(t))  # the net sees f(t)
+    kind = model.schedule.kind
+    for i, t in enumerate(tqdm(scheduler.timesteps, disable=not progress, desc=name, leave=False)):
+        if kind == "vp":
+            out = den.net_output(scheduler.scale_model_input(x, t), float(t))  # the net sees f(t)
+        else:  # the physical time; the Denoiser applies EDM's c_in, c_noise (and f) itself
+            if hasattr(scheduler, "scale_model_input"):
+                scheduler.scale_model_input(x, t)  # unused (c_in is the Denoiser's); EDM schedulers expect the call
+            phys = float(scheduler.sigmas[i]) if kind == "edm" else float(t) / model.schedule.T
+            out = den.net_output(x, phys)
         x = scheduler.step(out.to(x.dtype), t, x, **kwargs).prev_sample
     return x
 

@@ -386,7 +386,7 @@ def export_cmd(run: Path, out_dir: Path, ema: bool, force: bool) -> None:
               help="Condition map the model was trained with (default: from etsdm.json, else identity).")
 @click.option("--t-tilde", type=float, default=None, help="E-TSDM t̃ (with --condition etsdm).")
 @click.option("--n", "n", type=click.IntRange(min=1), default=5, help="E-TSDM number of sub-intervals.")
-@click.option("--prediction", type=click.Choice(["eps", "v", "x0"]), default=None,
+@click.option("--prediction", type=click.Choice(["eps", "v", "x0", "edm", "flow"]), default=None,
               help="What the UNet predicts (default: from the scheduler config's prediction_type).")
 @click.option("--name", default=None, help="Label for legends (default: the folder name).")
 def import_cmd(diffusers_dir: Path, out_run: Path, condition: str | None, t_tilde: float | None, n: int,
