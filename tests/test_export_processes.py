@@ -103,3 +103,18 @@ def test_diffusers_samplers_run_on_edm_and_flow_runs(exported, proc):
     if proc == "edm":
         other = generate(model, 2, sampler="diffusers:EDMDPMSolverMultistepScheduler", nfe=6, seed=0)
         assert torch.isfinite(other).all()
+
+
+def test_edm_preconditioning_on_a_discrete_vp_run_exports_its_unet_only(tmp_path):
+    """EDM's F on a discrete VP schedule is allowed; diffusers' DDPMScheduler has no prediction type for it."""
+    from etsdm.runs import export_diffusers
+
+    cfg = load_config(None, [*TINY, "diffusion.prediction=edm", "sample.sampler=ddim"])
+    Trainer(cfg, tmp_path / "run", progress=False).train()
+    folder = export_diffusers(tmp_path / "run", tmp_path / "export")
+    assert not (folder / "scheduler").exists() and not (folder / "model_index.json").exists()
+    x = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(load_model(folder).denoiser.x0(x, 50), load_model(tmp_path / "run").denoiser.x0(x, 50),
+                               rtol=0, atol=0)
+    with pytest.raises(ValueError, match="prediction 'edm' on the discrete linear schedule"):
+        generate(load_model(tmp_path / "run"), 1, sampler="diffusers:DDIMScheduler", nfe=3)

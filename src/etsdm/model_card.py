@@ -24,14 +24,14 @@ def condition_summary(config: dict) -> str:
 def model_card(model: LoadedModel, command: str) -> str:
     """The README.md text for an export of ``model``."""
     from .config import dump_config
-    from .runs import export_axis, export_scheduler, find_unet
+    from .runs import export_axis, export_scheduler, find_unet, has_ddpm_scheduler
 
     cond = model.denoiser.condition.config()
     _, unet_scale = export_axis(model, find_unet(model.denoiser.net)[1])
     applies = cond.get("kind", "identity") != "identity" or unet_scale != 1.0
     cls = "ETSDMUNet2DModel" if applies else "UNet2DModel"
     steps = "unknown" if model.step is None else str(model.step)
-    pipe = model.schedule.continuous is False
+    pipe = has_ddpm_scheduler(model)
     lines = [
         "---", "library_name: diffusers", "tags:", "- etsdm", "- unconditional-image-generation",
         *(["- e-tsdm"] if cond.get("kind") == "etsdm" else []), "---", "",
@@ -50,8 +50,8 @@ def model_card(model: LoadedModel, command: str) -> str:
     elif (scheduler := export_scheduler(model)) is not None:
         lines += _use_process_scheduler(model, type(scheduler).__name__)
     else:
-        lines += ["Continuous-time model: `unet/` only (no diffusers scheduler samples this process and "
-                  "prediction type); sample it with `etsdm sample <this folder>`.", ""]
+        lines += ["`unet/` only: no diffusers scheduler samples this process and prediction type; sample it "
+                  "with `etsdm sample <this folder>`.", ""]
     lines += ["## Command", "", "```", command, "```", ""]
     if model.config is not None:
         lines += ["Trained with `etsdm train config.yaml` on this config:", "", "```yaml",

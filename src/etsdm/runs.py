@@ -496,13 +496,24 @@ def _swap_into_place(new: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def has_ddpm_scheduler(model: LoadedModel) -> bool:
+    """A discrete run whose prediction a DDPMScheduler takes (eps, v, x0; not EDM's F on a VP schedule)."""
+    return not model.schedule.continuous and model.denoiser.prediction in _PRED_TO_DIFFUSERS
+
+
 def _export_scheduler(model: LoadedModel) -> Any:
-    """The run's discrete schedule as a DDPMScheduler that samples as ``etsdm sample`` does."""
+    """The run's discrete schedule as a DDPMScheduler that samples as ``etsdm sample`` does.
+
+    Raises:
+        ValueError: the run's prediction has no diffusers ``prediction_type`` (EDM's F on VP)."""
     from diffusers import DDPMScheduler
 
     from .diffusers_sampling import clip_config
 
     sched = model.schedule
+    if not has_ddpm_scheduler(model):
+        raise ValueError(f"prediction {model.denoiser.prediction!r} on the discrete {sched.name} schedule: diffusers' "
+                         "discrete schedulers take epsilon, v_prediction or sample outputs; sample it with etsdm")
     return DDPMScheduler(num_train_timesteps=sched.T, trained_betas=sched.betas().tolist(),
                          variance_type="fixed_large", timestep_spacing=export_spacing(model),
                          prediction_type=_PRED_TO_DIFFUSERS[model.denoiser.prediction],
@@ -538,7 +549,7 @@ def _save_pipeline(folder: Path, model: LoadedModel, unet: nn.Module, time_scale
     if not isinstance(cond, Identity) or unet_scale != 1.0:
         unet = ETSDMUNet2DModel.from_unet(unet, axis_cond, num_train_timesteps=None if sched.continuous else sched.T,
                                           time_scale=unet_scale)
-    if sched.continuous:
+    if not has_ddpm_scheduler(model):  # continuous time, or EDM's F on a discrete VP schedule
         unet.save_pretrained(str(folder / "unet"))
         scheduler = export_scheduler(model)
         if scheduler is not None:
