@@ -153,7 +153,7 @@ def test_edm_loss_is_lambda_weighted_x0_error_and_c_out2_lambda_is_one():
         out = diffusion_loss(den, x0, t=sigma, noise=eps)
         d = den.x0(sched.diffuse(x0, sigma, eps), sigma)
     lam = (sigma**2 + sd**2) / (sigma * sd) ** 2  # EDM Table 1: λ(σ)
-    c_out2 = (sigma * sd) ** 2 / (sigma**2 + sd**2)
+    c_out2 = x0_gain2(sched, sigma, "edm", sd)  # (∂D/∂F)² of the code = c_out²
     torch.testing.assert_close(c_out2 * lam, torch.ones_like(sigma))
     torch.testing.assert_close(out.mse.double(), lam * ((d - x0) ** 2).mean((1, 2, 3)).double(), rtol=2e-4, atol=0)
 
