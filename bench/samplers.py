@@ -1,20 +1,31 @@
-"""Sampler speed: etsdm's samplers vs bare network forwards vs diffusers' scheduler loops.
+"""Sampler loop overhead per network evaluation: etsdm vs a hand-written loop vs diffusers (issue 11).
 
-For a small MLP on 2-D data and a small diffusers UNet2DModel on 8x8 images, times each sampler at
-the given NFEs against (a) the same number of bare network forwards (conditions prebuilt, input
-never updated: the floor) and (b) diffusers' own scheduler loop on the same network
-(DDIMScheduler for ddim, DPMSolverSinglestepScheduler for dpm-solver-2/3, DPMSolverMultistepScheduler
-for dpm-solver++2m, DDPMScheduler for ddpm). Every run is under torch.inference_mode, after a
-warm-up, and reported as the median of ``--repeats``.
+With a network that costs nothing (it returns a fixed tensor), a sampler's time is its own loop: the
+Python per step, the tensor ops of its update, the condition map and the plan. For every etsdm
+sampler this times, in one run, interleaved round by round (best of ``--repeats``):
 
-Columns: ``ours/bare`` = our time / bare forwards (1.00 = no overhead), ``over/NFE`` = (ours - bare)
-/ NFE in µs, ``ours/diff`` = our time / diffusers' time (< 1: faster), ``diff/bare`` likewise.
+* ``hand``: a hand-written loop doing the same update — conditions, α, σ and every step coefficient
+  computed before the timed region (once per plan), the update as the fewest fused tensor ops the
+  formula allows, the same kernels etsdm uses (k·x as x + (k - 1)·x, then in-place adds with alpha);
+  written from the papers' formulas (Song et al., Ho et al., Lu et al. 2022 / 2022b, Karras et al.
+  Alg. 1), independently of etsdm's samplers; ``max|hand-etsdm|`` checks it is the same update;
+* ``etsdm``: ``etsdm.sample(Denoiser(net, schedule, prediction, condition), noise, schedule, sampler,
+  nfe)`` with the identity condition and with E-TSDM (the default sharing of the process: VP
+  t̃ = 100, n = 5; EDM σ̃ = 0.342 in log-SNR); everything per call (plan from the cache, the
+  conditions, the loop);
+* ``diffusers``: the same sampler's diffusers scheduler in a pipeline's loop (``set_timesteps``,
+  ``scale_model_input``, model, ``step``): DDPMScheduler, DDIMScheduler, DPMSolverSinglestepScheduler
+  (order 1/2/3), DPMSolverMultistepScheduler (dpmsolver++, order 2), EDMEulerScheduler (euler),
+  HeunDiscreteScheduler (heun: on linear VP with Karras σ's — diffusers has no EDM Heun; its step
+  costs the same on any table).
 
-    python bench/samplers.py                      # CPU, 1 thread, about 2 minutes
-    python bench/samplers.py --device cuda --repeats 20
+DDPM / DDIM / DPM-Solver run on linear VP (T = 1000, ε-prediction), Euler / Heun on EDM (Karras et
+al.'s preconditioning, ``prediction="edm"``, so the network input c_in·x is one op of the loop).
+Columns are µs per network evaluation; ratios ``etsdm/hand`` (goal <= 1.25) and ``etsdm/diffusers``
+(goal < 1).
 
-The ``none`` network (identity) isolates each loop's own cost per step; runs are interleaved so
-that background load hits ours, diffusers' and the bare loop alike.
+    python bench/samplers.py                    # CPU, 1 thread, batch 4x3x8x8, NFE 100, best of 5
+    python bench/samplers.py --samplers ddim heun --nfe 50 --repeats 9
 """
 
 from __future__ import annotations
@@ -22,8 +33,8 @@ from __future__ import annotations
 import argparse
 import math
 import random
-import statistics
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -33,218 +44,306 @@ from diffusers import (
     DDPMScheduler,
     DPMSolverMultistepScheduler,
     DPMSolverSinglestepScheduler,
-    UNet2DModel,
+    EDMEulerScheduler,
+    HeunDiscreteScheduler,
 )
-from torch import Tensor, nn
+from torch import Tensor
 
-from etsdm import Denoiser, make_schedule, sample
+from etsdm import SAMPLERS, Denoiser, make_schedule, plan, sample
+from etsdm.conditioning import process_sharing
+from etsdm.samplers import init_noise_sigma
 
-SAMPLERS = ("ddim", "ddpm", "dpm-solver-2", "dpm-solver-3", "dpm-solver++2m")
-
-
-class MLP(nn.Module):
-    """A small ε-network for 2-D data: sinusoidal embedding of c, 3 hidden layers."""
-
-    def __init__(self, width: int = 256, emb: int = 32):
-        super().__init__()
-        self.register_buffer("freqs", torch.exp(-math.log(1e4) * torch.arange(emb // 2) / (emb // 2)))
-        self.body = nn.Sequential(
-            nn.Linear(2 + emb, width),
-            nn.SiLU(),
-            nn.Linear(width, width),
-            nn.SiLU(),
-            nn.Linear(width, width),
-            nn.SiLU(),
-            nn.Linear(width, 2),
-        )
-
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        arg = c.float().reshape(-1, 1).expand(x.shape[0], 1) * self.freqs
-        return self.body(torch.cat([x, arg.sin(), arg.cos()], 1))
+SIGMA_DATA = 0.5
+LINEAR = {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_train_timesteps": 1000}
 
 
-class Identity(nn.Module):
-    """No network at all: net(x, c) = x, so a loop's time is its own overhead."""
+class Fixed:
+    """The zero-cost network: net(x, c) returns one fixed tensor (of x's shape)."""
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+    def __init__(self, like: Tensor):
+        self.out = torch.randn(like.shape, generator=torch.Generator().manual_seed(1), dtype=like.dtype).to(like.device)
+
+    def __call__(self, x: Tensor, c: Tensor) -> Tensor:
+        return self.out
+
+
+def process_of(sampler: str) -> str:
+    return "edm" if sampler in ("euler", "heun") else "linear"
+
+
+class Pt:
+    """α, σ, λ at one time (the data exactly: α = 1, σ = 0, λ = ∞)."""
+
+    def __init__(self, schedule, t: float):
+        self.t = t
+        if t == schedule.t_data:
+            self.alpha, self.sigma, self.lam = 1.0, 0.0, math.inf
+        else:
+            self.alpha, self.sigma = float(schedule.alpha(t)), float(schedule.sigma(t))
+            self.lam = math.log(self.alpha / self.sigma)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hand-written loops: coefficients per plan (untimed), then only the loop
+# ---------------------------------------------------------------------------------------------
+def _conds(times: list[float], condition, schedule, like: Tensor) -> dict[float, Tensor]:
+    """The network's condition at each time, made once (as a hand loop would)."""
+    return {t: torch.full((like.shape[0],), float(schedule.net_time(condition(torch.tensor(t, dtype=torch.float64)))),
+                          device=like.device) for t in times}
+
+
+def hand_vp(sampler: str, net: Fixed, schedule, times: list[float], orders: list[int], conds, gen) -> Callable:
+    """DDPM (Ho et al. Eq. 10 / Alg. 2), DDIM / DPM-Solver-1 (x_s = (α_s/α_t) x - σ_s (e^h - 1) ε),
+    DPM-Solver-2/3 (Lu et al. Alg. 1/2), DPM-Solver++(2M) (Lu et al. 2022b Alg. 2), ε-prediction."""
+    pts = [Pt(schedule, t) for t in times]
+    prog: list[tuple] = []
+    j = 0
+    prev = None  # (h, p) of the previous multistep step
+    for order in orders:
+        p, q = pts[j], pts[j + (order if sampler.startswith("dpm-solver-") else 1)]
+        c = conds[p.t]
+        if q.sigma == 0.0:  # into the data: x0 = (x - σ ε)/α
+            prog.append(("1", c, 1 / p.alpha - 1.0, -p.sigma / p.alpha))
+        elif sampler == "ddpm":
+            frac = -math.expm1(-2 * (q.lam - p.lam))
+            a = q.alpha * frac / p.alpha + p.alpha / q.alpha * q.sigma**2 / p.sigma**2
+            prog.append(("ddpm", c, a - 1.0, -q.alpha * frac * p.sigma / p.alpha, math.sqrt(frac) * p.sigma))
+        elif sampler == "dpm-solver++2m":
+            h = q.lam - p.lam
+            cd = -q.alpha * math.expm1(-h)  # x_s = (σ_s/σ_t) x + cd·D
+            if prev is None or order == 1:
+                prog.append(("1", c, q.sigma / p.sigma + cd / p.alpha - 1.0, -cd * p.sigma / p.alpha))
+            else:
+                h0, p0 = prev
+                w1, w0 = 1 + h / (2 * h0), -h / (2 * h0)  # D = w1 x0 + w0 x0_prev (1/(2r) = h/(2 h_prev))
+                prog.append(("2m", c, q.sigma / p.sigma + cd * w1 / p.alpha - 1.0, -cd * w1 * p.sigma / p.alpha,
+                             cd * w0 / p0.alpha, -cd * w0 * p0.sigma / p0.alpha))
+            prev = (h, p)
+        elif order == 1:
+            prog.append(("1", c, q.alpha / p.alpha - 1.0, -q.sigma * math.expm1(q.lam - p.lam)))
+        else:
+            h = q.lam - p.lam
+            s1 = pts[j + 1]
+            r1 = (s1.lam - p.lam) / h
+            u1 = (s1.alpha / p.alpha - 1.0, -s1.sigma * math.expm1(r1 * h))
+            if order == 2:
+                k = q.sigma / (2 * r1) * math.expm1(h)
+                prog.append(("2", c, conds[s1.t], u1, q.alpha / p.alpha - 1.0, -q.sigma * math.expm1(h) + k, -k))
+            else:
+                s2 = pts[j + 2]
+                r2 = (s2.lam - p.lam) / h
+                c2 = s2.sigma * (r2 / r1) * (math.expm1(r2 * h) / (r2 * h) - 1.0)
+                u2 = (s2.alpha / p.alpha - 1.0, -s2.sigma * math.expm1(r2 * h) + c2, -c2)
+                k = q.sigma / r2 * (math.expm1(h) / h - 1.0)
+                prog.append(("3", c, conds[s1.t], conds[s2.t], u1, u2, q.alpha / p.alpha - 1.0,
+                             -q.sigma * math.expm1(h) + k, -k))
+        j += order if sampler.startswith("dpm-solver-") else 1
+
+    def run(x: Tensor) -> Tensor:
+        for st in prog:
+            kind, e = st[0], net(x, st[1])
+            if kind == "1":
+                x = torch.add(x, x, alpha=st[2]).add_(e, alpha=st[3])
+            elif kind == "ddpm":
+                z = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
+                x = torch.add(x, x, alpha=st[2]).add_(e, alpha=st[3]).add_(z, alpha=st[4])
+            elif kind == "2":
+                (a1, b1), a, b0, b1_ = st[3], st[4], st[5], st[6]
+                u = torch.add(x, x, alpha=a1).add_(e, alpha=b1)
+                e1 = net(u, st[2])
+                x = torch.add(x, x, alpha=a).add_(e, alpha=b0).add_(e1, alpha=b1_)
+            else:
+                (a1, b1), (a2, b20, b21), a, b0, b2 = st[4], st[5], st[6], st[7], st[8]
+                u = torch.add(x, x, alpha=a1).add_(e, alpha=b1)
+                e1 = net(u, st[2])
+                u = torch.add(x, x, alpha=a2).add_(e, alpha=b20).add_(e1, alpha=b21)
+                e2 = net(u, st[3])
+                x = torch.add(x, x, alpha=a).add_(e, alpha=b0).add_(e2, alpha=b2)
         return x
 
+    def run_2m(x: Tensor) -> Tensor:  # keeps x and ε of the step before
+        xp = ep = None
+        for st in prog:
+            e = net(x, st[1])
+            if st[0] == "1":
+                x, xp, ep = torch.add(x, x, alpha=st[2]).add_(e, alpha=st[3]), x, e
+            else:
+                x, xp, ep = torch.add(x, x, alpha=st[2]).add_(e, alpha=st[3]).add_(xp, alpha=st[4]).add_(
+                    ep, alpha=st[5]), x, e
+        return x
 
-class UNet(nn.Module):
-    """diffusers' UNet2DModel on 8x8 RGB, called as net(x, c)."""
-
-    def __init__(self):
-        super().__init__()
-        self.unet = UNet2DModel(
-            sample_size=8,
-            in_channels=3,
-            out_channels=3,
-            layers_per_block=1,
-            block_out_channels=(32, 64),
-            down_block_types=("DownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "UpBlock2D"),
-            norm_num_groups=8,
-        )
-
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        return self.unet(x, c).sample
+    return run_2m if sampler == "dpm-solver++2m" else run
 
 
-def diffusers_scheduler(sampler: str):
-    """diffusers' counterpart of each sampler, on the same linear β table (1e-4 .. 0.02, T = 1000)."""
-    common = {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_train_timesteps": 1000}
-    if sampler == "ddim":
-        return DDIMScheduler(clip_sample=False, set_alpha_to_one=True, **common)
-    if sampler == "ddpm":
-        return DDPMScheduler(clip_sample=False, variance_type="fixed_large", **common)
-    if sampler == "dpm-solver++2m":
-        return DPMSolverMultistepScheduler(
-            algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero", **common
-        )
-    return DPMSolverSinglestepScheduler(
-        algorithm_type="dpmsolver", solver_order=int(sampler[-1]), final_sigmas_type="sigma_min", **common
-    )
+def hand_edm(sampler: str, net: Fixed, schedule, times: list[float], orders: list[int], conds) -> Callable:
+    """Karras et al. Alg. 1 (Heun; Euler for order-1 steps) on EDM, D(x; σ) = c_skip x + c_out F(c_in x),
+    dx/dσ = (x - D)/σ; the step into σ = 0 is D."""
 
+    def pre(sig: float) -> tuple[float, float, float]:
+        root = math.sqrt(sig**2 + SIGMA_DATA**2)
+        return SIGMA_DATA**2 / root**2, sig * SIGMA_DATA / root, 1.0 / root  # c_skip, c_out, c_in
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    prog: list[tuple] = []
+    for j, order in enumerate(orders):  # corrector layout: one interval per step
+        s, sn = times[j], times[j + 1]
+        c_skip, c_out, c_in = pre(s)
+        if sn == 0.0:
+            prog.append(("D", conds[s], c_in - 1.0, c_skip - 1.0, c_out))
+            continue
+        dt = sn - s
+        a, b = 1 + dt * (1 - c_skip) / s, -dt * c_out / s  # x' = x + dt (x - D)/σ
+        if order == 1:
+            prog.append(("E", conds[s], c_in - 1.0, a - 1.0, b))
+        else:
+            c_skip2, c_out2, c_in2 = pre(sn)
+            h = 0.5 * dt
+            prog.append(("H", conds[s], c_in - 1.0, a - 1.0, b, conds[sn], c_in2 - 1.0,
+                         h * (1 - c_skip) / s, h * -c_out / s, h * (1 - c_skip2) / sn, h * -c_out2 / sn))
 
-
-def timed(runs: dict[Any, Callable[[], object]], device: torch.device, repeats: int) -> dict[Any, float]:
-    """Median wall time (s) of each run, after one warm-up each. The runs are interleaved, repeat by
-    repeat, in a shuffled order, so that load from other processes hits all of them alike."""
-    times: dict[Any, list[float]] = {key: [] for key in runs}
-    order = list(runs)
-    for rep in range(repeats + 1):
-        random.Random(rep).shuffle(order)  # no run is always first after the previous cell
-        for key in order:
-            fn = runs[key]
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            if rep:  # rep 0 is the warm-up
-                times[key].append(time.perf_counter() - start)
-    return {key: statistics.median(v) for key, v in times.items()}
-
-
-def bare_forwards(net: nn.Module, noise: Tensor, nfe: int) -> Callable[[], object]:
-    conds = [torch.full((noise.shape[0],), float(t), device=noise.device) for t in torch.linspace(999, 0, nfe)]
-
-    def run() -> object:
-        for c in conds:
-            out = net(noise, c)
-        return out
+    def run(x: Tensor) -> Tensor:
+        for st in prog:
+            f = net(torch.add(x, x, alpha=st[2]), st[1])
+            if st[0] == "D":
+                x = torch.add(x, x, alpha=st[3]).add_(f, alpha=st[4])
+            elif st[0] == "E":
+                x = torch.add(x, x, alpha=st[3]).add_(f, alpha=st[4])
+            else:
+                xe = torch.add(x, x, alpha=st[3]).add_(f, alpha=st[4])
+                f2 = net(torch.add(xe, xe, alpha=st[6]), st[5])
+                x = torch.add(x, x, alpha=st[7]).add_(f, alpha=st[8]).add_(xe, alpha=st[9]).add_(f2, alpha=st[10])
+        return x
 
     return run
 
 
-def ours(net: nn.Module, noise: Tensor, sampler: str, nfe: int) -> Callable[[], object]:
-    schedule = make_schedule("linear", T=1000)
-    denoiser = Denoiser(net, schedule, prediction="eps")
-    gen = torch.Generator(device=noise.device).manual_seed(0)
-    return lambda: sample(denoiser, noise, schedule, sampler, nfe, generator=gen)
+# ---------------------------------------------------------------------------------------------
+# diffusers' loops
+# ---------------------------------------------------------------------------------------------
+def diffusers_scheduler(sampler: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # algorithm_type="dpmsolver" is deprecated there
+        if sampler == "ddim":
+            return DDIMScheduler(clip_sample=False, set_alpha_to_one=True, **LINEAR)
+        if sampler == "ddpm":
+            return DDPMScheduler(clip_sample=False, variance_type="fixed_large", **LINEAR)
+        if sampler == "dpm-solver++2m":
+            return DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, **LINEAR)
+        if sampler == "euler":
+            return EDMEulerScheduler(sigma_min=0.002, sigma_max=80.0, sigma_data=SIGMA_DATA)
+        if sampler == "heun":
+            return HeunDiscreteScheduler(use_karras_sigmas=True, **LINEAR)
+        return DPMSolverSinglestepScheduler(algorithm_type="dpmsolver", solver_order=int(sampler[-1]),
+                                            final_sigmas_type="sigma_min", **LINEAR)
 
 
-def theirs(net: nn.Module, noise: Tensor, sampler: str, nfe: int) -> Callable[[], object]:
-    """diffusers' pipeline loop: set_timesteps, then model + scheduler.step per timestep."""
+def diffusers_loop(sampler: str, net: Fixed, nfe: int, noise: Tensor, gen) -> tuple[Callable, int]:
+    """A pipeline's loop; returns it and its number of network evaluations at ``nfe``."""
     scheduler = diffusers_scheduler(sampler)
-    gen = torch.Generator(device=noise.device).manual_seed(0)
+    steps = (nfe + 1) // 2 if sampler == "heun" else nfe  # Heun: 2N - 1 evaluations for N steps
     kwargs = {"generator": gen} if sampler == "ddpm" else {}
 
-    def run() -> Tensor:
-        scheduler.set_timesteps(nfe, device=noise.device)
-        x = noise
+    def run(x: Tensor = noise) -> Tensor:
+        scheduler.set_timesteps(steps, device=x.device)
+        x = x * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
-            out = net(x, t.expand(x.shape[0]))
+            out = net(scheduler.scale_model_input(x, t), t.expand(x.shape[0]))
             x = scheduler.step(out, t, x, **kwargs).prev_sample
         return x
 
-    return run
+    scheduler.set_timesteps(steps)
+    return run, len(scheduler.timesteps)
 
 
-def bench_network(name: str, net: nn.Module, noise: Tensor, nfes: list[int], samplers: list[str], repeats: int):
-    rows = []
-    for nfe in nfes:
-        runs = {("bare", ""): bare_forwards(net, noise, nfe)}
-        for sampler in samplers:
-            runs[("ours", sampler)] = ours(net, noise, sampler, nfe)
-            runs[("diffusers", sampler)] = theirs(net, noise, sampler, nfe)
-        t = timed(runs, noise.device, repeats)
-        for sampler in samplers:
-            rows.append((name, sampler, nfe, t[("bare", "")], t[("ours", sampler)], t[("diffusers", sampler)]))
-            print_row(rows[-1])
-    return rows
+# ---------------------------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------------------------
+def cells_for(sampler: str, nfe: int, noise: Tensor) -> tuple[dict[str, Callable], int, float]:
+    """The four timed loops of one sampler, diffusers' evaluation count and max|hand - etsdm|."""
+    schedule = make_schedule(process_of(sampler))
+    prediction = "edm" if schedule.kind == "edm" else "eps"
+    net = Fixed(noise)
+    x_t = init_noise_sigma(schedule) * noise
+    times, orders = plan(schedule, sampler, nfe)
+    ident = Denoiser(net, schedule, prediction)
+    etsdm = Denoiser(net, schedule, prediction, process_sharing(schedule))
+    conds = _conds(times, ident.condition, schedule, noise)
+    gens = {k: torch.Generator(device=noise.device) for k in ("hand", "id", "etsdm", "diffusers")}
+
+    def seeded(key: str) -> torch.Generator:
+        return gens[key].manual_seed(0)
+
+    if schedule.kind == "edm":
+        hand = hand_edm(sampler, net, schedule, times, orders, conds)
+        hand_run = lambda: hand(x_t)  # noqa: E731
+    else:
+        hand_vp_run = hand_vp(sampler, net, schedule, times, orders, conds, gens["hand"])
+        hand_run = lambda: (seeded("hand"), hand_vp_run(x_t))[1]  # noqa: E731
+    theirs, n_theirs = diffusers_loop(sampler, net, nfe, noise, gens["diffusers"])
+    cells = {
+        "hand": hand_run,
+        "etsdm id": lambda: sample(ident, x_t, schedule, sampler, nfe, generator=seeded("id")),
+        "etsdm E-TSDM": lambda: sample(etsdm, x_t, schedule, sampler, nfe, generator=seeded("etsdm")),
+        "diffusers": lambda: (seeded("diffusers"), theirs(noise))[1],
+    }
+    ours, mine = cells["etsdm id"](), cells["hand"]()
+    diff = float((ours - mine).abs().max() / ours.abs().max().clamp(min=1e-30))
+    return cells, n_theirs, diff
 
 
-HEADER = (
-    f"{'network':8} {'sampler':15} {'NFE':>4} {'bare ms':>9} {'ours ms':>9} {'diff ms':>9} "
-    f"{'ours/bare':>9} {'over/NFE µs':>11} {'ours/diff':>9} {'diff/bare':>9}"
-)
-
-
-def print_row(row) -> None:
-    name, sampler, nfe, bare, t_ours, t_diff = row
-    print(
-        f"{name:8} {sampler:15} {nfe:4d} {bare * 1e3:9.2f} {t_ours * 1e3:9.2f} {t_diff * 1e3:9.2f} "
-        f"{t_ours / bare:9.3f} {(t_ours - bare) / nfe * 1e6:11.1f} {t_ours / t_diff:9.3f} {t_diff / bare:9.3f}",
-        flush=True,
-    )
-
-
-def print_estimates(rows: list[tuple]) -> None:
-    """(bare + loop overhead measured on the 'none' network) / bare: a ratio that background load
-    distorts far less than the direct one, since the overhead is timed without the network."""
-    none = {(r[1], r[2]): r for r in rows if r[0] == "none"}
-    nets = [r for r in rows if r[0] != "none" and (r[1], r[2]) in none]
-    if not nets:
-        return
-    print("\nestimated from the 'none' rows: (bare + loop overhead) / bare")
-    print(
-        f"{'network':8} {'sampler':15} {'NFE':>4} {'ours/bare':>9} {'diff/bare':>9} "
-        f"{'ours µs/NFE':>11} {'diff µs/NFE':>11}"
-    )
-    for name, sampler, nfe, bare, _, _ in nets:
-        _, _, _, bare0, ours0, diff0 = none[(sampler, nfe)]
-        over_ours, over_diff = ours0 - bare0, diff0 - bare0
-        print(
-            f"{name:8} {sampler:15} {nfe:4d} {(bare + over_ours) / bare:9.3f} {(bare + over_diff) / bare:9.3f} "
-            f"{over_ours / nfe * 1e6:11.1f} {over_diff / nfe * 1e6:11.1f}"
-        )
+def best_times(cells: dict[Any, Callable], repeats: int, calls: int) -> dict[Any, float]:
+    """Best (over ``repeats`` interleaved rounds, each in a shuffled order) mean time per call."""
+    for fn in cells.values():  # warm-up
+        fn()
+    best = {key: math.inf for key in cells}
+    order = list(cells)
+    for rnd in range(repeats):
+        random.Random(rnd).shuffle(order)
+        for key in order:
+            fn = cells[key]
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            best[key] = min(best[key], (time.perf_counter() - start) / calls)
+    return best
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
-    parser.add_argument("--nfe", type=int, nargs="+", default=[20, 50], help="NFE budgets to time")
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
-    parser.add_argument(
-        "--networks",
-        nargs="+",
-        default=["none", "mlp", "unet"],
-        choices=["none", "mlp", "unet"],
-        help="'none' is the identity: its rows show the pure per-step cost of each loop",
-    )
-    parser.add_argument("--batch-mlp", type=int, default=256)
-    parser.add_argument("--batch-unet", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per cell (median reported)")
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (CPU; 0 = torch's default)")
+    parser.add_argument("--nfe", type=int, default=100)
+    parser.add_argument("--batch", type=int, nargs=4, default=[4, 3, 8, 8], help="noise shape")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds (best reported)")
+    parser.add_argument("--calls", type=int, default=5, help="sample() calls per timing")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    print(f"device={device} threads={torch.get_num_threads()} repeats={args.repeats} torch={torch.__version__}")
-    print(HEADER)
-    rows: list[tuple] = []
+    noise = torch.randn(args.batch, generator=torch.Generator().manual_seed(0)).to(device)
+    cells: dict[tuple[str, str], Callable] = {}
+    evals: dict[str, int] = {}
+    checks: dict[str, float] = {}
     with torch.inference_mode():
-        for name in args.networks:
-            net = {"none": Identity, "mlp": MLP, "unet": UNet}[name]().to(device).eval()
-            shape = (args.batch_unet, 3, 8, 8) if name == "unet" else (args.batch_mlp, 2)
-            noise = torch.randn(shape, device=device)
-            rows += bench_network(name, net, noise, args.nfe, args.samplers, args.repeats)
-    print_estimates(rows)
+        for sampler in args.samplers:
+            own, evals[sampler], checks[sampler] = cells_for(sampler, args.nfe, noise)
+            cells.update({(sampler, kind): fn for kind, fn in own.items()})
+        t = best_times(cells, args.repeats, args.calls)
+    print(f"device={device} threads={torch.get_num_threads()} batch={tuple(args.batch)} NFE={args.nfe} "
+          f"best of {args.repeats} interleaved rounds x {args.calls} calls, torch {torch.__version__}")
+    print("µs per network evaluation (zero-cost network); goals: etsdm/hand <= 1.25, etsdm/diffusers < 1")
+    head = (f"{'sampler':15} {'process':7} {'hand':>6} {'etsdm':>6} {'E-TSDM':>6} {'diffusers':>9} "
+            f"{'id/hand':>7} {'E-TSDM/hand':>11} {'E-TSDM/diff':>11} {'max|hand-etsdm|':>15}")
+    print(head)
+    for sampler in args.samplers:
+        per = {kind: t[(sampler, kind)] * 1e6 / args.nfe for kind in ("hand", "etsdm id", "etsdm E-TSDM")}
+        per["diffusers"] = t[(sampler, "diffusers")] * 1e6 / evals[sampler]
+        worst = max(per["etsdm id"], per["etsdm E-TSDM"])
+        flag = "" if worst <= 1.25 * per["hand"] and worst < per["diffusers"] else "  <- misses"
+        print(f"{sampler:15} {process_of(sampler):7} {per['hand']:6.2f} {per['etsdm id']:6.2f} "
+              f"{per['etsdm E-TSDM']:6.2f} {per['diffusers']:9.2f} {per['etsdm id'] / per['hand']:7.2f} "
+              f"{per['etsdm E-TSDM'] / per['hand']:11.2f} {per['etsdm E-TSDM'] / per['diffusers']:11.2f} "
+              f"{checks[sampler]:15.1e}{flag}")
 
 
 if __name__ == "__main__":

@@ -21,12 +21,19 @@ Two more output types (issue 9):
 
 Samplers and losses therefore never branch on the prediction type or the condition map.
 ``Denoiser(x, t)`` returns ε, so a Denoiser is also a plain "ε-model" for any sampler.
+
+Precomputation for samplers (issue 11): at fixed t every conversion above is linear in (x, out) and
+the network input is a multiple of x, so a sampler computes once per plan :meth:`Denoiser.linear`
+(Python floats: input scale, ε̂ and x̂0 coefficients — these same formulas evaluated on unit inputs)
+and once per call :meth:`Denoiser.conditions` (one condition-map call for all its times), and
+then evaluates ``net(scale · x, c)``: exactly ``net_output`` / ``estimate`` at those times, without a
+condition-map or schedule call per step.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
 import torch
@@ -45,6 +52,18 @@ class Estimate(NamedTuple):
 
     eps: Tensor
     x0: Tensor
+
+
+class Linear(NamedTuple):
+    """A Denoiser at one time as a linear map (Python floats, :meth:`Denoiser.linear`): the network
+    sees ``scale · x``; from its output ``out``, ε̂ = eps_x·x + eps_out·out and
+    x̂0 = x0_x·x + x0_out·out."""
+
+    scale: float
+    eps_x: float
+    eps_out: float
+    x0_x: float
+    x0_out: float
 
 
 def _expand_time(t: Tensor | float, x: Tensor) -> Tensor:
@@ -93,22 +112,41 @@ class Denoiser(nn.Module):
     # --- the one place the condition map is applied -----------------------------------------
     def net_condition(self, t: Tensor | float, x: Tensor) -> Tensor:
         """The condition c = net_time(f(t)) the network receives (float32, shape (batch,))."""
-        if isinstance(t, (int, float)):  # samplers' fast path: one scalar, one fill on x's device
+        if isinstance(t, (int, float)):  # one scalar, one fill on x's device
             c = float(self.schedule.net_time(self.condition(torch.tensor(float(t), dtype=torch.float64))))
             return torch.full((x.shape[0],), c, dtype=torch.float32, device=x.device)
         return self.schedule.net_time(self.condition(_expand_time(t, x))).to(torch.float32)
 
-    def net_output(self, x: Tensor, t: Tensor | float) -> Tensor:
-        """The raw network output at physical time t (ε, v, x0, EDM's F or the velocity)."""
+    def conditions(self, times: Sequence[float] | Tensor, x: Tensor) -> list[Tensor]:
+        """:meth:`net_condition` at each of ``times`` (numbers, or a 1-D CPU float64 tensor), made at
+        once: one condition-map call on all of them, then one (batch,) float32 tensor per time on x's
+        device — what a sampler makes before its loop. A subclass with its own ``net_condition`` gets
+        it called per time."""
+        if type(self).net_condition is not Denoiser.net_condition:
+            return [self.net_condition(float(t), x) for t in times]
+        t64 = times if isinstance(times, Tensor) else torch.tensor([float(t) for t in times], dtype=torch.float64)
+        c = self.schedule.net_time(self.condition(t64)).to(torch.float32)
+        if x.device.type == "cpu":  # one copy; rows are contiguous (batch,) tensors
+            return list(c.reshape(-1, 1).expand(-1, x.shape[0]).contiguous().unbind(0))
+        # elsewhere fills (no host-to-device copy, so a CUDA graph can capture them)
+        return [torch.full((x.shape[0],), v, dtype=torch.float32, device=x.device) for v in c.tolist()]
+
+    def net_output(self, x: Tensor, t: Tensor | float, c: Tensor | None = None) -> Tensor:
+        """The raw network output at physical time t (ε, v, x0, EDM's F or the velocity); ``c``: the
+        condition at t made beforehand (:meth:`conditions`), else :meth:`net_condition` makes it."""
+        alpha, sigma = self.coefficients(t, x) if self.prediction == "edm" else (1.0, 1.0)
+        return self.net(self._net_input(x, alpha, sigma), self.net_condition(t, x) if c is None else c)
+
+    def _net_input(self, x, alpha, sigma):
+        """What the network sees: c_in · x/α for ``"edm"`` (EDM Table 1 in x̃ = x/α), else x."""
         if self.prediction == "edm":
-            alpha, _ = self.coefficients(t, x)
-            return self.net(self._edm(t, x)[2] * (x / alpha), self.net_condition(t, x))
-        return self.net(x, self.net_condition(t, x))
+            return self._edm_coefficients(alpha, sigma)[2] * (x / alpha)
+        return x
 
     # --- conversions ------------------------------------------------------------------------
     def coefficients(self, t: Tensor | float, x: Tensor) -> tuple[Tensor | float, Tensor | float]:
         """α_t, σ_t shaped to broadcast over x (Python floats when t is a Python number)."""
-        if isinstance(t, (int, float)):  # samplers' fast path: one schedule call, then Python math
+        if isinstance(t, (int, float)):  # one schedule call, then Python math
             if self.schedule.kind == "vp":
                 log_a = float(self.schedule.log_alpha(float(t)))
                 return math.exp(log_a), math.sqrt(-math.expm1(2.0 * log_a))  # as VPSchedule.alpha / .sigma
@@ -123,33 +161,58 @@ class Denoiser(nn.Module):
         tt = _expand_time(t, x)
         return _bcast(self.schedule.dalpha_dt(tt), x), _bcast(self.schedule.dsigma_dt(tt), x)
 
-    def _edm(self, t: Tensor | float, x: Tensor) -> tuple[Tensor | float, Tensor | float, Tensor | float]:
+    def _edm_coefficients(self, alpha, sigma):
         """EDM's c_skip, c_out, c_in (Table 1) at σ̃ = σ/α."""
-        alpha, sigma = self.coefficients(t, x)
         s, sd2 = sigma / alpha, self.sigma_data**2
         root = (s * s + sd2) ** 0.5
         return sd2 / (s * s + sd2), s * self.sigma_data / root, 1.0 / root
 
-    def estimate(self, x: Tensor, t: Tensor | float) -> Estimate:
-        """ε and x0 from a single network evaluation."""
-        out = self.net_output(x, t)
-        alpha, sigma = self.coefficients(t, x)
+    def _edm(self, t: Tensor | float, x: Tensor) -> tuple[Tensor | float, Tensor | float, Tensor | float]:
+        """EDM's c_skip, c_out, c_in (Table 1) at time t."""
+        return self._edm_coefficients(*self.coefficients(t, x))
+
+    def _convert(self, x, out, alpha, sigma, da, ds) -> Estimate:
+        """(ε̂, x̂0) from the network output at coefficients α, σ (α', σ' for ``"flow"``); tensors or
+        Python floats alike (:meth:`linear` evaluates it on unit inputs)."""
         if self.prediction == "eps":
             return Estimate(out, (x - sigma * out) / alpha)
         if self.prediction == "x0":
             return Estimate((x - alpha * out) / sigma, out)
         if self.prediction == "edm":
-            c_skip, c_out, _ = self._edm(t, x)
+            c_skip, c_out, _ = self._edm_coefficients(alpha, sigma)
             x0 = c_skip * (x / alpha) + c_out * out  # D(x̃; σ̃) (EDM Eq. 7)
             return Estimate((x - alpha * x0) / sigma, x0)
         if self.prediction == "flow":
-            da, ds = self._derivatives(t, x)
             det = alpha * ds - sigma * da
             return Estimate((alpha * out - da * x) / det, (ds * x - sigma * out) / det)
         if self.schedule.kind == "vp":  # v-prediction, r² = 1
             return Estimate(sigma * x + alpha * out, alpha * x - sigma * out)
         r2 = alpha * alpha + sigma * sigma
         return Estimate((sigma * x + alpha * out) / r2, (alpha * x - sigma * out) / r2)
+
+    def estimate(self, x: Tensor, t: Tensor | float, c: Tensor | None = None) -> Estimate:
+        """ε and x0 from a single network evaluation (``c``: as for :meth:`net_output`)."""
+        out = self.net_output(x, t) if c is None else self.net_output(x, t, c)  # subclasses may override (x, t)
+        alpha, sigma = self.coefficients(t, x)
+        da, ds = self._derivatives(t, x) if self.prediction == "flow" else (math.nan, math.nan)
+        return self._convert(x, out, alpha, sigma, da, ds)
+
+    def linear(self, alpha: float, sigma: float, dalpha: float = math.nan, dsigma: float = math.nan) -> Linear:
+        """The Denoiser at a time with coefficients α, σ (α', σ': ``"flow"`` only) as a :class:`Linear`
+        map: :meth:`net_output` is ``net(scale · x, c)`` and :meth:`estimate` is linear in (x, out)
+        there. The same formulas (``_net_input``, ``_convert``) evaluated on unit inputs.
+
+        Raises:
+            ValueError: α = 0 or σ = 0 where the conversion divides by it.
+        """
+        try:
+            unit_x = self._convert(1.0, 0.0, alpha, sigma, dalpha, dsigma)
+            unit_out = self._convert(0.0, 1.0, alpha, sigma, dalpha, dsigma)
+            scale = float(self._net_input(1.0, alpha, sigma))
+        except ZeroDivisionError as err:
+            raise ValueError(f"Denoiser.linear: {self.prediction!r} conversion at alpha={alpha}, sigma={sigma} "
+                             "divides by zero") from err
+        return Linear(scale, float(unit_x.eps), float(unit_out.eps), float(unit_x.x0), float(unit_out.x0))
 
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         """ε_θ(x, t): a Denoiser is an ε-model for any sampler."""

@@ -99,6 +99,21 @@ Conventions (docs/samplers.md explains each choice; :func:`describe` records the
   standard normal draw: 1 for VP (x_T ~ N(0, I), Ho et al.), σ(t_start) otherwise (EDM's σ_max;
   flow's 1), as diffusers' ``init_noise_sigma``.
 
+Per-plan precomputation (issue 11; tests/test_sampler_precompute.py): everything but the tensors is
+known once the plan is (sampler, grid, orders, options, process, the model's prediction): the walked
+points' α, σ, λ, α', σ', each step's coefficients and each evaluation's conversion
+(:meth:`~etsdm.denoiser.Denoiser.linear`: the network input scale and ε̂, x̂0 as linear maps of
+(x, network output)) are Python floats computed once and kept with the step functions in a small
+cache (:data:`PLAN_CACHE_SIZE` plans, per schedule object; schedules are treated as immutable). Each
+:func:`sample` call then makes the network's conditions once, before its loop
+(:meth:`~etsdm.denoiser.Denoiser.conditions`: one condition-map call on all distinct evaluation
+times, one (batch,) tensor per time), and each step is its network call(s) plus its update as one
+linear combination of tensors in the fewest fused kernels (:func:`_lin`): no schedule,
+condition-map or ``torch.full`` call inside the loop, on every process and condition map, ancestral
+noise and churn included. A Denoiser subclass that overrides how it evaluates (``estimate``,
+``net_output``, ...) and any other model are called as before, ``estimate(x, t)`` / ``model(x, t)``
+with a Python float t. Results equal the per-step formulas above to round-off.
+
 Replaying diffusers (tests/test_samplers.py, tests/test_samplers_processes.py): pass its
 ``timesteps`` (or, for σ-parametrised schedulers, its ``sigmas`` on EDM / flow) followed by its final
 point (t = -1 / σ = 0 for the data, t = 0 for ``final_sigmas_type="sigma_min"``) as ``timesteps=``,
@@ -111,6 +126,8 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -120,7 +137,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .denoiser import Estimate
+from .denoiser import Denoiser
 from .schedules import LOG_ALPHA_FLOOR, Schedule
 
 SamplerName = Literal[
@@ -139,7 +156,6 @@ Clip = Literal["none", "static", "dynamic"]
 CLIPS: tuple[str, ...] = ("none", "static", "dynamic")
 DYNAMIC_PERCENTILE = 0.995  # Saharia et al. (2022), dynamic thresholding
 Intermediate = Literal["lu", "midpoint"]
-Estimator = Callable[[Tensor, float], Estimate]
 EXACT_ZERO_PREDICTIONS: tuple[str, ...] = ("v", "x0", "flow")  # predictions that stay exact at α = 0
 
 
@@ -207,25 +223,6 @@ def _points(schedule: Schedule, times: Sequence[float], exact_zero: bool = False
 def _alpha_is_zero(schedule: Schedule, t: float) -> bool:
     """α² at the floor 2⁻²⁴: a zero-terminal-SNR endpoint (see the module docstring)."""
     return float(schedule.log_alpha(float(t))) <= LOG_ALPHA_FLOOR
-
-
-def as_estimator(model: Callable[[Tensor, float], Tensor], schedule: Schedule) -> Estimator:
-    """One network evaluation -> (ε̂, x̂0). A Denoiser converts exactly (ε, v, x0, EDM or flow nets
-    alike); a plain ε-callable gets x̂0 = (x - σ ε̂)/α."""
-    estimate = getattr(model, "estimate", None)
-    if callable(estimate):
-        return estimate
-
-    def from_eps(x: Tensor, t: float) -> Estimate:
-        eps = model(x, t)
-        if schedule.kind == "vp":
-            log_a = float(schedule.log_alpha(t))
-            alpha, sigma = math.exp(log_a), math.sqrt(-math.expm1(2.0 * log_a))  # as VPSchedule.alpha / .sigma
-        else:
-            alpha, sigma = float(schedule.alpha(t)), float(schedule.sigma(t))
-        return Estimate(eps, (x - sigma * eps) / alpha)
-
-    return from_eps
 
 
 def init_noise_sigma(schedule: Schedule, t_start: float | None = None) -> float:
@@ -466,7 +463,86 @@ def evaluation_times(sampler: SamplerName, timesteps: Sequence[float], orders: S
 
 
 # ---------------------------------------------------------------------------------------------
-# Updates (α, σ, λ of the step's points are Python floats computed once before the loop)
+# Linear estimates: every update is a fixed linear combination of tensors, fused at run time
+# ---------------------------------------------------------------------------------------------
+class _Form(NamedTuple):
+    """One evaluation's (ε̂, x̂0), linear in its input x and the tensors (y, z) it returns:
+    ε̂ = ex x + ey y + ez z, x̂0 = dx x + dy y + dz z. For a Denoiser y is the network output
+    (:meth:`~etsdm.denoiser.Denoiser.linear`); a model that returns (ε̂, x̂0) itself gives y = x̂0,
+    z = ε̂; a clipped evaluation gives y = the clipped x̂0 (module docstring)."""
+
+    ex: float
+    ey: float
+    ez: float
+    dx: float
+    dy: float
+    dz: float
+
+    def combo(self, a: float, b: float, c: float = 0.0) -> tuple[float, float, float]:
+        """The coefficients on (x, y, z) of a x̂0 + b ε̂ + c x."""
+        return a * self.dx + b * self.ex + c, a * self.dy + b * self.ey, a * self.dz + b * self.ez
+
+
+_GIVEN = _Form(0.0, 0.0, 1.0, 0.0, 1.0, 0.0)  # y = x̂0, z = ε̂ as the model returned them
+
+
+Lin = Callable[..., Tensor]
+
+
+def _lin(*ks: float) -> Lin:
+    """``f(*v) = Σ ks[n]·v[n]`` for tensors v passed positionally (v[0]: the state, in the working
+    dtype), its kernels chosen here, once per plan: zero terms dropped (their v may be None); a unit
+    term starts the sum as one ``add`` with the next; otherwise k0·v0 is made as v0 + (k0 - 1)·v0 (one
+    ``add`` with alpha: a Python-scalar ``mul`` costs about twice as much on a CPU); every further
+    term is one in-place ``add_`` with alpha (out of place where its dtype differs, e.g. a bf16
+    network output, so types promote as in a plain expression). Exact up to round-off."""
+    live = [(n, float(k)) for n, k in enumerate(ks) if k != 0.0]
+    unit = [term for term in live if term[1] == 1.0]
+    if unit:  # start from a unit term
+        live.remove(unit[0])
+        live.insert(0, unit[0])
+    if not live:
+        return lambda *v: torch.zeros_like(v[0])
+    (a, ka), rest = live[0], live[1:]
+    if ka == 1.0 and not rest:
+        return lambda *v: v[a]
+    if ka == 1.0:  # start: v[a] + k·v[b]
+        (b, kb), adds = rest[0], tuple(rest[1:])
+    else:  # start: v[a] + (k - 1)·v[a]
+        b, kb, adds = a, ka - 1.0, tuple(rest)
+    if not adds:
+        return lambda *v: torch.add(v[a], v[b], alpha=kb)
+    if len(adds) == 1:
+        ((n1, k1),) = adds
+
+        def one(*v: Tensor) -> Tensor:
+            acc, u = torch.add(v[a], v[b], alpha=kb), v[n1]
+            return acc.add_(u, alpha=k1) if u.dtype == acc.dtype else torch.add(acc, u, alpha=k1)
+
+        return one
+
+    def many(*v: Tensor) -> Tensor:
+        acc = torch.add(v[a], v[b], alpha=kb)
+        for n, k in adds:
+            u = v[n]
+            acc = acc.add_(u, alpha=k) if u.dtype == acc.dtype else torch.add(acc, u, alpha=k)
+        return acc
+
+    return many
+
+
+Handle = tuple[Tensor, Tensor, "Tensor | None", _Form]  # (input x, y, z, form) of one evaluation
+
+
+def _x0_of(h: Handle) -> Tensor:
+    """x̂0 of an evaluation (materialised only when a callback asks for it)."""
+    x, y, z, f = h
+    return _lin(f.dx, f.dy, f.dz)(x, y, z)
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps: one builder per registry entry, run once per plan; it binds the step's coefficients
+# (Python floats) and returns the step itself, run per call: step(run, x) -> (x_s, handle)
 # ---------------------------------------------------------------------------------------------
 def _transition(p: _Point, q: _Point) -> float:
     """σ_ts²/σ_t² = 1 - e^{-2h}, h = λ_s - λ_t: the forward transition s -> t's variance
@@ -474,80 +550,6 @@ def _transition(p: _Point, q: _Point) -> float:
     return -math.expm1(-2.0 * (q.lam - p.lam))
 
 
-def _ddim_update(x: Tensor, est: Estimate, p: _Point, q: _Point, eta: float, z: Callable[[], Tensor]) -> Tensor:
-    """DDIM (Song et al.) = DPM-Solver-1 at η = 0 (Lu et al. Eq. 3.7): x_s = α_s x̂0 + σ_s ε̂, plus
-    η's noise σ̃ = η σ_s sqrt(1 - e^{-2h}) (the posterior's std at η = 1). Exact at α_t = 0 and into
-    the data (x̂0)."""
-    if q.sigma == 0.0:
-        return est.x0
-    noise_std = eta * q.sigma * math.sqrt(max(_transition(p, q), 0.0)) if eta > 0 else 0.0
-    out = q.alpha * est.x0 + math.sqrt(max(q.sigma**2 - noise_std**2, 0.0)) * est.eps
-    return out + noise_std * z() if noise_std > 0 else out
-
-
-def _ddpm_update(x: Tensor, est: Estimate, p: _Point, q: _Point, variance: str, z: Callable[[], Tensor]) -> Tensor:
-    if q.sigma == 0.0:
-        return est.x0  # last step of Alg. A2: z = 0, and the mean is x̂0 itself
-    frac = _transition(p, q)  # σ_ts²/σ_t² (VP: β_ts/σ_t², Eq. 10's β_t for consecutive steps)
-    mean = (q.alpha * frac) * est.x0 + (p.alpha / q.alpha * q.sigma**2 / p.sigma**2) * x
-    var = frac * p.sigma**2 if variance == "beta" else frac * q.sigma**2  # η_t² = β_t (Eq. 10) or posterior
-    return mean + math.sqrt(var) * z()
-
-
-def _dpm_singlestep(
-    f: Callable[[Tensor, _Point], Estimate],
-    x: Tensor,
-    est: Estimate,
-    pts: list[_Point],
-    intermediate: Intermediate = "lu",
-) -> Tensor:
-    """One DPM-Solver-2 or -3 step over points [t, s1, (s2,) s] (Lu et al. 2022, Alg. 1 / 2)."""
-    p, q = pts[0], pts[-1]
-    if q.sigma == 0.0:
-        raise ValueError("a DPM-Solver step of order > 1 cannot land on the data (σ = 0); use order 1")
-    if p.alpha == 0.0:
-        raise ValueError("a DPM-Solver step of order > 1 cannot start where α = 0 (λ = -∞); use order 1 there")
-    h = q.lam - p.lam
-    eps_t = est.eps
-    s1 = pts[1]
-    r1 = (s1.lam - p.lam) / h
-    u1 = (s1.alpha / p.alpha) * x - s1.sigma * math.expm1(r1 * h) * eps_t
-    eps_s1 = f(u1, s1).eps
-    base = (q.alpha / p.alpha) * x - q.sigma * math.expm1(h) * eps_t
-    if len(pts) == 3:  # DPM-Solver-2 (Alg. 1): x_s = base - σ_s/(2 r1) (e^h - 1)(ε_s1 - ε_t)
-        return base - (q.sigma / (2 * r1)) * math.expm1(h) * (eps_s1 - eps_t)
-    s2 = pts[2]
-    r2 = (s2.lam - p.lam) / h
-    if intermediate == "lu":  # Alg. 2: σ_s2 (r2/r1)(φ_1(r2 h) - 1), φ_1(z) = (e^z - 1)/z
-        c2 = s2.sigma * (r2 / r1) * (math.expm1(r2 * h) / (r2 * h) - 1.0)
-    else:  # diffusers' "midpoint": a DPM-Solver-2 step t -> s2 through s1
-        c2 = s2.sigma * (r2 / r1) * 0.5 * math.expm1(r2 * h)
-    u2 = (s2.alpha / p.alpha) * x - s2.sigma * math.expm1(r2 * h) * eps_t - c2 * (eps_s1 - eps_t)
-    eps_s2 = f(u2, s2).eps
-    # Alg. 2: x_s = base - σ_s/r2 (φ_1(h) - 1)(ε_s2 - ε_t)
-    return base - (q.sigma / r2) * (math.expm1(h) / h - 1.0) * (eps_s2 - eps_t)
-
-
-def _dpmpp_update(
-    x: Tensor, x0: Tensor, prev_x0: Tensor | None, p: _Point, q: _Point, h_prev: float, order: int
-) -> Tensor:
-    """DPM-Solver++(2M): x_s = (σ_s/σ_t) x_t - α_s (e^{-h} - 1) D (Lu et al. 2022b, Alg. 2)."""
-    h = q.lam - p.lam
-    d = x0
-    if order == 2:
-        r = h_prev / h
-        d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * prev_x0
-    return (q.sigma / p.sigma) * x - q.alpha * math.expm1(-h) * d
-
-
-def _drift(est: Estimate, p: _Point) -> Tensor:
-    """dx/dt = α'(t) x̂0 + σ'(t) ε̂: the probability-flow ODE in the process's own time."""
-    return p.dalpha * est.x0 + p.dsigma * est.eps
-
-
-# ---------------------------------------------------------------------------------------------
-# Steps: one per registry entry; each evaluates the model itself and returns (x_s, x̂0 at its start)
-# ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Churn:
     """EDM's stochastic churn (Karras et al. 2022, Alg. 2): S_churn, S_tmin, S_tmax (in σ̃ = σ/α),
@@ -561,12 +563,12 @@ class Churn:
 
 @dataclass
 class _Walk:
-    """What a step function sees: the evaluator, the walked points, the options and a scratchpad."""
+    """What a step builder sees (once per plan): the walked points, the options, the evaluation
+    registry (``ev(point) -> (index, form)``) and a scratchpad for multistep builders."""
 
-    f: Callable[[Tensor, _Point], Estimate]
     pts: list[_Point]
     schedule: Schedule
-    z: Callable[[], Tensor]
+    ev: Callable[[_Point], tuple[int, _Form]]
     steps: int
     eta: float = 0.0
     variance: str = "beta"
@@ -576,73 +578,207 @@ class _Walk:
     memory: dict[str, Any] = field(default_factory=dict)
 
 
-StepFn = Callable[[_Walk, Tensor, int, int], tuple[Tensor, Tensor]]
+class _Run:
+    """What a step sees per sample() call: the network at evaluation point i (``ev(i, x) -> (y, z)``,
+    conditions made before the loop), fresh noise, and the previous evaluation (multistep)."""
+
+    __slots__ = ("ev", "noise", "prev")
+
+    def __init__(self, ev: Callable[[int, Tensor], tuple[Tensor, Tensor | None]], noise: Callable[[], Tensor]):
+        self.ev, self.noise = ev, noise
+        self.prev: Handle | None = None
 
 
-def _ddpm_step(w: _Walk, x: Tensor, j: int, order: int) -> tuple[Tensor, Tensor]:
+Step = Callable[[_Run, Tensor], tuple[Tensor, Handle]]
+StepFn = Callable[[_Walk, int, int], Step]
+
+
+def _ddim_like(w: _Walk, p: _Point, q: _Point, eta: float) -> Step:
+    """DDIM (Song et al.) = DPM-Solver-1 at η = 0 (Lu et al. Eq. 3.7): x_s = α_s x̂0 + σ_s ε̂, plus
+    η's noise σ̃ = η σ_s sqrt(1 - e^{-2h}) with σ_s² - σ̃² left for ε̂ (the posterior's std at η = 1).
+    Exact at α_t = 0 and into the data (x̂0)."""
+    i, f = w.ev(p)
+    std = 0.0
+    if q.sigma == 0.0:
+        k = f.combo(1.0, 0.0)
+    else:
+        std = eta * q.sigma * math.sqrt(max(_transition(p, q), 0.0)) if eta > 0 else 0.0
+        k = f.combo(q.alpha, math.sqrt(max(q.sigma**2 - std**2, 0.0)))
+    if std > 0:
+        noisy_update = _lin(*k, std)
+
+        def noisy(run: _Run, x: Tensor) -> tuple[Tensor, Handle]:
+            y, z = run.ev(i, x)
+            return noisy_update(x, y, z, run.noise()), (x, y, z, f)
+
+        return noisy
+    update = _lin(*k)
+
+    def step(run: _Run, x: Tensor) -> tuple[Tensor, Handle]:
+        y, z = run.ev(i, x)
+        return update(x, y, z), (x, y, z, f)
+
+    return step
+
+
+def _ddim_step(w: _Walk, j: int, order: int) -> Step:
+    return _ddim_like(w, w.pts[j], w.pts[j + 1], w.eta)
+
+
+def _ddpm_step(w: _Walk, j: int, order: int) -> Step:
+    """Eq. (10) for any step t -> s: mean = α_s (σ_ts²/σ_t²) x̂0 + (α_t/α_s)(σ_s²/σ_t²) x_t, variance
+    σ_ts² (η_t² = β_t, Eq. 10) or the posterior's σ_ts² σ_s²/σ_t²; the last step of Alg. A2 (into
+    the data: z = 0) is x̂0 itself."""
     p, q = w.pts[j], w.pts[j + 1]
-    est = w.f(x, p)
-    return _ddpm_update(x, est, p, q, w.variance, w.z), est.x0
+    if q.sigma == 0.0:
+        return _ddim_like(w, p, q, 0.0)
+    i, f = w.ev(p)
+    frac = _transition(p, q)  # σ_ts²/σ_t² (VP: β_ts/σ_t², Eq. 10's β_t for consecutive steps)
+    mean = f.combo(q.alpha * frac, 0.0, p.alpha / q.alpha * q.sigma**2 / p.sigma**2)
+    update = _lin(*mean, math.sqrt(frac * p.sigma**2 if w.variance == "beta" else frac * q.sigma**2))
+
+    def step(run: _Run, x: Tensor) -> tuple[Tensor, Handle]:
+        y, z = run.ev(i, x)
+        return update(x, y, z, run.noise()), (x, y, z, f)
+
+    return step
 
 
-def _ddim_step(w: _Walk, x: Tensor, j: int, order: int) -> tuple[Tensor, Tensor]:
-    p, q = w.pts[j], w.pts[j + 1]
-    est = w.f(x, p)
-    return _ddim_update(x, est, p, q, w.eta, w.z), est.x0
-
-
-def _dpm_solver_step(w: _Walk, x: Tensor, j: int, order: int) -> tuple[Tensor, Tensor]:
-    """Singlestep DPM-Solver: order 1 is DDIM(η = 0) (the same update), order 2/3 Lu et al.'s Alg. 1/2."""
-    p = w.pts[j]
-    est = w.f(x, p)
+def _dpm_solver_step(w: _Walk, j: int, order: int) -> Step:
+    """Singlestep DPM-Solver over points [t, s1, (s2,) s] (Lu et al. 2022, Alg. 1 / 2); order 1 is
+    DDIM(η = 0), the same update. With h = λ_s - λ_t, r_i = (λ_si - λ_t)/h:
+    u1 = (α_s1/α_t) x - σ_s1 (e^{r1 h} - 1) ε_t;
+    order 2: x_s = (α_s/α_t) x - σ_s (e^h - 1) ε_t - σ_s/(2 r1) (e^h - 1)(ε_s1 - ε_t);
+    order 3: u2 = (α_s2/α_t) x - σ_s2 (e^{r2 h} - 1) ε_t - c2 (ε_s1 - ε_t) with
+    c2 = σ_s2 (r2/r1)(φ(r2 h) - 1) ("lu", φ(z) = (e^z - 1)/z) or σ_s2 (r2/r1)(e^{r2 h} - 1)/2
+    ("midpoint"), and x_s = (α_s/α_t) x - σ_s (e^h - 1) ε_t - σ_s/r2 (φ(h) - 1)(ε_s2 - ε_t)."""
     if order == 1:
-        return _ddim_update(x, est, p, w.pts[j + 1], 0.0, w.z), est.x0
-    return _dpm_singlestep(w.f, x, est, w.pts[j : j + order + 1], w.intermediate), est.x0
+        return _ddim_like(w, w.pts[j], w.pts[j + 1], 0.0)
+    pts = w.pts[j : j + order + 1]
+    p, s1, q = pts[0], pts[1], pts[-1]
+    if q.sigma == 0.0:
+        raise ValueError("a DPM-Solver step of order > 1 cannot land on the data (σ = 0); use order 1")
+    if p.alpha == 0.0:
+        raise ValueError("a DPM-Solver step of order > 1 cannot start where α = 0 (λ = -∞); use order 1 there")
+    h = q.lam - p.lam
+    r1 = (s1.lam - p.lam) / h
+    i0, f0 = w.ev(p)
+    u1 = _lin(*f0.combo(0.0, -s1.sigma * math.expm1(r1 * h), s1.alpha / p.alpha))
+    i1, f1 = w.ev(s1)
+    base_x, base_eps = q.alpha / p.alpha, -q.sigma * math.expm1(h)
+    if order == 2:
+        k = (q.sigma / (2 * r1)) * math.expm1(h)
+        update = _lin(*f0.combo(0.0, base_eps + k, base_x), *f1.combo(0.0, -k))
+
+        def step2(run: _Run, x: Tensor) -> tuple[Tensor, Handle]:
+            y0, z0 = run.ev(i0, x)
+            x1 = u1(x, y0, z0)
+            y1, z1 = run.ev(i1, x1)
+            return update(x, y0, z0, x1, y1, z1), (x, y0, z0, f0)
+
+        return step2
+    s2 = pts[2]
+    r2 = (s2.lam - p.lam) / h
+    if w.intermediate == "lu":  # Alg. 2: σ_s2 (r2/r1)(φ_1(r2 h) - 1)
+        c2 = s2.sigma * (r2 / r1) * (math.expm1(r2 * h) / (r2 * h) - 1.0)
+    else:  # diffusers' "midpoint": a DPM-Solver-2 step t -> s2 through s1
+        c2 = s2.sigma * (r2 / r1) * 0.5 * math.expm1(r2 * h)
+    u2 = _lin(*f0.combo(0.0, -s2.sigma * math.expm1(r2 * h) + c2, s2.alpha / p.alpha), *f1.combo(0.0, -c2))
+    i2, f2 = w.ev(s2)
+    k = (q.sigma / r2) * (math.expm1(h) / h - 1.0)
+    update = _lin(*f0.combo(0.0, base_eps + k, base_x), *f2.combo(0.0, -k))
+
+    def step3(run: _Run, x: Tensor) -> tuple[Tensor, Handle]:
+        y0, z0 = run.ev(i0, x)
+        x1 = u1(x, y0, z0)
+        y1, z1 = run.ev(i1, x1)
+        x2 = u2(x, y0, z0, x1, y1, z1)
+        y2, z2 = run.ev(i2, x2)
+        return update(x, y0, z0, x2, y2, z2), (x, y0, z0, f0)
+
+    return step3
 
 
-def _dpmpp_2m_step(w: _Walk, x: Tensor, j: int, order: int) -> tuple[Tensor, Tensor]:
+def _dpmpp_2m_step(w: _Walk, j: int, order: int) -> Step:
+    """DPM-Solver++(2M) (Lu et al. 2022b, Alg. 2): x_s = (σ_s/σ_t) x_t - α_s (e^{-h} - 1) D with
+    D = x̂0 (first step, order 1) or (1 + 1/(2r)) x̂0 - (1/(2r)) x̂0_prev, r = h_prev/h."""
     p, q = w.pts[j], w.pts[j + 1]
-    est = w.f(x, p)
-    prev = w.memory.get("x0")
-    x_new = _dpmpp_update(x, est.x0, prev, p, q, w.memory.get("h", 0.0), order if prev is not None else 1)
-    w.memory["x0"], w.memory["h"] = est.x0, q.lam - p.lam
-    return x_new, est.x0
+    i, f = w.ev(p)
+    h = q.lam - p.lam
+    prev = w.memory.get("form")
+    coef_d = -q.alpha * math.expm1(-h)
+    second = order == 2 and prev is not None
+    if second:
+        r = w.memory["h"] / h
+        update = _lin(*f.combo(coef_d * (1 + 1 / (2 * r)), 0.0, q.sigma / p.sigma), *prev.combo(-coef_d / (2 * r), 0.0))
+    else:
+        update = _lin(*f.combo(coef_d, 0.0, q.sigma / p.sigma))
+    w.memory["form"], w.memory["h"] = f, h
+
+    def step(run: _Run, x: Tensor) -> tuple[Tensor, Handle]:
+        y, z = run.ev(i, x)
+        out = update(x, y, z, *run.prev[:3]) if second else update(x, y, z)
+        run.prev = (x, y, z, f)
+        return out, run.prev
+
+    return step
 
 
-def _churn(w: _Walk, x: Tensor, p: _Point) -> tuple[Tensor, _Point]:
+def _churn_point(w: _Walk, p: _Point) -> tuple[_Point, float, float]:
     """EDM Alg. 2, lines 4-5, in the scaled variables x̃ = x/α, σ̃ = σ/α: σ̃̂ = (1 + γ) σ̃,
     x̃̂ = x̃ + sqrt(σ̃̂² - σ̃²) S_noise z, back to t̂ = t_from_lambda(-ln σ̃̂) (σ̃̂ recomputed there, so a
-    schedule that clamps t̂ at t_max still gets consistent noise) and x̂ = α(t̂) x̃̂."""
+    schedule that clamps t̂ at t_max still gets consistent noise) and x̂ = α(t̂) x̃̂. Returns (p̂, α̂/α,
+    the noise's std); (p, 1, 0) where the step is not churned (γ = 0)."""
     c = w.churn
     if c.s_churn <= 0.0 or p.alpha == 0.0:
-        return x, p
+        return p, 1.0, 0.0
     sig = p.sigma / p.alpha
     gamma = min(c.s_churn / w.steps, math.sqrt(2.0) - 1.0) if c.s_tmin <= sig <= c.s_tmax else 0.0
     if gamma <= 0.0:
-        return x, p
+        return p, 1.0, 0.0
     t_hat = float(w.schedule.t_from_lambda(p.lam - math.log1p(gamma)))
     p_hat = _points(w.schedule, [t_hat], w.exact_zero)[0]
     if p_hat.alpha == 0.0 or p_hat.t <= p.t:
-        return x, p
+        return p, 1.0, 0.0
     sig_hat = p_hat.sigma / p_hat.alpha
-    std = p_hat.alpha * math.sqrt(max(sig_hat**2 - sig**2, 0.0)) * c.s_noise
-    return (p_hat.alpha / p.alpha) * x + std * w.z(), p_hat
+    return p_hat, p_hat.alpha / p.alpha, p_hat.alpha * math.sqrt(max(sig_hat**2 - sig**2, 0.0)) * c.s_noise
 
 
-def _heun_step(w: _Walk, x: Tensor, j: int, order: int) -> tuple[Tensor, Tensor]:
-    """Euler (order 1) or Heun (order 2) on dx/dt = α' x̂0 + σ' ε̂ (Karras et al. Alg. 1 / 2); the
-    step into the data is x̂0 (Euler's step in x/α, σ/α)."""
+def _heun_step(w: _Walk, j: int, order: int) -> Step:
+    """Euler (order 1) or Heun (order 2) on dx/dt = α' x̂0 + σ' ε̂ (Karras et al. Alg. 1 / 2):
+    x_e = x + Δt d(x, t), Heun: x_s = x + Δt/2 (d(x, t) + d(x_e, s)); the step into the data is x̂0
+    (Euler's step in x/α, σ/α). Churn first raises t to t̂ (:func:`_churn_point`)."""
     p, q = w.pts[j], w.pts[j + 1]
-    x, p = _churn(w, x, p)
-    est = w.f(x, p)
-    if q.sigma == 0.0:
-        return est.x0, est.x0
+    p_hat, a_hat, std = _churn_point(w, p)
+    raised, p = p_hat is not p, p_hat
+    i, f = w.ev(p)
     dt = q.t - p.t
-    d = _drift(est, p)
-    x_euler = x + dt * d
-    if order == 1:
-        return x_euler, est.x0
-    return x + (0.5 * dt) * (d + _drift(w.f(x_euler, q), q)), est.x0
+    euler = _lin(*(f.combo(1.0, 0.0) if q.sigma == 0.0 else f.combo(dt * p.dalpha, dt * p.dsigma, 1.0)))
+    churn = _lin(a_hat, std)
+
+    def churned(run: _Run, x: Tensor) -> Tensor:
+        return churn(x, run.noise()) if raised else x
+
+    if order == 1 or q.sigma == 0.0:
+
+        def step(run: _Run, x: Tensor) -> tuple[Tensor, Handle]:
+            x = churned(run, x)
+            y, z = run.ev(i, x)
+            return euler(x, y, z), (x, y, z, f)
+
+        return step
+    i2, f2 = w.ev(q)
+    half = 0.5 * dt
+    update = _lin(*f.combo(half * p.dalpha, half * p.dsigma, 1.0), *f2.combo(half * q.dalpha, half * q.dsigma))
+
+    def heun(run: _Run, x: Tensor) -> tuple[Tensor, Handle]:
+        x = churned(run, x)
+        y, z = run.ev(i, x)
+        xe = euler(x, y, z)
+        y2, z2 = run.ev(i2, xe)
+        return update(x, y, z, xe, y2, z2), (x, y, z, f)
+
+    return heun
 
 
 # ---------------------------------------------------------------------------------------------
@@ -657,8 +793,11 @@ class SamplerSpec:
 
     Attributes:
         max_order: the highest per-step order it takes.
-        step: ``step(walk, x, j, order) -> (x_next, x̂0)``: one step from grid point j; evaluates the
-            model itself (``walk.f``) and returns the new x and the x̂0 of its first evaluation.
+        step: ``step(walk, j, order) -> Step``: builds the step from grid point j, once per plan:
+            registers its evaluation points (``walk.ev(point) -> (index, form)``), computes its
+            coefficients (Python floats) and returns ``Step(run, x) -> (x_next, handle)``, which
+            evaluates the model (``run.ev(index, x)``), updates x with fused tensor ops
+            (:func:`_lin`) and hands back its first evaluation (the callback's x̂0).
         orders: ``orders(budget, order_plan, lower_order_final, denoise_to_zero, zero_start)``: per-step
             orders spending ``budget`` evaluations (the final step into the data not included).
         layout: ``"singlestep"`` (an order-k step covers k grid intervals with k evaluations),
@@ -738,29 +877,175 @@ def _prediction(model: Any) -> str:
     return str(getattr(model, "prediction", "eps"))
 
 
-def _evaluator(model: Any, schedule: Schedule, clip: Clip) -> Callable[[Tensor, _Point], Estimate]:
-    """One network evaluation at a point -> (ε̂, x̂0), exact at α = 0 and clipped per ``clip``."""
-    f = as_estimator(model, schedule)
-    prediction = _prediction(model)
+# A Denoiser that overrides none of these evaluates as net(scale·x, c) with its linear conversion
+_DENOISER_EVALUATION = ("estimate", "net_output", "coefficients", "_derivatives", "_edm", "_edm_coefficients",
+                        "_convert", "_net_input", "linear")
+Mode = Literal["denoiser", "estimate", "eps"]
 
-    def evaluate(x: Tensor, p: _Point) -> Estimate:
-        if p.alpha == 0.0:  # α = 0 exactly (only v / x0 / flow Denoisers get such points): x = σ ε
-            out = model.net_output(x, p.t)
-            if prediction == "v":  # v = α ε - σ x0 = -σ x0
-                x0 = -out / p.sigma
-            elif prediction == "flow":  # u = α' x0 + σ' ε
-                x0 = (out - (p.dsigma / p.sigma) * x) / p.dalpha
-            else:
-                x0 = out
-            est = Estimate(x / p.sigma, x0)
+
+def _mode(model: Any) -> Mode:
+    """How :func:`sample` evaluates ``model``: ``"denoiser"`` (a Denoiser evaluating as its own
+    class does: conditions from :meth:`~etsdm.denoiser.Denoiser.conditions` before the loop, then
+    ``net(scale·x, c)`` and its :meth:`~etsdm.denoiser.Denoiser.linear` conversion), ``"estimate"``
+    (any other model with ``estimate(x, t)``, a Denoiser subclass overriding its evaluation
+    included: called as is) or ``"eps"`` (a plain ε-callable ``model(x, t)``)."""
+    own = _OWN_EVALUATION.get(type(model))
+    if own is None:
+        own = _OWN_EVALUATION[type(model)] = isinstance(model, Denoiser) and all(
+            getattr(type(model), n) is getattr(Denoiser, n) for n in _DENOISER_EVALUATION)
+    if own and not any(n in model.__dict__ for n in _DENOISER_EVALUATION):  # nor patched on the instance
+        return "denoiser"
+    return "estimate" if callable(getattr(model, "estimate", None)) else "eps"
+
+
+_OWN_EVALUATION: dict[type, bool] = {}  # class -> evaluates as Denoiser itself does
+
+
+def _forms(model: Any, mode: Mode, p: _Point, exact_zero: bool, clip: Clip) -> tuple[_Form, _Form, float, bool]:
+    """At one evaluation point: the form of what the model returns, the form after clipping, the
+    network input scale and whether α = 0 exactly there (module docstring)."""
+    exact, scale = exact_zero and p.alpha == 0.0, 1.0
+    if exact:  # α = 0 exactly (only v / x0 / flow Denoisers get such points): x = σ ε, so ε̂ = x/σ
+        prediction = _prediction(model)
+        if prediction == "v":  # v = α ε - σ x0 = -σ x0
+            raw = _Form(1.0 / p.sigma, 0.0, 0.0, 0.0, -1.0 / p.sigma, 0.0)
+        elif prediction == "flow":  # u = α' x0 + σ' ε: x0 = (u - (σ'/σ) x)/α'
+            raw = _Form(1.0 / p.sigma, 0.0, 0.0, -(p.dsigma / p.sigma) / p.dalpha, 1.0 / p.dalpha, 0.0)
         else:
-            est = f(x, p.t)
-        if clip == "none":
-            return est
-        x0 = clip_x0(est.x0, clip)
-        return Estimate((x - p.alpha * x0) / p.sigma, x0)  # ε̂ consistent with the clipped x̂0
+            raw = _Form(1.0 / p.sigma, 0.0, 0.0, 0.0, 1.0, 0.0)
+    elif mode == "denoiser":
+        lin = model.linear(p.alpha, p.sigma, p.dalpha, p.dsigma)
+        raw, scale = _Form(lin.eps_x, lin.eps_out, 0.0, lin.x0_x, lin.x0_out, 0.0), lin.scale
+    elif mode == "eps":  # x̂0 = (x - σ ε̂)/α
+        raw = _Form(0.0, 1.0, 0.0, 1.0 / p.alpha, -p.sigma / p.alpha, 0.0)
+    else:
+        raw = _GIVEN
+    # clipped: y = clip(x̂0), ε̂ = (x - α y)/σ consistent with it
+    post = raw if clip == "none" else _Form(1.0 / p.sigma, -p.alpha / p.sigma, 0.0, 0.0, 1.0, 0.0)
+    return raw, post, scale, exact
 
-    return evaluate
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything of a sample() call that depends on neither the noise nor the network's weights,
+    made once per plan (:func:`_plan_for`): the steps with their coefficients bound, each step's
+    (t, s), and the distinct evaluation points (time, x̂0 from the model's result, network input
+    scale, α = 0 exactly)."""
+
+    steps: list[Step]
+    spans: list[tuple[float, float]]
+    times: list[float]
+    times_f64: Tensor  # the same, for one condition-map call
+    x0: list[Lin]  # x̂0 of the model's result at each point (for clipping)
+    inputs: list[Lin | None]  # the network input scale·x where scale != 1 (EDM's c_in/α)
+    exact: list[bool]
+    zero_start: bool
+
+
+def _build_plan(model: Any, mode: Mode, schedule: Schedule, sampler: str, timesteps: Sequence[float],
+                orders: list[int], clip: Clip, exact_zero: bool, **options: Any) -> _Plan:
+    spec = _spec(sampler)
+    pts = _points(schedule, timesteps, exact_zero)
+    index: dict[float, int] = {}
+    times: list[float] = []
+    raw: list[_Form] = []
+    post: list[_Form] = []
+    scales: list[float] = []
+    exact: list[bool] = []
+
+    def ev(p: _Point) -> tuple[int, _Form]:
+        i = index.get(p.t)
+        if i is None:
+            r, f, s, e = _forms(model, mode, p, exact_zero, clip)
+            i = index[p.t] = len(times)
+            times.append(p.t)
+            raw.append(r)
+            post.append(f)
+            scales.append(s)
+            exact.append(e)
+        return i, post[i]
+
+    walk = _Walk(pts, schedule, ev, len(orders), exact_zero=exact_zero, **options)
+    steps, spans, j = [], [], 0
+    for order in orders:
+        steps.append(spec.step(walk, j, order))
+        spans.append((pts[j].t, pts[j + spec.span(order)].t))
+        j += spec.span(order)
+    x0 = [_lin(f.dx, f.dy, f.dz) for f in raw]
+    inputs = [None if scale == 1.0 else _lin(scale) for scale in scales]
+    return _Plan(steps, spans, times, torch.tensor(times, dtype=torch.float64), x0, inputs, exact,
+                 _alpha_is_zero(schedule, pts[0].t))
+
+
+_PLANS: OrderedDict[tuple, tuple[weakref.ref, _Plan]] = OrderedDict()
+PLAN_CACHE_SIZE = 64
+
+
+def _plan_for(schedule: Schedule, key: tuple | None, build: Callable[[], _Plan]) -> _Plan:
+    """The plan for ``key`` on this schedule object, built once and kept (least recently used of
+    :data:`PLAN_CACHE_SIZE` dropped). Schedules are treated as immutable; a key names everything
+    else the plan depends on (sample()'s arguments and how the model converts)."""
+    if key is None:
+        return build()
+    hit = _PLANS.get(key)
+    if hit is not None and hit[0]() is schedule:
+        _PLANS.move_to_end(key)
+        return hit[1]
+    built = build()
+    _PLANS[key] = (weakref.ref(schedule), built)
+    while len(_PLANS) > PLAN_CACHE_SIZE:
+        _PLANS.popitem(last=False)
+    return built
+
+
+def _model_key(model: Any, mode: Mode) -> tuple:
+    """What a plan's forms depend on besides the schedule: the Denoiser's conversion (class,
+    prediction, σ_data, process kind), or for other models their prediction attribute."""
+    if mode == "denoiser":
+        return mode, type(model), model.prediction, model.sigma_data, model.schedule.kind
+    return mode, _prediction(model), callable(getattr(model, "net_output", None))
+
+
+def _evaluations(model: Any, mode: Mode, plan: _Plan, x: Tensor,
+                 clip: Clip) -> Callable[[int, Tensor], tuple[Tensor, Tensor | None]]:
+    """Evaluation point i -> (y, z) of its form, for one sample() call. A Denoiser's conditions are
+    made here, before the loop (one condition-map call for all points)."""
+    times = plan.times
+    if mode == "denoiser":
+        net, conds, inputs = model.net, model.conditions(plan.times_f64, x), plan.inputs
+
+        def raw(i: int, x: Tensor) -> tuple[Tensor, Tensor | None]:
+            return net(x, conds[i]), None
+
+        def scaled(i: int, x: Tensor) -> tuple[Tensor, Tensor | None]:
+            scale = inputs[i]
+            return net(x if scale is None else scale(x), conds[i]), None
+
+        raw = scaled if any(inputs) else raw
+
+    elif mode == "eps":
+
+        def raw(i: int, x: Tensor) -> tuple[Tensor, Tensor | None]:
+            return model(x, times[i]), None
+
+    else:
+        exact = plan.exact
+
+        def raw(i: int, x: Tensor) -> tuple[Tensor, Tensor | None]:
+            if exact[i]:
+                return model.net_output(x, times[i]), None
+            est = model.estimate(x, times[i])
+            return est.x0, est.eps
+
+    if clip == "none":
+        return raw
+    x0s = plan.x0
+
+    def clipped(i: int, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        y, z = raw(i, x)
+        return clip_x0(x0s[i](x, y, z), clip), None
+
+    return clipped
 
 
 # ---------------------------------------------------------------------------------------------
@@ -804,8 +1089,8 @@ def _check_churn(sampler: str, churn: Churn) -> None:
         raise ValueError(f"s_churn (EDM's stochastic churn) applies to {allowed}; not {sampler!r}")
 
 
-def _warn_eps_at_zero_snr(model: Any, pts: list[_Point], schedule: Schedule) -> None:
-    if _prediction(model) == "eps" and _alpha_is_zero(schedule, pts[0].t):  # α only reaches the floor at the start
+def _warn_eps_at_zero_snr(model: Any, zero_start: bool) -> None:
+    if zero_start and _prediction(model) == "eps":  # α only reaches the floor at the start
         warnings.warn(
             "ε-prediction where α² is at its floor 2^-24 (zero terminal SNR; cosine's end): x̂0 = (x - σ ε̂)/α "
             "uses α = 2^-12, so ε̂'s errors are amplified ~4096x and results depend on the floor; use "
@@ -884,39 +1169,49 @@ def sample(
     _check_options(variance, third_order_intermediate, eta, clip, order_plan)
     churn = Churn(float(s_churn), float(s_tmin), float(s_tmax), float(s_noise))
     _check_churn(sampler, churn)
-    spec = _spec(sampler)
-    if timesteps is None:
-        timesteps, orders = plan(
-            schedule,
-            sampler,
-            nfe,
-            timestep_spacing=timestep_spacing if timestep_spacing is not None else spacing,
-            t_start=t_start,
-            t_end=t_end,
-            denoise_to_zero=denoise_to_zero,
-            order_plan=order_plan,
-            lower_order_final=lower_order_final,
-        )
-    orders = list(orders if orders is not None else [1] * (len(timesteps) - 1))
-    _check_plan(sampler, timesteps, orders, schedule.t_data)
-    prediction = _prediction(model)
-    exact_zero = prediction in EXACT_ZERO_PREDICTIONS and callable(getattr(model, "net_output", None))
-    pts = _points(schedule, timesteps, exact_zero)
-    _warn_eps_at_zero_snr(model, pts, schedule)
+    mode = _mode(model)
+    exact_zero = _prediction(model) in EXACT_ZERO_PREDICTIONS and callable(getattr(model, "net_output", None))
+    chosen = timestep_spacing if timestep_spacing is not None else spacing
+    step_options = {"eta": float(eta), "variance": variance, "intermediate": third_order_intermediate, "churn": churn}
+
+    def build() -> _Plan:
+        times, steps = timesteps, orders
+        if times is None:
+            times, steps = plan(schedule, sampler, nfe, timestep_spacing=chosen, t_start=t_start, t_end=t_end,
+                                denoise_to_zero=denoise_to_zero, order_plan=order_plan,
+                                lower_order_final=lower_order_final)
+        steps = list(steps if steps is not None else [1] * (len(times) - 1))
+        _check_plan(sampler, times, steps, schedule.t_data)
+        return _build_plan(model, mode, schedule, sampler, times, steps, clip, exact_zero, **step_options)
+
+    key: tuple | None = (
+        id(schedule), sampler, nfe, chosen, t_start, t_end, denoise_to_zero, order_plan, lower_order_final, clip,
+        None if timesteps is None else tuple(float(t) for t in timesteps),
+        None if orders is None else tuple(orders), *step_options.values(), _model_key(model, mode),
+    )
+    try:
+        hash(key)
+    except TypeError:  # an unusual argument: no caching (plan() reports what is wrong with it)
+        key = None
+    prepared = _plan_for(schedule, key, build)
+    _warn_eps_at_zero_snr(model, prepared.zero_start)
+    shape, device, dtype = noise.shape, noise.device, noise.dtype
+
+    def draw() -> Tensor:
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+    run = _Run(_evaluations(model, mode, prepared, noise, clip), draw)
     x = noise
-
-    def z() -> Tensor:
-        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-
-    walk = _Walk(_evaluator(model, schedule, clip), pts, schedule, z, len(orders), eta, variance,
-                 third_order_intermediate, churn, exact_zero)
-    j = 0
-    for i, order in enumerate(tqdm(orders, desc=sampler, disable=not progress, leave=False)):
-        x, x0 = spec.step(walk, x, j, order)
-        span = spec.span(order)
+    if callback is None and not progress:
+        for step in prepared.steps:
+            x, _ = step(run, x)
+        return x
+    walk = tqdm(prepared.steps, desc=sampler, leave=False) if progress else prepared.steps
+    for i, step in enumerate(walk):
+        x, handle = step(run, x)
         if callback is not None:
-            callback(StepInfo(i, pts[j].t, pts[j + span].t, x, x0))
-        j += span
+            t, s = prepared.spans[i]
+            callback(StepInfo(i, t, s, x, _x0_of(handle)))
     return x
 
 
