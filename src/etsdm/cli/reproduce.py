@@ -41,7 +41,8 @@ def _data_option(ctx: click.Context, param: click.Parameter, value: str) -> str 
                    "finished run folders.")
 @click.option("--claims", callback=_claims_option, default=None,
               help="Comma-separated claim ids (default: all): 1 K curves, 2 stability, 3 DDPM FID, 4 schedules, "
-                   "5 fast samplers, 5b baseline vs NFE, 6 ablations, 7 v-prediction, 8 alternatives.")
+                   "5 fast samplers, 5b baseline vs NFE, 6 ablations, 7 v-prediction, 8 alternatives, "
+                   "9 EDM, 10 flow matching.")
 @click.option("--seeds", type=click.IntRange(min=2), default=None,
               help="Training seeds per arm for every claim (default: the budget's; toy: 5 for claims 1-3, 5; 3 else).")
 @click.option("--data", default="digits", callback=_data_option, show_default=True,
