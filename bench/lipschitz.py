@@ -3,9 +3,12 @@
 The curve K(t, t + 1) over M timesteps with N data samples costs exactly ⌈2NM / B⌉ network calls
 of batch B (the last one partial). The floor is those same calls made directly on the raw
 network (inputs and conditions prebuilt, nothing else). The ratio is the overhead of drawing x_t,
-the condition map, the ε conversion and the norms; the target is within 10% (ratio <= 1.10).
+the condition map, the ε conversion and the norms; the goal (issue 11) is ratio <= 1.05.
 It also times the curve with a network that costs nothing (the overhead alone), and prints
-(bare + overhead) / bare, which a machine loaded by other processes distorts far less.
+(bare + overhead) / bare, which a machine loaded by other processes distorts far less, and the
+peak memory of one curve and of the bare forwards (CUDA: peak allocated; CPU: growth of the
+process's peak RSS, measured in that order before the timing, so the curve's figure is what it
+needs beyond the forwards).
 
 Networks: etsdm's tiny UNet preset (diffusers UNet2DModel, 1x8x8 digits, ~1M parameters) and
 its tiny MLP preset on 2-D data, both behind a Denoiser with the E-TSDM condition map.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import resource
 import time
 
 import torch
@@ -31,6 +35,20 @@ from etsdm.nets.presets import make_net
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def _peak_mb(fn, device: str) -> float:
+    """Peak memory of one call: CUDA peak allocated; CPU: how much the process's peak RSS grows."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024  # Linux: KiB
 
 
 def _time_pair(fns, repeats: int, device: str) -> list[float]:
@@ -75,11 +93,13 @@ def bench(name: str, net: torch.nn.Module, shape: tuple[int, ...], args: argpars
     # what the ratio measures, and which a loaded machine distorts far less than the forwards
     free = Denoiser(lambda x, c: x, schedule, "eps", TimestepSharing(100, 5, T=1000))
     with torch.inference_mode():
+        mem_bare, mem_curve = _peak_mb(bare, device), _peak_mb(curve, device)
         t_bare, t_curve, t_free = _time_pair([bare, curve, lambda: curve(free)], args.repeats, device)
     print(
         f"{name:<6} N={args.samples} M={len(times)} B={args.batch} calls={n_calls}: "
         f"curve {t_curve * 1e3:8.1f} ms, bare forwards {t_bare * 1e3:8.1f} ms, ratio {t_curve / t_bare:.3f}; "
-        f"overhead alone {t_free * 1e3:.1f} ms -> (bare + overhead) / bare = {(t_bare + t_free) / t_bare:.3f}"
+        f"overhead alone {t_free * 1e3:.1f} ms -> (bare + overhead) / bare = {(t_bare + t_free) / t_bare:.3f}; "
+        f"peak memory: bare {mem_bare:.1f} MB, curve +{mem_curve:.1f} MB"
     )
 
 

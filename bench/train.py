@@ -14,7 +14,9 @@ that a busy machine slows every phase alike; the median over rounds is reported)
   the Denoiser with the E-TSDM / identity condition map, diffusion_loss, per-step seeding, NaN
   check, EMA) — the exact code ``etsdm train`` runs, minus logging and checkpoints.
 
-Prints steps/s, ratios to the plain loop, and peak memory (RSS on CPU, allocated on CUDA).
+Prints steps/s, ratios to the plain loop (goal: Trainer >= 0.98x), the share of the Trainer's step
+time spent waiting for data (``next()`` on its DataLoader; goal: never the bottleneck) and peak
+memory (RSS on CPU, allocated on CUDA).
 diffusers' own unconditional training example is a script outside the installed package, so it is
 not run here (no network).
 """
@@ -49,7 +51,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_plain(cfg, steps: int, warmup: int, device: str) -> float:
+def run_plain(cfg, steps: int, warmup: int, device: str) -> tuple[float, float]:
     import torch
 
     from etsdm.runs import build_dataset, build_net, dataset_shape
@@ -81,27 +83,48 @@ def run_plain(cfg, steps: int, warmup: int, device: str) -> float:
         ema.update(net)
         float(loss)  # the same per-step host sync as the Trainer's NaN check
 
-    return _time(step, steps, warmup, device)
+    return _time(step, steps, warmup, device), 0.0
 
 
-def run_trainer(cfg, steps: int, warmup: int, device: str) -> float:
+class _Waiting:
+    """An iterator wrapper that adds up the time spent in ``next()`` (waiting for a batch)."""
+
+    def __init__(self, it):
+        self.it, self.seconds = it, 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        t0 = time.perf_counter()
+        try:
+            return next(self.it)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
+def run_trainer(cfg, steps: int, warmup: int, device: str) -> tuple[float, float]:
+    """Steps/s of ``Trainer._one_step`` and the share of its time spent waiting for data."""
     from etsdm.train.trainer import Trainer
 
     trainer = Trainer(cfg, Path(tempfile.mkdtemp()), progress=False)
     trainer.net.train()
-    data = iter(trainer._loader())
+    data = _Waiting(iter(trainer._loader()))
 
     def step() -> None:
         trainer._one_step(data)
         trainer.step += 1
 
-    return _time(step, steps, warmup, device)
+    rate = _time(step, steps, warmup, device, reset=lambda: setattr(data, "seconds", 0.0))
+    return rate, data.seconds * rate / steps  # waiting time / total time of the timed steps
 
 
-def _time(step, steps: int, warmup: int, device: str) -> float:
+def _time(step, steps: int, warmup: int, device: str, reset=None) -> float:
     for _ in range(warmup):
         step()
     _sync(device)
+    if reset is not None:
+        reset()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
@@ -123,8 +146,8 @@ def _phase(phase: str, config: str | None, sets: tuple[str, ...], steps: int, wa
     if not device.startswith("cuda"):
         os.environ["ACCELERATE_USE_CPU"] = "true"  # the Trainer's Accelerator stays on the CPU
     fn = run_plain if phase == "plain" else run_trainer
-    rate = fn(cfg, steps, warmup, device)
-    return {"phase": phase, "steps_per_s": rate, "peak_mem_mb": _peak_mem_mb(device)}
+    rate, waiting = fn(cfg, steps, warmup, device)
+    return {"phase": phase, "steps_per_s": rate, "data_wait": waiting, "peak_mem_mb": _peak_mem_mb(device)}
 
 
 @click.command(context_settings={"show_default": True})
@@ -151,12 +174,19 @@ def main(config, sets, steps, warmup, rounds, device, threads, phase) -> None:
             results[ph].append(json.loads(out))
             click.echo(f"round {r + 1} {ph:9s} {results[ph][-1]['steps_per_s']:8.2f} steps/s", err=True)
     med = {ph: statistics.median(x["steps_per_s"] for x in v) for ph, v in results.items()}
+    wait = {ph: statistics.median(x["data_wait"] for x in v) for ph, v in results.items()}
     mem = {ph: max(x["peak_mem_mb"] for x in v) for ph, v in results.items()}
+    ratio = {ph: statistics.median(b["steps_per_s"] / a["steps_per_s"]  # per round: phases ran back to back
+                                   for a, b in zip(results["plain"], v, strict=True)) for ph, v in results.items()}
     click.echo(f"config: {config or 'default (digits E-TSDM)'}  overrides: {list(sets)}  device: {device}  "
                f"threads: {threads or 'default'}  rounds: {rounds} x {steps} steps")
-    click.echo(f"{'phase':10s} {'steps/s':>9s} {'vs plain':>9s} {'peak MB':>9s}")
+    click.echo(f"{'phase':10s} {'steps/s':>9s} {'vs plain':>9s} {'per round':>9s} {'data wait':>9s} {'peak MB':>9s}")
     for ph in results:
-        click.echo(f"{ph:10s} {med[ph]:9.2f} {med[ph] / med['plain']:9.3f} {mem[ph]:9.0f}")
+        data_wait = "-" if ph == "plain" else f"{100 * wait[ph]:.1f} %"
+        click.echo(f"{ph:10s} {med[ph]:9.2f} {med[ph] / med['plain']:9.3f} {ratio[ph]:9.3f} {data_wait:>9s} "
+                   f"{mem[ph]:9.0f}")
+    click.echo("goal: Trainer / plain >= 0.98 ('vs plain': ratio of the medians; 'per round': median of the "
+               "per-round ratios)")
     click.echo(f"E-TSDM / baseline (Trainer): {med['etsdm'] / med['baseline']:.3f}")
 
 

@@ -125,6 +125,7 @@ agree to ~1e-10; DPM-Solver++(2M) to float32 precision (diffusers casts the samp
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 import weakref
 from collections import OrderedDict
@@ -517,18 +518,38 @@ def _lin(*ks: float) -> Lin:
 
         def one(*v: Tensor) -> Tensor:
             acc, u = torch.add(v[a], v[b], alpha=kb), v[n1]
-            return acc.add_(u, alpha=k1) if u.dtype == acc.dtype else torch.add(acc, u, alpha=k1)
+            return acc.add_(u, alpha=k1) if u.dtype is acc.dtype else torch.add(acc, u, alpha=k1)
 
         return one
+    if len(adds) == 2:
+        (n1, k1), (n2, k2) = adds
 
-    def many(*v: Tensor) -> Tensor:
-        acc = torch.add(v[a], v[b], alpha=kb)
-        for n, k in adds:
-            u = v[n]
-            acc = acc.add_(u, alpha=k) if u.dtype == acc.dtype else torch.add(acc, u, alpha=k)
-        return acc
+        def two(*v: Tensor) -> Tensor:
+            acc, u, w = torch.add(v[a], v[b], alpha=kb), v[n1], v[n2]
+            d = acc.dtype
+            if u.dtype is d and w.dtype is d:
+                return acc.add_(u, alpha=k1).add_(w, alpha=k2)
+            return _add_all(acc, ((u, k1), (w, k2)))
 
-    return many
+        return two
+    if len(adds) == 3:
+        (n1, k1), (n2, k2), (n3, k3) = adds
+
+        def three(*v: Tensor) -> Tensor:
+            acc, u, w, r = torch.add(v[a], v[b], alpha=kb), v[n1], v[n2], v[n3]
+            d = acc.dtype
+            if u.dtype is d and w.dtype is d and r.dtype is d:
+                return acc.add_(u, alpha=k1).add_(w, alpha=k2).add_(r, alpha=k3)
+            return _add_all(acc, ((u, k1), (w, k2), (r, k3)))
+
+        return three
+    return lambda *v: _add_all(torch.add(v[a], v[b], alpha=kb), tuple((v[n], k) for n, k in adds))
+
+
+def _add_all(acc: Tensor, terms: Sequence[tuple[Tensor, float]]) -> Tensor:
+    for u, k in terms:
+        acc = acc.add_(u, alpha=k) if u.dtype is acc.dtype else torch.add(acc, u, alpha=k)
+    return acc
 
 
 Handle = tuple[Tensor, Tensor, "Tensor | None", _Form]  # (input x, y, z, form) of one evaluation
@@ -717,7 +738,11 @@ def _dpmpp_2m_step(w: _Walk, j: int, order: int) -> Step:
 
     def step(run: _Run, x: Tensor) -> tuple[Tensor, Handle]:
         y, z = run.ev(i, x)
-        out = update(x, y, z, *run.prev[:3]) if second else update(x, y, z)
+        if second:
+            xp, yp, zp, _ = run.prev
+            out = update(x, y, z, xp, yp, zp)
+        else:
+            out = update(x, y, z)
         run.prev = (x, y, z, f)
         return out, run.prev
 
@@ -978,6 +1003,7 @@ def _build_plan(model: Any, mode: Mode, schedule: Schedule, sampler: str, timest
 
 
 _PLANS: OrderedDict[tuple, tuple[weakref.ref, _Plan]] = OrderedDict()
+_PLANS_LOCK = threading.Lock()
 PLAN_CACHE_SIZE = 64
 
 
@@ -987,14 +1013,16 @@ def _plan_for(schedule: Schedule, key: tuple | None, build: Callable[[], _Plan])
     else the plan depends on (sample()'s arguments and how the model converts)."""
     if key is None:
         return build()
-    hit = _PLANS.get(key)
-    if hit is not None and hit[0]() is schedule:
-        _PLANS.move_to_end(key)
-        return hit[1]
+    with _PLANS_LOCK:
+        hit = _PLANS.get(key)
+        if hit is not None and hit[0]() is schedule:
+            _PLANS.move_to_end(key)
+            return hit[1]
     built = build()
-    _PLANS[key] = (weakref.ref(schedule), built)
-    while len(_PLANS) > PLAN_CACHE_SIZE:
-        _PLANS.popitem(last=False)
+    with _PLANS_LOCK:
+        _PLANS[key] = (weakref.ref(schedule), built)
+        while len(_PLANS) > PLAN_CACHE_SIZE:
+            _PLANS.popitem(last=False)
     return built
 
 
