@@ -4,8 +4,8 @@
     python bench/train.py configs/gmm_etsdm.yaml --steps 200 --set train.batch_size=256
     python bench/train.py --device cuda         # on a GPU (peak memory from torch.cuda)
 
-Phases (each in its own fresh process, so peak memory is per phase; run in interleaved rounds so
-that a busy machine slows every phase alike; the median over rounds is reported):
+Phases (each in its own fresh process, so peak memory is per phase; run in interleaved rounds, in a
+shuffled order, so that a busy machine slows every phase alike; the median over rounds is reported):
 
 * ``plain``: the loop anyone would write: random batch from an in-memory tensor, t ~ U{0..T-1},
   x_t = α_t x0 + σ_t ε from a precomputed table, MSE to ε, Adam step, EMA update with
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import resource
 import statistics
 import subprocess
@@ -166,7 +167,9 @@ def main(config, sets, steps, warmup, rounds, device, threads, phase) -> None:
         return
     results: dict[str, list[dict]] = {"plain": [], "baseline": [], "etsdm": []}
     for r in range(rounds):
-        for ph in results:
+        order = list(results)
+        random.Random(r).shuffle(order)  # no phase always runs first (or right after another)
+        for ph in order:
             cmd = [sys.executable, __file__, "--phase", ph, "--steps", str(steps), "--warmup", str(warmup),
                    "--device", device, "--threads", str(threads), *["--set=" + s for s in sets],
                    *([config] if config else [])]
