@@ -349,6 +349,47 @@ def test_a_patched_instance_is_evaluated_through_its_patch():
                                rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("ks", [(0.7, -0.2), (1.0, 0.3), (0.0, 1.0), (0.4, 0.0, 1.0, -2.0), (1.5, 0.25, -3.0, 0.0, 0.5),
+                                (0.3, 1.0, -0.5, 2.0, 0.125, -1.0), (0.0, 0.0, 2.5), (0.0, 0.0, 0.0)])
+def test_lin_is_the_linear_combination(ks):
+    """_lin's kernel choices (unit term first, k·v as v + (k - 1)·v, in-place adds) compute Σ k·v."""
+    g = torch.Generator().manual_seed(5)
+    vs = [torch.randn(3, 2, generator=g, dtype=torch.float64) for _ in ks]
+    before = [v.clone() for v in vs]
+    expected = sum(k * v for k, v in zip(ks, vs, strict=True))
+    out = samplers._lin(*ks)(*vs)
+    torch.testing.assert_close(out, expected, rtol=1e-14, atol=1e-14)
+    assert all(torch.equal(v, w) for v, w in zip(vs, before, strict=True))  # the inputs are never written
+
+
+def test_lin_promotes_like_an_expression():
+    """A bf16 term (an autocast network output) never forces the state's float32 down, first or not."""
+    x = torch.randn(4, dtype=torch.float32)
+    y = torch.randn(4).to(torch.bfloat16)
+    for ks, vs in [((0.5, 2.0), (x, y)), ((0.0, 2.0, 3.0), (x, y, x)), ((1.0, 0.5, 0.25, 2.0), (y, x, y, x))]:
+        out = samplers._lin(*ks)(*vs)
+        expected = sum(k * v.float() for k, v in zip(ks, vs, strict=True))
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_bf16_network_output_keeps_the_working_dtype(sampler):
+    """A network answering in bf16 (autocast) gives the float32 sample of its float32-cast answer."""
+    schedule = make_schedule("linear", T=1000)
+    noise = _noise(schedule).float()
+
+    def half(x, c):
+        return net(x, c).to(torch.bfloat16)
+
+    g = torch.Generator().manual_seed(0)
+    out = sample(Denoiser(half, schedule, "eps"), noise, schedule, sampler, NFE, generator=g)
+    ref = sample(Denoiser(lambda x, c: half(x, c).float(), schedule, "eps"), noise, schedule, sampler, NFE,
+                 generator=torch.Generator().manual_seed(0))
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
+
+
 def _rows(values: list[float]) -> str:
     return ",\n         ".join(", ".join(repr(v) for v in values[k : k + 3]) for k in range(0, len(values), 3))
 
