@@ -336,17 +336,27 @@ def test_plan_cache_tells_models_and_schedules_apart():
                                                **o), rtol=0, atol=0)
 
 
-def test_a_patched_instance_is_evaluated_through_its_patch():
-    """A Denoiser whose estimate is replaced on the instance is called through it (not fused)."""
+@pytest.mark.parametrize("where", ["instance", "class"])
+def test_a_patched_estimate_is_called(where, monkeypatch):
+    """A Denoiser whose estimate is replaced (on the instance or on the class, after import) is
+    evaluated through the replacement, not through the precomputed fast path."""
     schedule = make_schedule("linear", T=1000)
+    reference = sample(Denoiser(net, schedule, "eps"), _noise(schedule), schedule, "ddim", NFE)
     den = Denoiser(net, schedule, "eps")
     calls: list[float] = []
-    plain = den.estimate
-    den.estimate = lambda x, t, c=None: (calls.append(float(t)), plain(x, t, c))[1]
+    plain = Denoiser.estimate
+
+    def spy(self, x, t, c=None):
+        calls.append(float(t))
+        return plain(self, x, t, c)
+
+    if where == "instance":
+        monkeypatch.setattr(den, "estimate", lambda x, t, c=None: spy(den, x, t, c), raising=False)
+    else:
+        monkeypatch.setattr(Denoiser, "estimate", spy)
     out = sample(den, _noise(schedule), schedule, "ddim", NFE)
     assert len(calls) == NFE
-    torch.testing.assert_close(out, sample(Denoiser(net, schedule, "eps"), _noise(schedule), schedule, "ddim", NFE),
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out, reference, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("ks", [(0.7, -0.2), (1.0, 0.3), (0.0, 1.0), (0.4, 0.0, 1.0, -2.0), (1.5, 0.25, -3.0, 0.0, 0.5),

@@ -914,16 +914,14 @@ def _mode(model: Any) -> Mode:
     ``net(scale·x, c)`` and its :meth:`~etsdm.denoiser.Denoiser.linear` conversion), ``"estimate"``
     (any other model with ``estimate(x, t)``, a Denoiser subclass overriding its evaluation
     included: called as is) or ``"eps"`` (a plain ε-callable ``model(x, t)``)."""
-    own = _OWN_EVALUATION.get(type(model))
-    if own is None:
-        own = _OWN_EVALUATION[type(model)] = isinstance(model, Denoiser) and all(
-            getattr(type(model), n) is getattr(Denoiser, n) for n in _DENOISER_EVALUATION)
-    if own and not any(n in model.__dict__ for n in _DENOISER_EVALUATION):  # nor patched on the instance
-        return "denoiser"
+    if isinstance(model, Denoiser):
+        cls, own = type(model), model.__dict__
+        if all(getattr(cls, n) is f and n not in own for n, f in _DENOISER_OWN.items()):  # nor patched
+            return "denoiser"
     return "estimate" if callable(getattr(model, "estimate", None)) else "eps"
 
 
-_OWN_EVALUATION: dict[type, bool] = {}  # class -> evaluates as Denoiser itself does
+_DENOISER_OWN = {n: getattr(Denoiser, n) for n in _DENOISER_EVALUATION}  # as defined, before any patch
 
 
 def _forms(model: Any, mode: Mode, p: _Point, exact_zero: bool, clip: Clip) -> tuple[_Form, _Form, float, bool]:
