@@ -251,7 +251,8 @@ class Denoiser(nn.Module):
             return da * x0 + ds * eps
         alpha, sigma = self.coefficients(t, x0)
         if self.prediction == "edm":
-            c_skip, c_out, _ = self._edm(t, x0)
-            x_scaled = x0 + (sigma / alpha) * eps  # x̃ = x_t / α
-            return (x0 - c_skip * x_scaled) / c_out
+            # F* = (x0 - c_skip x̃)/c_out with x̃ = x0 + σ̃ ε, rearranged so that it stays accurate as
+            # σ̃ -> 0 (1 - c_skip and c_out both vanish there): (σ̃ x0 - σ_d² ε) / (σ_d sqrt(σ̃² + σ_d²))
+            s, sd = sigma / alpha, self.sigma_data
+            return (s * x0 - sd * sd * eps) / (sd * (s * s + sd * sd) ** 0.5)
         return alpha * eps - sigma * x0

@@ -37,13 +37,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .analytic import GaussianMixture
-from .conditioning import ConditionMap, Identity, TimestepSharing, make_condition_map, remap_lambda_plan
+from .analytic import GaussianMixture, exact_denoiser
+from .conditioning import (
+    ConditionMap,
+    Identity,
+    TimestepSharing,
+    make_condition_map,
+    process_sharing,
+    remap_lambda_plan,
+)
 from .config import ConfigError, RunConfig, from_dict, load_config
 from .denoiser import Denoiser
 from .diffusers_sampling import is_diffusers_sampler
 from .samplers import INTEGER_SPACINGS, default_spacing
-from .schedules import DiscreteSchedule, Schedule, make_schedule, schedule_from_config
+from .schedules import DiscreteSchedule, Schedule, schedule_from_config
 from .train.checkpoint import CheckpointError, checkpoint_problem, fallback_note, load_weights, read_meta, step_dirs
 
 SIDECAR = "etsdm.json"
@@ -150,50 +157,6 @@ def build_denoiser(cfg: RunConfig, net: nn.Module | Any, schedule: Schedule | No
 
 
 # ---------------------------------------------------------------------------------------------
-# The analytic Gaussian mixture as a Denoiser
-# ---------------------------------------------------------------------------------------------
-class AnalyticNet(nn.Module):
-    """ε of a Gaussian mixture as a "network" net(x, c): ε*(x, c), or the E-TSDM optimum.
-
-    With a sharing map, c = f_T(t) is the left end of t's sub-interval, and the optimum depends only
-    on that sub-interval, so net(x, c) is exactly the ideal E-TSDM network.
-    """
-
-    def __init__(self, mixture: GaussianMixture, schedule: Schedule, sharing: TimestepSharing | None = None):
-        super().__init__()
-        self.mixture, self.schedule, self.sharing = mixture, schedule, sharing
-        self._eps = mixture.eps_model(schedule, sharing)
-
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        return self._eps(x, c.to(torch.float64))
-
-
-class AnalyticDenoiser(Denoiser):
-    """A Denoiser over :class:`AnalyticNet` that evaluates at the float64 time t itself (no
-    float32 rounding of the condition), so Lipschitz estimates at tiny Δt stay exact."""
-
-    def net_output(self, x: Tensor, t: Tensor | float) -> Tensor:
-        tt = torch.as_tensor(t, dtype=torch.float64, device=x.device)
-        return self.net._eps(x, tt if tt.ndim else float(tt))
-
-
-def analytic_denoiser(
-    mixture: GaussianMixture | None = None, schedule: Schedule | None = None, etsdm: bool = False,
-    t_tilde: float | None = None, n: int = 5,
-) -> AnalyticDenoiser:
-    """The exact ε* (or ideal E-TSDM) Denoiser of a mixture (default: the 8-mode ring)."""
-    mixture = mixture if mixture is not None else GaussianMixture.ring()
-    schedule = schedule if schedule is not None else make_schedule("linear")
-    T = None if schedule.continuous else schedule.T
-    cond: ConditionMap = Identity()
-    sharing = None
-    if etsdm:
-        sharing = TimestepSharing(t_tilde, n, T=T)  # t_tilde None: default_t_tilde(T)
-        cond = sharing
-    return AnalyticDenoiser(AnalyticNet(mixture, schedule, sharing), schedule, "eps", cond)
-
-
-# ---------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------
 @dataclass
@@ -290,7 +253,8 @@ def _load_gmm(spec: str, config: RunConfig | None, device: str | torch.device) -
     schedule = cfg.build_schedule()
     mixture = make_mixture(cfg.data.gmm)
     c = cfg.diffusion.condition
-    den = analytic_denoiser(mixture, schedule, etsdm, t_tilde=c.t_tilde, n=c.n).to(device).eval()
+    sharing = process_sharing(schedule, c.t_tilde, c.n, c.space) if etsdm else None
+    den = exact_denoiser(mixture, schedule, cfg.diffusion.prediction, sharing).to(device).eval()
     return LoadedModel(den, schedule, cfg, spec, "gmm", source=spec, mixture=mixture, shape=(mixture.dim,))
 
 

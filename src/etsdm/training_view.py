@@ -27,7 +27,7 @@ import torch
 from .conditioning import TimestepSharing
 from .config import ConfigError, RunConfig, from_dict, load_config
 from .denoiser import Denoiser
-from .losses import TimestepDensity, knob_warnings, min_snr_weight, sample_timesteps
+from .losses import TimestepDensity, knob_warnings, min_snr_loss_weight, sample_timesteps
 
 REMAP_DRAWS = 200_000  # remap-lambda: the density of t is estimated from this many draws
 
@@ -75,7 +75,7 @@ def training_view(cfg: RunConfig, label: str = "") -> dict[str, Any]:
     density = d.density()
     den = Denoiser(lambda x, c: x, sched, d.prediction, cond)
     t, p = _density(cfg, den, density)
-    weight = (min_snr_weight(sched.snr(t), d.snr_gamma, d.prediction) if d.snr_gamma is not None
+    weight = (min_snr_loss_weight(sched, t, d.snr_gamma, d.prediction, d.sigma_data) if d.snr_gamma is not None
               else torch.ones_like(t))
     dt = torch.gradient(t)[0] if sched.continuous else torch.ones_like(t)  # pdf -> probability per grid point
     mass = p * dt / (p * dt).sum()

@@ -172,7 +172,7 @@ def lipschitz_times(
     log_points: int | None = None,
 ) -> Tensor:
     """The times t at which K(t, t + Δt) is measured: every t on the Δt grid from ``t_start``
-    (default 0 discrete, Δt continuous) to ``t_end`` (default t_max − Δt), every ``stride``-th;
+    (default 0 discrete, Δt continuous, σ_min for EDM) to ``t_end`` (default t_max − Δt), every ``stride``-th;
     or, with ``log_points``, that many log-spaced times in [t_start, t_end] (rounded to distinct
     timesteps in discrete time), to resolve t -> 0 in continuous time cheaply.
 
@@ -187,7 +187,8 @@ def lipschitz_times(
         raise ValueError(f"dt must be a whole number of timesteps in discrete time, got {dt}")
     if not isinstance(stride, int) or stride < 1:
         raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
-    start = (0.0 if not schedule.continuous else dt) if t_start is None else float(t_start)
+    start = (0.0 if not schedule.continuous else max(dt, schedule.t_min if schedule.kind == "edm" else dt)
+             ) if t_start is None else float(t_start)  # EDM: from σ_min (its c_noise is -∞ at σ = 0)
     end = schedule.t_max - dt if t_end is None else float(t_end)
     if start < schedule.t_data or end + dt > schedule.t_max + 1e-12 or end < start:
         raise ValueError(
