@@ -130,7 +130,7 @@ class TimestepSharing:
 
     def _tables(self) -> None:
         """The boundaries as float64 tensors, made once (a map call then costs ~9 µs, not ~16)."""
-        self._all = torch.tensor(self.boundaries, dtype=torch.float64)
+        self._all = torch.tensor(self.boundaries, dtype=torch.float64, device="cpu")  # not a meta-device context's
         self._left = self._all[:-1]
 
     def _set_boundaries(self, b: list[float]) -> None:
