@@ -367,3 +367,14 @@ def test_cli_sample_records_the_conventions(tmp_path):
     rec = json.loads(str(np.load(out)["sampling"]))
     assert rec["timestep_spacing"] == "linspace" and rec["integer_timesteps"] is True
     assert rec["orders"] == [3, 3, 2] and rec["denoise_to_zero"] is False and rec["clip"] == "dynamic"
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_zero_snr_v_model_with_nfe_T_visits_several_floored_points(continuous, sampler):
+    """DDPM/DDIM with NFE = T on zero-SNR walk t = T-1 (α = 0) and then t = T-2, whose α² is also below
+    the 2^-24 floor: only the start is α = 0 exactly (two α = 0 points made β_ts = 0/0 before)."""
+    sched = make_schedule("zero-snr", continuous=continuous)
+    den = Denoiser(lambda x, c: 0.5 * x, sched, "v")
+    x = sample(den, torch.randn(3, 2, generator=torch.Generator().manual_seed(0)), sched, sampler, 1000)
+    assert torch.isfinite(x).all()

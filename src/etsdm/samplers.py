@@ -198,8 +198,9 @@ def _floor_edge(schedule: Schedule, t: float) -> float:
 def _points(schedule: Schedule, times: Sequence[float], exact_zero: bool = False) -> list[_Point]:
     """α, σ, λ (and α', σ') at each time, from the schedule's log α and log σ; ``t_data`` is the
     data exactly (α = 1, σ = 0), even for schedules such as cosine-shift whose clipped log-SNR leaves
-    σ(0) slightly above 0. With ``exact_zero``, a time where α² sits at the schedule's floor 2⁻²⁴
-    gets α = 0, λ = -∞ (zero terminal SNR) and σ = 1 (VP) or σ(t); α', σ' there are taken at the
+    σ(0) slightly above 0. With ``exact_zero``, the *first* time, if α² sits at the schedule's floor
+    2⁻²⁴ there, gets α = 0, λ = -∞ (zero terminal SNR) and σ = 1 (VP) or σ(t); later floored times
+    (DDPM-1000 on zero-SNR visits t = 998 too) keep the floor. α', σ' at floored times are taken at the
     floor's edge (see the module docstring)."""
     vals = [float(v) for v in times]
     t = torch.tensor(vals, dtype=torch.float64)
@@ -215,8 +216,8 @@ def _points(schedule: Schedule, times: Sequence[float], exact_zero: bool = False
         if v == schedule.t_data:
             points.append(_Point(v, 1.0, 0.0, math.inf))
             continue
-        if exact_zero and at_floor:
-            a, la, s = 0.0, -math.inf, 1.0 if schedule.kind == "vp" else s
+        if exact_zero and at_floor and not points:  # only the start: a later floored point keeps α = 2^-12
+            a, la, s = 0.0, -math.inf, 1.0 if schedule.kind == "vp" else s  # (two α = 0 points: β_ts = 0/0)
         points.append(_Point(v, a, s, la, da, ds))
     return points
 
