@@ -258,21 +258,8 @@ def subinterval_nodes(
 # ---------------------------------------------------------------------------------------------
 def time_from_net(schedule: Schedule, c: Tensor) -> Tensor:
     """Inverse of ``schedule.net_time`` (float64): the condition map's output that gives the network
-    input c. The identity for a schedule that keeps the base net_time (VP, flow); otherwise by
-    bisection on [t_data, t_max] (EDM: σ = e^{4c}), exact to rounding; a schedule's own
-    ``time_from_net`` is used when it has one."""
-    own = getattr(schedule, "time_from_net", None)
-    c = c.to(torch.float64)
-    if callable(own):
-        return own(c)
-    if type(schedule).net_time is Schedule.net_time:
-        return c
-    lo, hi = torch.full_like(c, schedule.t_data), torch.full_like(c, schedule.t_max)
-    for _ in range(110):  # 80 / 2^110 is far below the float64 spacing of any σ >= 1e-12
-        mid = 0.5 * (lo + hi)
-        below = schedule.net_time(mid) < c
-        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
-    return 0.5 * (lo + hi)
+    input c (:meth:`Schedule.time_from_net`)."""
+    return schedule.time_from_net(c.to(torch.float64))
 
 
 class Float64Denoiser(Denoiser):

@@ -167,10 +167,6 @@ class Denoiser(nn.Module):
         root = (s * s + sd2) ** 0.5
         return sd2 / (s * s + sd2), s * self.sigma_data / root, 1.0 / root
 
-    def _edm(self, t: Tensor | float, x: Tensor) -> tuple[Tensor | float, Tensor | float, Tensor | float]:
-        """EDM's c_skip, c_out, c_in (Table 1) at time t."""
-        return self._edm_coefficients(*self.coefficients(t, x))
-
     def _convert(self, x, out, alpha, sigma, da, ds) -> Estimate:
         """(ε̂, x̂0) from the network output at coefficients α, σ (α', σ' for ``"flow"``); tensors or
         Python floats alike (:meth:`linear` evaluates it on unit inputs)."""

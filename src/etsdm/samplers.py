@@ -904,7 +904,7 @@ def _prediction(model: Any) -> str:
 
 
 # A Denoiser that overrides none of these evaluates as net(scale·x, c) with its linear conversion
-_DENOISER_EVALUATION = ("estimate", "net_output", "coefficients", "_derivatives", "_edm", "_edm_coefficients",
+_DENOISER_EVALUATION = ("estimate", "net_output", "coefficients", "_derivatives", "_edm_coefficients",
                         "_convert", "_net_input", "linear")
 Mode = Literal["denoiser", "estimate", "eps"]
 

@@ -115,6 +115,10 @@ class Schedule(ABC):
         networks scale it by ``time_scale``); EDM overrides it with c_noise = ¼ ln σ."""
         return _as_f64(t)
 
+    def time_from_net(self, c: Tensor | float) -> Tensor:
+        """Inverse of :meth:`net_time` (float64): the identity here; EDM: σ = e^{4c}."""
+        return _as_f64(c)
+
     # --- public interface -------------------------------------------------------------------
     def log_alpha(self, t: Tensor | float) -> Tensor:
         """log α_t (float64), floored at ½ log ALPHA2_FLOOR and capped at 0 (rounding in a closed form,
@@ -461,6 +465,10 @@ class EDMSchedule(Schedule):
     def net_time(self, t: Tensor | float) -> Tensor:
         """c_noise(σ) = ¼ ln σ (EDM Table 1)."""
         return 0.25 * self.log_sigma(t)
+
+    def time_from_net(self, c: Tensor | float) -> Tensor:
+        """σ = e^{4 c_noise}."""
+        return torch.exp(4.0 * _as_f64(c))
 
     def t_from_lambda(self, lam: Tensor | float) -> Tensor:
         """σ = e^{-λ} in closed form."""
