@@ -77,6 +77,10 @@ class DataConfig:
     )
     holdout: float = field(default=0, metadata=_rng(0, None, help="folder data: test files (count or fraction)"))
     num_workers: int = field(default=0, metadata=_rng(0, None, help="DataLoader worker processes"))
+    labels: bool = field(
+        default=False, metadata=_h("class labels as a condition (digits: the digit; folder / sr on a folder: one class "
+                                   "per subfolder) -> a class-conditional model (model.num_classes)")
+    )
 
 
 @dataclass
@@ -86,6 +90,10 @@ class ModelConfig:
     name: Literal["unet", "mlp"] = field(default="unet", metadata=_h("backbone"))
     preset: str = field(default="tiny", metadata=_h("size preset (tiny, small, normal, large, ...)"))
     overrides: dict[str, Any] = field(default_factory=dict, metadata=_h("keyword overrides for make_net"))
+    num_classes: int | None = field(
+        default=None, metadata=_rng(1, None, help="class-conditional net: number of classes (null: from the data when "
+                                    "data.labels, else unconditional); the null label of guidance is extra")
+    )
 
 
 @dataclass
@@ -207,6 +215,10 @@ class SampleConfig:
     clip: Literal["auto", "none", "static", "dynamic"] = field(
         default="auto", metadata=_h("x̂0 clipping (auto: static [-1, 1] for images, none for gmm / vectors)")
     )
+    guidance: float = field(
+        default=1.0, metadata=_rng(0.0, None, help="classifier-free guidance scale s: ε_u + s(ε_c - ε_u) "
+                                   "(Ho & Salimans; 1 = the conditional model, 0 = the unconditional one)")
+    )
 
 
 @dataclass
@@ -232,6 +244,29 @@ class TrainConfig:
     log_every: int = field(default=50, metadata=_rng(1, None, help="steps between metric lines"))
     sample_every: int = field(default=0, metadata=_rng(0, None, help="steps between sample grids (0: at end)"))
     tensorboard: bool = field(default=True, metadata=_h("write TensorBoard events"))
+    label_dropout: float = field(
+        default=0.1, metadata=_rng(0.0, 1.0, help="classifier-free guidance: probability a training label is replaced "
+                                   "by the null label (class-conditional runs; 0: no unconditional model)")
+    )
+    compile: bool = field(default=False, metadata=_h("torch.compile the network for training (opt-in)"))
+
+
+@dataclass
+class LatentConfig:
+    """Latent diffusion (Rombach et al. 2022): diffusion on an autoencoder's latents
+    (``etsdm.latent``). ``autoencoder: null``: diffusion on the data itself."""
+
+    autoencoder: str | None = field(
+        default=None, metadata=_h("an etsdm autoencoder run folder, a local diffusers AutoencoderKL folder, or an "
+                                  "autoencoder YAML config (trained once and cached); relative to the config file")
+    )
+    scaling_factor: float | None = field(
+        default=None, metadata=_rng(0.0, None, lo_open=True, help="latents are multiplied by it (null: 1/std of the "
+                                    "training latents, as LDM; a diffusers VAE's own scaling_factor if it has one)")
+    )
+    cache: str | None = field(
+        default=None, metadata=_h("latent cache folder (null: $ETSDM_CACHE/latents or ~/.cache/etsdm/latents)")
+    )
 
 
 @dataclass
@@ -245,6 +280,7 @@ class RunConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
 
     # --- builders ----------------------------------------------------------------------------
     def build_schedule(self) -> Schedule:
@@ -403,6 +439,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     if (d.name == "folder" or (d.name == "sr" and d.sr_base == "folder")) and not d.root:
         raise ConfigError(f"data.root: required for data.name={d.name!r} (a folder of images)")
     cfg.build_condition()  # t_tilde / n consistency (raises ConfigError)
+    _check_conditional(cfg)
     _check_knobs(cfg)
     _check_sample(cfg)
     for message in _process_warnings(cfg):
@@ -490,6 +527,29 @@ def _check_sample(cfg: RunConfig) -> None:
                  order_plan=s.order_plan)
     except ValueError as err:
         raise ConfigError(f"sample: {err}") from None
+
+
+def class_conditional(cfg: RunConfig) -> bool:
+    """Whether the run's network takes class labels (``data.labels`` or ``model.num_classes``)."""
+    return cfg.data.labels or cfg.model.num_classes is not None
+
+
+def _check_conditional(cfg: RunConfig) -> None:
+    """Class labels, guidance and latents fit the data and the backbone."""
+    d, m = cfg.data, cfg.model
+    if d.labels and d.name == "gmm":
+        raise ConfigError("data.labels: gmm data has no class labels; allowed with digits, folder, sr")
+    if class_conditional(cfg) and m.name != "unet":
+        raise ConfigError(f"model.name: {m.name!r} takes no class labels; use model.name: unet with data.labels")
+    if m.num_classes is not None and not d.labels:
+        raise ConfigError("model.num_classes: set data.labels: true too (the labels come from the data)")
+    if cfg.sample.guidance != 1.0 and not class_conditional(cfg):
+        raise ConfigError(f"sample.guidance: {cfg.sample.guidance:g} needs a class-conditional run (data.labels: true); "
+                          "an unconditional run takes 1")
+    if cfg.latent.autoencoder is not None and d.name not in ("digits", "folder"):
+        raise ConfigError(f"latent.autoencoder: latent diffusion runs on image data (digits, folder), not {d.name!r}")
+    if cfg.latent.autoencoder is None and (cfg.latent.scaling_factor, cfg.latent.cache) != (None, None):
+        raise ConfigError("latent.scaling_factor / latent.cache apply only with latent.autoencoder set")
 
 
 def _check_knobs(cfg: RunConfig) -> None:
