@@ -200,3 +200,22 @@ def test_cli_shows_config_warnings_as_one_line():
     lines = [line for line in res.stderr.splitlines() if "zero-snr" in line]
     assert len(lines) == 1 and lines[0].startswith("warning: diffusion.prediction: eps with schedule.name: zero-snr")
     assert "UserWarning" not in res.stderr and "config.py" not in res.stderr and "return validate" not in res.stderr
+
+
+def test_a_key_given_twice_is_an_error_naming_it(tmp_path: Path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("data:\n  name: sr\n  name: digits\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml.*'name' given twice"):
+        load_config(path)
+
+
+def test_conditional_fields_are_checked_against_the_run():
+    for sets, match in ((["sample.guidance=2"], "sample.guidance"), (["model.num_classes=10"], "model.num_classes"),
+                        (["data.labels=true", "model.name=mlp"], "model.name"),
+                        (["data.name=gmm", "data.labels=true"], "data.labels"),
+                        (["latent.cache=/tmp/x"], "latent.scaling_factor / latent.cache"),
+                        (["latent.autoencoder=ae.yaml", "data.name=gmm"], "latent.autoencoder")):
+        with pytest.raises(ConfigError, match=match):
+            load_config(None, sets)
+    cfg = load_config(None, ["data.labels=true", "sample.guidance=3"])
+    assert cfg.data.labels and cfg.sample.guidance == 3.0

@@ -544,8 +544,8 @@ def _check_conditional(cfg: RunConfig) -> None:
     if m.num_classes is not None and not d.labels:
         raise ConfigError("model.num_classes: set data.labels: true too (the labels come from the data)")
     if cfg.sample.guidance != 1.0 and not class_conditional(cfg):
-        raise ConfigError(f"sample.guidance: {cfg.sample.guidance:g} needs a class-conditional run (data.labels: true); "
-                          "an unconditional run takes 1")
+        raise ConfigError(f"sample.guidance: {cfg.sample.guidance:g} needs a class-conditional run "
+                          "(data.labels: true); an unconditional run takes 1")
     if cfg.latent.autoencoder is not None and d.name not in ("digits", "folder"):
         raise ConfigError(f"latent.autoencoder: latent diffusion runs on image data (digits, folder), not {d.name!r}")
     if cfg.latent.autoencoder is None and (cfg.latent.scaling_factor, cfg.latent.cache) != (None, None):
@@ -594,12 +594,26 @@ def default_config_path() -> Path:
     return path
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(p: Path) -> dict[str, Any]:
-    """The top-level mapping of a YAML config file; an empty file is an error, not "all defaults"."""
+    """The top-level mapping of a YAML config file; an empty file or a key given twice is an error."""
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {p}: not valid YAML ({err})") from err
     if data is None:
