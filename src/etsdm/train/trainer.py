@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .. import runs
 from ..config import ConfigError, RunConfig, dump_config, load_config, to_dict
 from ..denoiser import Denoiser
 from ..losses import LossOutput, diffusion_loss, sample_timesteps
@@ -190,18 +191,17 @@ class Trainer:
         accelerator: Accelerator | None = None,
         progress: bool = True,
     ):
-        from ..runs import build_dataset, build_denoiser, build_net, dataset_shape
-
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         tc = cfg.train
         self.acc = accelerator or Accelerator(mixed_precision=tc.mixed_precision,
                                               gradient_accumulation_steps=tc.grad_accum)
         self.progress = progress and self.acc.is_main_process
-        self.dataset = dataset if dataset is not None else _maybe_in_memory(build_dataset(cfg, "train"), cfg)
-        self.shape = dataset_shape(self.dataset) if dataset is None else tuple(_split_batch(self.dataset[0])[0].shape)
+        self.dataset = dataset if dataset is not None else _maybe_in_memory(runs.build_dataset(cfg, "train"), cfg)
+        self.shape = (runs.dataset_shape(self.dataset) if dataset is None
+                      else tuple(_split_batch(self.dataset[0])[0].shape))
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
-        raw = net if net is not None else build_net(cfg, self.shape)
+        raw = net if net is not None else runs.build_net(cfg, self.shape)
         self.schedule = cfg.build_schedule()
         self.ema = EMA(raw, tc.ema_rate, tc.ema_warmup)
         opt = torch.optim.Adam(raw.parameters(), lr=tc.lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay)
@@ -228,7 +228,7 @@ class Trainer:
         self._lowres: Tensor | None = None
         # The Denoiser calls the (possibly DDP-wrapped) network through self._call_net, so
         # the condition map and DDP's gradient hooks both apply.
-        self.denoiser: Denoiser = build_denoiser(cfg, self._call_net, self.schedule)
+        self.denoiser: Denoiser = runs.build_denoiser(cfg, self._call_net, self.schedule)
         self.gen_t = torch.Generator()  # training times (CPU: sample_timesteps draws on CPU)
         self.gen_noise = torch.Generator(device=self.acc.device)
         self.writer = None
@@ -433,18 +433,17 @@ class Trainer:
     @torch.no_grad()
     def preview(self) -> Path | None:
         """A sample grid (images) or scatter plot (vectors) from the EMA weights: samples/step_K.png."""
-        from ..runs import LoadedModel, build_dataset, build_denoiser, generate
         from .outputs import save_samples_npz, save_samples_png
 
         sc = self.cfg.sample
-        den = build_denoiser(self.cfg, self.ema.module, self.schedule).eval()
-        model = LoadedModel(den, self.schedule, self.cfg, self.cfg.name, self.cfg.data.name, shape=self.shape)
+        den = runs.build_denoiser(self.cfg, self.ema.module, self.schedule).eval()
+        model = runs.LoadedModel(den, self.schedule, self.cfg, self.cfg.name, self.cfg.data.name, shape=self.shape)
         lowres = None
         if self.cfg.data.name == "sr":
-            test = build_dataset(self.cfg, "test")
+            test = runs.build_dataset(self.cfg, "test")
             lowres = torch.stack([test[i]["lowres"] for i in range(min(sc.num, len(test)))])
         num = sc.num if lowres is None else len(lowres)
-        x = generate(model, num, sampler=sc.sampler, nfe=sc.nfe, seed=self.cfg.train.seed, batch=sc.batch,
+        x = runs.generate(model, num, sampler=sc.sampler, nfe=sc.nfe, seed=self.cfg.train.seed, batch=sc.batch,
                      device=self.acc.device, lowres=lowres)
         if x.ndim == 4:
             x = x.clamp(-1, 1)  # images: the sampler may overshoot the data range (as `etsdm sample` saves them)

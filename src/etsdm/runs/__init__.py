@@ -1,0 +1,87 @@
+"""Runs as objects: build a run's pieces from its config, load a trained model, sample it,
+export / import diffusers folders. One home per concern, imported in this order (no cycles):
+
+* :mod:`.build` — the data set, the raw network, the Denoiser and shapes from a
+  :class:`~etsdm.config.RunConfig` (:func:`build_dataset`, :func:`build_net`, :func:`build_denoiser`);
+* :mod:`.store` — run folders, checkpoints and diffusers folders as a :class:`LoadedModel`
+  (:func:`load_model`; which kind a path is);
+* :mod:`.generation` — the run's sampler defaults and conventions, :func:`generate`;
+* :mod:`.diffusers_parts` — the UNet, timestep axis and scheduler an export maps a run onto;
+* :mod:`.model_card` — the README.md of an export;
+* :mod:`.diffusers_io` — :func:`export_diffusers` / :func:`import_diffusers`.
+
+Every name other modules import from ``etsdm.runs`` is re-exported here.
+"""
+
+from .build import build_dataset, build_denoiser, build_net, dataset_shape, net_time_scale, rebuild_net, resolve_data
+from .diffusers_io import export_diffusers, import_diffusers
+from .diffusers_parts import (
+    _export_scheduler,
+    axis_factor,
+    export_axis,
+    export_scheduler,
+    export_spacing,
+    find_unet,
+    has_ddpm_scheduler,
+)
+from .generation import (
+    CLI_NFE,
+    CLI_SAMPLER,
+    IMAGE_DATA,
+    SAMPLE_CONVENTIONS,
+    auto_clip,
+    default_sampler,
+    describe_sampling,
+    generate,
+    resolve_clip,
+    sample_settings,
+)
+from .store import (
+    GMM_SPECS,
+    SIDECAR,
+    UNET_CLASSES,
+    DiffusersNet,
+    LoadedModel,
+    is_checkpoint_dir,
+    is_run_dir,
+    load_model,
+    schedule_from_diffusers,
+)
+
+__all__ = [
+    "_export_scheduler",  # etsdm.diffusers_sampling: the DDPMScheduler an export ships
+    "CLI_NFE",
+    "CLI_SAMPLER",
+    "GMM_SPECS",
+    "IMAGE_DATA",
+    "SAMPLE_CONVENTIONS",
+    "SIDECAR",
+    "UNET_CLASSES",
+    "DiffusersNet",
+    "LoadedModel",
+    "auto_clip",
+    "axis_factor",
+    "build_dataset",
+    "build_denoiser",
+    "build_net",
+    "dataset_shape",
+    "default_sampler",
+    "describe_sampling",
+    "export_axis",
+    "export_diffusers",
+    "export_scheduler",
+    "export_spacing",
+    "find_unet",
+    "generate",
+    "has_ddpm_scheduler",
+    "import_diffusers",
+    "is_checkpoint_dir",
+    "is_run_dir",
+    "load_model",
+    "net_time_scale",
+    "rebuild_net",
+    "resolve_clip",
+    "resolve_data",
+    "sample_settings",
+    "schedule_from_diffusers",
+]

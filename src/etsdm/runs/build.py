@@ -1,0 +1,110 @@
+"""A run's pieces from its config: the data set, the raw network, the Denoiser, shapes.
+
+:func:`build_dataset`, :func:`build_net` and :func:`build_denoiser` turn a
+:class:`~etsdm.config.RunConfig` into the data set, the raw network and the Denoiser (which applies
+the run's condition map: E-TSDM lives there and nowhere else).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import ConfigError, RunConfig
+from ..data import data_shape, infer_format, make_dataset
+from ..denoiser import Denoiser
+from ..nets import make_net
+from ..schedules import Schedule
+
+
+def resolve_data(cfg: RunConfig) -> tuple[RunConfig, str]:
+    """``cfg`` with an image folder's null data.channels / data.resolution filled in from its images
+    (:func:`etsdm.data.infer_format`), and a note saying what was inferred ("" if nothing was)."""
+    d = cfg.data
+    folder = d.name == "folder" or (d.name == "sr" and (d.sr_base == "folder" or (d.sr_base is None and d.root)))
+    if not folder or not d.root or (d.channels is not None and d.resolution is not None):
+        return cfg, ""
+    fmt = infer_format(d.root, channels=d.channels, resolution=d.resolution)
+    data = dataclasses.replace(d, channels=fmt.channels, resolution=fmt.resolution)
+    return dataclasses.replace(cfg, data=data), fmt.note
+
+
+def build_dataset(cfg: RunConfig, split: str = "train"):
+    """The run's data set for ``split`` (``etsdm.data.make_dataset``)."""
+    d = cfg.data
+    extra: dict[str, Any] = {}
+    if d.sr_base is not None:
+        extra["sr_base"] = d.sr_base
+    if d.holdout:
+        extra["holdout"] = int(d.holdout) if float(d.holdout).is_integer() else d.holdout
+    return make_dataset(
+        d.name, split=split, root=d.root, resolution=d.resolution, channels=d.channels,
+        hflip=d.hflip if split == "train" else False, skip_bad=d.skip_bad, sr_factor=d.sr_factor, gmm=d.gmm,
+        num_samples=d.num_samples, seed=cfg.train.seed, **extra,
+    )
+
+
+def dataset_shape(ds: Any) -> tuple[int, ...]:
+    """Shape of one x0 of a data set: (C, H, W) or (D,)."""
+    return tuple(data_shape(ds))
+
+
+def net_time_scale(schedule: Schedule) -> float:
+    """The backbone's ``time_scale``: the multiplier of its time input c = ``schedule.net_time(t)``
+    before the sinusoidal embedding, chosen so that c·time_scale spans T units (1000) over the
+    sampler's range, as a discrete VP timestep 0..T-1 does — the embedding's frequencies (1 down to
+    1e-4 rad per unit) then resolve the process as they resolve VP time:
+
+    * discrete VP: 1 (c is the timestep itself);
+    * continuous VP and flow: T (t in [0, 1]; the diffusers convention of flow schedulers, whose
+      timesteps are T·t);
+    * EDM: T / (c_noise(σ_max) - c_noise(σ_min)) with c_noise = ¼ ln σ: 1000 / 2.65 = 377 for
+      σ in [0.002, 80], so c_noise in [-1.55, 1.10] becomes [-585, 415]. At time_scale 1 (EDM's own
+      code) the embedding's phases would move by at most 2.65 rad over the whole range, the lower
+      frequencies not at all.
+    """
+    if not schedule.continuous:
+        return 1.0
+    if schedule.kind == "edm":
+        span = float(schedule.net_time(schedule.t_max) - schedule.net_time(schedule.t_min))
+        return float(schedule.T) / span
+    return float(schedule.T)
+
+
+def build_net(cfg: RunConfig, shape: tuple[int, ...]) -> nn.Module:
+    """The raw network for data of ``shape`` ((C, H, W) images or (D,) vectors).
+
+    Continuous-time processes give the backbone ``time_scale`` = :func:`net_time_scale` (unless
+    ``model.overrides`` sets it), so its timestep embedding is spread as for discrete timesteps.
+    """
+    m = cfg.model
+    opts = dict(m.overrides)
+    if cfg.schedule.continuous:
+        opts.setdefault("time_scale", net_time_scale(cfg.build_schedule()))
+    if m.name == "mlp":  # vectors (D,), or images flattened to D = C·H·W
+        if cfg.data.name == "sr":
+            raise ConfigError("model.name: 'mlp' takes no low-resolution input; use model.name: unet for sr data")
+        return make_net("mlp", preset=m.preset, dim=math.prod(shape), **opts)
+    if len(shape) != 3:
+        raise ConfigError(f"model.name: 'unet' needs image data (C, H, W), got shape {shape}; use model.name: mlp")
+    cond = shape[0] if cfg.data.name == "sr" else 0
+    return make_net("unet", preset=m.preset, in_channels=shape[0], out_channels=shape[0], resolution=shape[1],
+                    cond_channels=cond, **opts)
+
+
+def rebuild_net(cfg: RunConfig, shape: tuple[int, ...]) -> nn.Module:
+    """The raw network of a config, with fresh weights (seeded like training for determinism)."""
+    torch.manual_seed(cfg.train.seed)
+    return build_net(cfg, shape)
+
+
+def build_denoiser(cfg: RunConfig, net: nn.Module | Any, schedule: Schedule | None = None) -> Denoiser:
+    """Denoiser(net, schedule, prediction, condition map, σ_data) of the run (training, previews and
+    every loaded run build it here)."""
+    schedule = schedule if schedule is not None else cfg.build_schedule()
+    return Denoiser(net, schedule, prediction=cfg.diffusion.prediction, condition=cfg.build_condition(schedule),
+                    sigma_data=cfg.diffusion.sigma_data)

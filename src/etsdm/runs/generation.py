@@ -1,0 +1,133 @@
+"""Sampling a loaded model: the run's sampler defaults and conventions, and :func:`generate`."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import diffusers_sampling
+from ..conditioning import remap_lambda_plan
+from ..config import SampleConfig
+from ..denoiser import Denoiser
+from ..diffusers_sampling import generate_diffusers, is_diffusers_sampler
+from ..samplers import describe, init_noise_sigma, sample
+from .store import LoadedModel
+
+SAMPLE_CONVENTIONS = ("timestep_spacing", "denoise_to_zero", "order_plan", "clip")
+IMAGE_DATA = ("digits", "folder", "sr")
+CLI_SAMPLER, CLI_NFE = "ddim", 50  # `etsdm sample` without --sampler / --nfe on VP runs (unchanged since 0.1)
+
+
+def default_sampler(model: LoadedModel) -> tuple[str, int]:
+    """(sampler, NFE) of ``etsdm sample`` without ``--sampler``: an EDM or flow run's own
+    ``sample.sampler`` / ``sample.nfe`` (its config says how it is sampled; the shipped configs:
+    Heun 35 NFE = 18 steps on Karras et al.'s grid for EDM, Euler 50 NFE time-uniform for flow);
+    DDIM-50 for VP runs, whose ``sample:`` section is the paper's DDPM-1000 preview, and for
+    models without a config. The grid then comes from ``sample.timestep_spacing`` as for any run
+    (:func:`sample_settings`)."""
+    if model.config is not None and model.schedule.kind != "vp":
+        return model.config.sample.sampler, model.config.sample.nfe
+    return CLI_SAMPLER, CLI_NFE
+
+
+def auto_clip(model: LoadedModel) -> str:
+    """x̂0 clipping per data kind: ``static`` ([-1, 1]) for image data, as the DDPM / ADM code the
+    paper builds on does at every step (``clip_denoised=True``); ``none`` for gmm / vector data,
+    which is unbounded."""
+    shape = model.shape
+    image = model.data_name in IMAGE_DATA or (model.data_name is None and shape is not None and len(shape) == 3)
+    return "static" if image else "none"
+
+
+def resolve_clip(model: LoadedModel, clip: str | None = None) -> str:
+    """x̂0 clipping: ``clip``, else the run's ``sample.clip``; ``auto`` -> :func:`auto_clip`."""
+    if clip is None:
+        clip = model.config.sample.clip if model.config is not None else "auto"
+    return auto_clip(model) if clip == "auto" else clip
+
+
+def sample_settings(model: LoadedModel, sampler: str, nfe: int, **options: Any) -> dict[str, Any]:
+    """Sampler keyword arguments for ``model``: the given ones, else the run's ``sample:`` config
+    (timestep_spacing, denoise_to_zero, order_plan, clip), else SampleConfig's defaults; clip
+    ``auto`` resolved by :func:`auto_clip`. ``spacing`` (older name) counts as timestep_spacing.
+    A remap run with ``diffusion.condition.remap_grid: lambda`` gets the λ-uniform grid
+    (:func:`~etsdm.conditioning.remap_lambda_plan`) as ``timesteps`` / ``orders`` unless given."""
+    out = dict(options)
+    cond_cfg = model.config.diffusion.condition if model.config is not None else None
+    if cond_cfg is not None and cond_cfg.remap_grid == "lambda" and "timesteps" not in out:
+        ignored = {k: out[k] for k in ("timestep_spacing", "spacing") if out.get(k) is not None}
+        if ignored or out.get("denoise_to_zero") is False:  # the λ plan sets its grid and ends in the data
+            raise ValueError(f"{ignored or {'denoise_to_zero': False}}: a remap run with remap_grid: lambda walks the "
+                             "λ-uniform grid (its own steps, a last step into the data); leave these unset")
+        ts, orders = remap_lambda_plan(model.denoiser.condition, model.schedule, sampler, nfe)  # Table A5: λ ~ U_λ
+        out |= {"timesteps": ts, "orders": orders}
+    if out.get("timestep_spacing") is None and out.get("spacing") is not None:
+        out["timestep_spacing"] = out.pop("spacing")
+    out.pop("spacing", None)
+    cfg = model.config.sample if model.config is not None else SampleConfig()
+    for key in SAMPLE_CONVENTIONS:
+        if out.get(key) is None:
+            out[key] = getattr(cfg, key)
+    if out["clip"] == "auto":
+        out["clip"] = auto_clip(model)
+    return out
+
+
+def describe_sampling(model: LoadedModel, sampler: str, nfe: int, **options: Any) -> dict[str, Any]:
+    """What :func:`generate` with these arguments walks, for result tables and sample files: grid
+    convention, NFE plan and orders, final-step option, clipping (``etsdm.samplers.describe``)."""
+    if is_diffusers_sampler(sampler):  # any diffusers scheduler (etsdm.diffusers_sampling)
+        return diffusers_sampling.describe(model, sampler, nfe, timestep_spacing=options.get("timestep_spacing"),
+                                           clip=options.get("clip"))
+    settings = sample_settings(model, sampler, nfe, **options)
+    if "timesteps" in settings:  # an explicit (e.g. remap λ-grid) plan: recorded as walked
+        orders = list(settings.get("orders") or [1] * (len(settings["timesteps"]) - 1))
+        ignored = ("timestep_spacing", "denoise_to_zero", "order_plan", "orders")  # sample() ignores them here
+        grid = "remap λ-uniform" if "timesteps" not in options else "explicit"
+        return {"sampler": sampler, "nfe": sum(orders) if sampler != "dpm-solver++2m" else len(orders),
+                "nfe_requested": nfe, "grid": grid, **{k: v for k, v in settings.items() if k not in ignored},
+                "orders": orders}
+    return describe(model.schedule, sampler, nfe, **settings)
+
+
+@torch.no_grad()
+def generate(
+    model: LoadedModel, num: int, *, sampler: str = "ddim", nfe: int = 50, seed: int = 0, batch: int = 256,
+    device: str | torch.device = "cpu", lowres: Tensor | None = None, progress: bool = False, **sampler_kwargs: Any,
+) -> Tensor:
+    """``num`` samples from a loaded model (float32, on CPU); reproducible from ``seed``.
+
+    Sampler conventions not given (timestep_spacing, denoise_to_zero, order_plan, clip) come from
+    the run's ``sample:`` config, else the defaults, and a remap run with ``remap_grid: lambda``
+    walks the λ-uniform grid unless ``timesteps`` are given (:func:`sample_settings`).
+
+    ``lowres`` (super-resolution runs): the (num, C, h, w) low-resolution inputs.
+    """
+    shape = model.shape
+    if shape is None:
+        raise ValueError(f"{model.name}: sample shape unknown")
+    g = torch.Generator(device=device).manual_seed(seed)
+    out = []
+    den = model.denoiser
+    if is_diffusers_sampler(sampler):  # any diffusers scheduler, the condition map applied by the Denoiser
+        return generate_diffusers(model, num, sampler, nfe, generator=g, batch=batch, progress=progress,
+                                  **sampler_kwargs)
+    sampler_kwargs = sample_settings(model, sampler, nfe, **sampler_kwargs)
+    ts = sampler_kwargs.get("timesteps")
+    scale = init_noise_sigma(model.schedule, ts[0] if ts else None)
+    for i in range(0, num, batch):
+        k = min(batch, num - i)
+        noise = torch.randn((k, *shape), generator=g, device=device)
+        if scale != 1.0:  # x at t_max: σ_max·z for EDM (VP and flow: z itself)
+            noise = noise * scale
+        if lowres is not None:
+            net = functools.partial(den.net, lowres=lowres[i : i + k].to(device))
+            den_b = Denoiser(net, den.schedule, den.prediction, den.condition, sigma_data=den.sigma_data)
+        else:
+            den_b = den
+        x = sample(den_b, noise, model.schedule, sampler, nfe, generator=g, progress=progress, **sampler_kwargs)
+        out.append(x.float().cpu())
+    return torch.cat(out)

@@ -1,0 +1,140 @@
+"""The model card (README.md) of an exported diffusers folder: what the model is, its E-TSDM
+settings, the training steps, the run's full config and the command that made the folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import dump_config
+from .diffusers_parts import export_axis, export_scheduler, export_spacing, find_unet, has_ddpm_scheduler
+from .generation import default_sampler, resolve_clip
+from .store import LoadedModel
+
+
+def condition_summary(config: dict) -> str:
+    """One line for a condition map's config (``ConditionMap.config()``)."""
+    kind = config.get("kind", "identity")
+    if kind == "etsdm":
+        return (f"E-TSDM timestep sharing (Eq. 9): t̃ = {config['t_tilde']:g}, n = {config['n']} — every t in "
+                f"[0, t̃) is fed to the network as the left end of its sub-interval; t >= t̃ unchanged")
+    if kind == "remap":
+        return f"remap (Appendix D.3.3): λ = {config['remap']}(t), |λ| <= K = {config['remap_k']:g}"
+    return "identity (baseline: the network sees t)"
+
+
+def model_card(model: LoadedModel, command: str) -> str:
+    """The README.md text for an export of ``model``."""
+    cond = model.denoiser.condition.config()
+    _, unet_scale = export_axis(model, find_unet(model.denoiser.net)[1])
+    applies = cond.get("kind", "identity") != "identity" or unet_scale != 1.0
+    cls = "ETSDMUNet2DModel" if applies else "UNet2DModel"
+    steps = "unknown" if model.step is None else str(model.step)
+    pipe = has_ddpm_scheduler(model)
+    lines = [
+        "---", "library_name: diffusers", "tags:", "- etsdm", "- unconditional-image-generation",
+        *(["- e-tsdm"] if cond.get("kind") == "etsdm" else []), "---", "",
+        f"# {model.name}", "",
+        "A diffusion model trained with etsdm (\"Lipschitz Singularities in Diffusion "
+        "Models\", Yang et al., ICLR 2024).", "",
+        "| | |", "|---|---|",
+        f"| condition map | {condition_summary(cond)} |",
+        f"| UNet class | `{cls}`" + (" (applies the condition map in its forward)" if applies else "") + " |",
+        f"| schedule | {model.schedule!r} |",
+        f"| prediction | {model.denoiser.prediction} |",
+        f"| training steps | {steps} |", "",
+    ]
+    if pipe:
+        lines += _use_with_diffusers(model, applies)
+    elif (scheduler := export_scheduler(model)) is not None:
+        lines += _use_process_scheduler(model, type(scheduler).__name__)
+    else:
+        lines += ["`unet/` only: no diffusers scheduler samples this process and prediction type; sample it "
+                  "with `etsdm sample <this folder>`.", ""]
+    lines += ["## Command", "", "```", command, "```", ""]
+    if model.config is not None:
+        lines += ["Trained with `etsdm train config.yaml` on this config:", "", "```yaml",
+                  dump_config(model.config).rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def sampling_notes(model: LoadedModel) -> list[str]:
+    """Which timesteps the exported pipelines walk and the ``etsdm sample`` line that gives the same
+    samples (same generator seed), as bullet lines."""
+    cfg = model.config
+    spacing, clip, T = export_spacing(model), resolve_clip(model), model.schedule.T
+    run_spacing = (cfg.sample.timestep_spacing if cfg is not None else None) or spacing
+    cond = cfg.diffusion.condition if cfg is not None else None
+    lam_grid = cond is not None and cond.kind == "remap" and cond.remap_grid == "lambda"
+    clip_text = {"static": "`clip_sample` to [-1, 1]", "none": "none",
+                 "dynamic": "`thresholding` (Saharia et al.'s dynamic thresholding, ratio 0.995)"}[clip]
+    ddpm = ("--sampler diffusers:DDPMScheduler --nfe N" if lam_grid
+            else f"--sampler ddpm --nfe N --timestep-spacing {spacing}")
+    notes = [f"- The scheduler is a `DDPMScheduler` with the run's exact β table (T = {T}), "
+             f"timestep_spacing `{spacing}`, `variance_type=\"fixed_large\"` and x̂0 clipping {clip_text}.",
+             f"- `DDPMPipeline` walks its N timesteps, then the data: the same timesteps and samples as "
+             f"`etsdm sample <this folder> {ddpm}`.",
+             f"- `DDIMPipeline` evaluates at the scheduler's N timesteps but steps each t to t − T//N. That is "
+             f"etsdm's DDIM grid for `leading` (and `trailing` when N divides {T}); for `linspace` it is not. "
+             f"The same samples as the pipeline: `etsdm sample <this folder> --sampler diffusers:DDIMScheduler "
+             f"--nfe N`" + ("." if lam_grid else
+             "; etsdm's DDIM (`--sampler ddim --timestep-spacing leading`) equals `DDIMPipeline` with "
+             "`DDIMScheduler.from_pretrained(\"<this folder>\", subfolder=\"scheduler\", "
+             "timestep_spacing=\"leading\")`.")]
+    if run_spacing != spacing:
+        notes.append(f"- The run samples on the float `{run_spacing}` grid, which diffusers' schedulers cannot "
+                     f"express; the pipelines use `{spacing}` (`--timestep-spacing {spacing}` above).")
+    if lam_grid:
+        notes.append("- `etsdm sample --sampler ddpm|ddim` on this remap run walks a λ-uniform grid (`remap_grid: "
+                     "lambda`, Table A5), which a DDPMScheduler cannot express; the pipelines walk the integer grid "
+                     "above, as the `diffusers:` samplers do.")
+    return notes
+
+
+def _use_with_diffusers(model: LoadedModel, applies: bool) -> list[str]:
+    return ["## Use with diffusers", "", "```python",
+            *(["import etsdm  # registers ETSDMUNet2DModel with diffusers"] if applies else []),
+            "from diffusers import DDIMPipeline, DiffusionPipeline", "",
+            'pipe = DiffusionPipeline.from_pretrained("<this folder>")  # a DDPMPipeline',
+            "images = pipe(batch_size=4, num_inference_steps=50).images",
+            'ddim = DDIMPipeline.from_pretrained("<this folder>")',
+            "images = ddim(batch_size=4, num_inference_steps=50, use_clipped_model_output=True).images",
+            "```", "", *sampling_notes(model),
+            "- `use_clipped_model_output=True` makes diffusers' DDIM recompute ε̂ from the clipped x̂0, as ADM "
+            "and etsdm do.", ""]
+
+
+def _use_process_scheduler(model: LoadedModel, scheduler: str) -> list[str]:
+    """How to sample an EDM / flow export with diffusers' own scheduler (no pipeline: diffusers has
+    no unconditional EDM / flow-matching pipeline for a UNet2DModel)."""
+    edm = model.schedule.kind == "edm"
+    timestep = ("c_noise = ¼ ln σ (the scheduler's timesteps), fed c_noise · time scale and the shared σ"
+                if edm else f"{model.schedule.T}·t (the scheduler's timesteps)")
+    init = "scheduler.sigmas[0]" if edm else "1.0"
+    return ["## Use with diffusers", "", f"The UNet takes timestep {timestep}; `scheduler/` is a `{scheduler}`. "
+            "No pipeline class samples it; the loop is four lines:", "", "```python",
+            "import etsdm  # registers ETSDMUNet2DModel", "import torch",
+            f"from diffusers import {scheduler}", "from etsdm.diffusers_model import ETSDMUNet2DModel", "",
+            'unet = ETSDMUNet2DModel.from_pretrained("<this folder>", subfolder="unet")  # or UNet2DModel if plain',
+            f'scheduler = {scheduler}.from_pretrained("<this folder>", subfolder="scheduler")',
+            "scheduler.set_timesteps(50)",
+            f"x = torch.randn(4, {model.shape[0] if model.shape else 'C'}, H, W) * {init}",
+            "for t in scheduler.timesteps:",
+            "    out = unet(scheduler.scale_model_input(x, t), t).sample",
+            "    x = scheduler.step(out, t, x).prev_sample", "```", "",
+            "- This is Euler on the run's grid: `etsdm sample <this folder> --sampler euler --nfe 50 --clip none"
+            + (" --timestep-spacing karras`" if edm else " --timestep-spacing time-uniform`")
+            + " gives the same samples from the same initial noise"
+            + (" (start from σ_max·noise: diffusers' `init_noise_sigma` is sqrt(σ_max² + 1))." if edm else "."),
+            f"- The run's own sampler (`etsdm sample <this folder>`): {_run_sampler(model)}.", ""]
+
+
+def _run_sampler(model: LoadedModel) -> str:
+    sampler, nfe = default_sampler(model)
+    return f"{sampler}, {nfe} NFE"
+
+
+def write_model_card(folder: Path, model: LoadedModel, command: str) -> Path:
+    """Write ``folder/README.md``."""
+    path = Path(folder) / "README.md"
+    path.write_text(model_card(model, command))
+    return path
