@@ -7,7 +7,8 @@ losses, samplers and the analytic Gaussian mixture. See README.md for the notati
 from . import diffusers_model, losses  # diffusers_model: light; lets diffusers find ETSDMUNet2DModel in exports
 from .analytic import GaussianMixture
 from .conditioning import ConditionMap, Identity, Remap, TimestepSharing, make_condition_map
-from .denoiser import Denoiser, Estimate
+from .denoiser import Cond, Denoiser, Estimate
+from .guidance import NULL_LABEL, GuidedNet, drop_labels, guided
 from .losses import diffusion_loss, sample_timesteps
 from .samplers import (
     SAMPLER_REGISTRY,
@@ -45,6 +46,7 @@ def __getattr__(name: str):  # PEP 562: the diffusers-backed class without impor
 
 __all__ = [
     "ALL_SCHEDULE_NAMES",
+    "Cond",
     "ConditionMap",
     "Denoiser",
     "DiscreteSchedule",
@@ -52,7 +54,9 @@ __all__ = [
     "Estimate",
     "FlowSchedule",
     "GaussianMixture",
+    "GuidedNet",
     "Identity",
+    "NULL_LABEL",
     "Remap",
     "SAMPLERS",
     "SAMPLER_REGISTRY",
@@ -64,6 +68,8 @@ __all__ = [
     "VPSchedule",
     "diffusers_model",
     "diffusion_loss",
+    "drop_labels",
+    "guided",
     "evaluation_times",
     "init_noise_sigma",
     "losses",

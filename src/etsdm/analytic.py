@@ -326,7 +326,9 @@ class ExactNet(nn.Module):
         return self.mixture.shared_mean(y, taus, quad_w, self.schedule, self.target, self.weighting,
                                         self.input_scale)
 
-    def forward(self, y: Tensor, c: Tensor) -> Tensor:
+    def forward(self, y: Tensor, c: Tensor, **cond: Tensor) -> Tensor:
+        if cond:
+            raise ValueError(f"exact denoiser: the Gaussian mixture is unconditional; got cond {sorted(cond)}")
         t = time_from_net(self.schedule, c).to(y.device).expand(y.shape[0])
         if isinstance(self.condition, Identity):
             return self.exact(y, t).to(y.dtype)

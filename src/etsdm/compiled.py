@@ -11,6 +11,11 @@ Python loop (~100 µs per step) would otherwise cost as much as the forward itse
     captured = CapturedSampler(denoiser, noise, schedule, "ddim", 20)   # warm-up + capture
     x = captured(noise)            # replay: identical to sample(denoiser, noise, schedule, "ddim", 20)
 
+Conditional models (issue 10): ``CapturedSampler(..., cond={"labels": y})`` captures with the
+network's keyword inputs; each call then passes its own cond of the same keys, shapes and dtypes,
+copied into the graph's static inputs like the noise (``captured(noise, cond={"labels": y2})``).
+A guided Denoiser (:func:`etsdm.guidance.guided`) is captured like any other.
+
 Options: ``compile=True`` also wraps the raw network in ``torch.compile`` (mode
 ``max-autotune-no-cudagraphs``: kernel fusion; the graph is ours) before capture; ``autocast``
 (e.g. ``torch.bfloat16``) runs the network under ``torch.autocast``. Ancestral / η > 0 samplers
@@ -31,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .denoiser import Cond, check_cond
 from .samplers import sample
 from .schedules import Schedule
 
@@ -56,15 +62,17 @@ class CapturedSampler:
         compile: wrap ``model.net`` in ``torch.compile`` before capture.
         autocast: run under ``torch.autocast`` with this dtype (e.g. torch.bfloat16), or None.
         warmup: eager calls before capture (cuDNN / compile autotuning happens there).
+        cond: example network keyword inputs (labels, lowres; one row per noise row): fixes the keys,
+            shapes, dtypes and devices of every later call's cond. None: unconditional.
 
     Raises:
         ValueError: graph=True off CUDA; progress / callback given; a call with another shape,
-            dtype or device than the example.
+            dtype or device than the example, or another cond layout than the example's.
     """
 
     def __init__(self, model: Any, noise: Tensor, schedule: Schedule, sampler: str = "ddim", nfe: int = 50, *,
                  graph: bool | None = None, compile: bool = False, autocast: torch.dtype | None = None,
-                 warmup: int = 2, **options: Any):
+                 warmup: int = 2, cond: Cond | None = None, **options: Any):
         if options.get("progress") or options.get("callback") is not None:
             raise ValueError("CapturedSampler: progress and callback cannot run inside a captured graph")
         self.graph_enabled = noise.is_cuda if graph is None else bool(graph)
@@ -74,48 +82,63 @@ class CapturedSampler:
             model.net = torch.compile(model.net, mode="max-autotune-no-cudagraphs")
         self.model, self.schedule, self.sampler, self.nfe = model, schedule, sampler, nfe
         self.options, self.autocast = options, autocast
+        cond = check_cond(cond, noise.shape[0], "CapturedSampler")
         self._like = (tuple(noise.shape), noise.dtype, noise.device)
+        self._cond_like = _layout(cond)
         self._graph: torch.cuda.CUDAGraph | None = None
         if self.graph_enabled:
-            self._capture(noise, warmup)
+            self._capture(noise, cond, warmup)
 
-    def _run(self, noise: Tensor) -> Tensor:
+    def _run(self, noise: Tensor, cond: dict[str, Tensor]) -> Tensor:
         with torch.inference_mode(), _autocast(noise.device, self.autocast):
-            return sample(self.model, noise, self.schedule, self.sampler, self.nfe, **self.options)
+            return sample(self.model, noise, self.schedule, self.sampler, self.nfe, cond=cond, **self.options)
 
-    def _capture(self, noise: Tensor, warmup: int) -> None:
+    def _capture(self, noise: Tensor, cond: dict[str, Tensor], warmup: int) -> None:
         self._static_noise = noise.detach().clone()
+        self._static_cond = {key: value.detach().clone() for key, value in cond.items()}
         side = torch.cuda.Stream(device=noise.device)
         side.wait_stream(torch.cuda.current_stream(noise.device))
         with torch.cuda.stream(side):
             for _ in range(warmup):
-                self._run(self._static_noise)
+                self._run(self._static_noise, self._static_cond)
         torch.cuda.current_stream(noise.device).wait_stream(side)
         self._graph = torch.cuda.CUDAGraph()
         generator = self.options.get("generator")
         if generator is not None:
             self._graph.register_generator_state(generator)
         with torch.cuda.graph(self._graph):
-            self._static_out = self._run(self._static_noise)
+            self._static_out = self._run(self._static_noise, self._static_cond)
 
-    def __call__(self, noise: Tensor) -> Tensor:
+    def __call__(self, noise: Tensor, cond: Cond | None = None) -> Tensor:
         if (tuple(noise.shape), noise.dtype, noise.device) != self._like:
             raise ValueError(f"CapturedSampler: captured for shape/dtype/device {self._like}, got "
                              f"{(tuple(noise.shape), noise.dtype, noise.device)}; build another one")
+        cond = check_cond(cond, noise.shape[0], "CapturedSampler")
+        if _layout(cond) != self._cond_like:
+            raise ValueError(f"CapturedSampler: captured for cond {self._cond_like or 'none'}, got "
+                             f"{_layout(cond) or 'none'}; pass the same keys, shapes and dtypes or build another one")
         if self._graph is None:
-            return self._run(noise)
+            return self._run(noise, cond)
         self._static_noise.copy_(noise)
+        for key, value in cond.items():
+            self._static_cond[key].copy_(value)
         self._graph.replay()
         return self._static_out.clone()
 
 
+def _layout(cond: dict[str, Tensor]) -> dict[str, tuple]:
+    """Keys -> (shape, dtype, device): what a captured graph's cond inputs fix."""
+    return {key: (tuple(value.shape), value.dtype, value.device) for key, value in sorted(cond.items())}
+
+
 class CapturedForwards:
-    """The floor for :class:`CapturedSampler`: ``n`` bare network calls ``net(x, c)`` (inputs
+    """The floor for :class:`CapturedSampler`: ``n`` bare network calls ``net(x, c, **cond)`` (inputs
     prebuilt, nothing else) captured as one CUDA graph (``graph=False``: eager)."""
 
     def __init__(self, net: Any, x: Tensor, conditions: list[Tensor], *, graph: bool | None = None,
-                 autocast: torch.dtype | None = None, warmup: int = 2):
+                 autocast: torch.dtype | None = None, warmup: int = 2, cond: Cond | None = None):
         self.net, self.x, self.conditions, self.autocast = net, x, conditions, autocast
+        self.cond = check_cond(cond, x.shape[0], "CapturedForwards")
         self._graph: torch.cuda.CUDAGraph | None = None
         if x.is_cuda if graph is None else graph:
             side = torch.cuda.Stream(device=x.device)
@@ -132,7 +155,7 @@ class CapturedForwards:
         out = self.x
         with torch.inference_mode(), _autocast(self.x.device, self.autocast):
             for c in self.conditions:
-                out = self.net(self.x, c)
+                out = self.net(self.x, c, **self.cond)
         return out
 
     def __call__(self) -> Tensor:

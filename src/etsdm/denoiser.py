@@ -22,19 +22,25 @@ Two more output types (issue 9):
 Samplers and losses therefore never branch on the prediction type or the condition map.
 ``Denoiser(x, t)`` returns ε, so a Denoiser is also a plain "ε-model" for any sampler.
 
+Conditioning (issue 10): every evaluation takes ``**cond``, the keyword inputs of the raw network
+(``labels``: class indices, :data:`etsdm.guidance.NULL_LABEL` for none; ``lowres``: the
+super-resolution input), one row per example of x, handed on as ``net(x, c, **cond)``. The
+condition map acts on the time alone (E-TSDM shares the time condition, never the class); the
+Denoiser stores no cond (k-diffusion's ``extra_args``): callers thread it through each call.
+
 Precomputation for samplers (issue 11): at fixed t every conversion above is linear in (x, out) and
 the network input is a multiple of x, so a sampler computes once per plan :meth:`Denoiser.linear`
 (Python floats: input scale, ε̂ and x̂0 coefficients — these same formulas evaluated on unit inputs)
 and once per call :meth:`Denoiser.conditions` (one condition-map call for all its times), and
-then evaluates ``net(scale · x, c)``: exactly ``net_output`` / ``estimate`` at those times, without a
+then evaluates ``net(scale · x, c, **cond)``: exactly ``net_output`` / ``estimate`` at those times, without a
 condition-map or schedule call per step.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Literal, NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal, NamedTuple, TypeAlias
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +51,34 @@ from .schedules import Schedule
 Prediction = Literal["eps", "v", "x0", "edm", "flow"]
 PREDICTIONS: tuple[str, ...] = ("eps", "v", "x0", "edm", "flow")
 SIGMA_DATA = 0.5  # EDM's σ_data (Table 1)
+Cond: TypeAlias = Mapping[str, Tensor]  # the raw network's keyword inputs, one row per example
+
+
+def check_cond(cond: Cond | None, batch: int, where: str) -> dict[str, Tensor]:
+    """``cond`` as a plain dict (empty for None), each value a tensor with ``batch`` rows along dim 0.
+
+    Raises:
+        ValueError: a value that is not a tensor, or whose first dimension is not ``batch``; the
+            message names ``where`` and the key.
+    """
+    if not cond:
+        return {}
+    for key, value in cond.items():
+        if not isinstance(value, Tensor) or value.ndim == 0 or value.shape[0] != batch:
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"{where}: cond[{key!r}] must be a tensor with one row per example ({batch} rows "
+                             f"along dim 0), got {shape}")
+    return dict(cond)
+
+
+def cond_rows(cond: Cond, index: Tensor | slice) -> dict[str, Tensor]:
+    """The rows ``index`` of every cond tensor (rows matched to the x0 rows an analysis evaluates)."""
+    return {key: value[index] for key, value in cond.items()}
+
+
+def repeat_cond(cond: Cond, times: int) -> dict[str, Tensor]:
+    """Every cond tensor stacked ``times`` times along dim 0 (rows of ``torch.cat([x] * times)``)."""
+    return {key: torch.cat([value] * times) for key, value in cond.items()}
 
 
 class Estimate(NamedTuple):
@@ -78,10 +112,11 @@ def _bcast(v: Tensor, x: Tensor) -> Tensor:
 
 
 class Denoiser(nn.Module):
-    """Wraps ``net(x, c)`` into ε / x0 / v / score at physical time t.
+    """Wraps ``net(x, c, **cond)`` into ε / x0 / v / score at physical time t.
 
     Args:
-        net: the raw network; called as ``net(x, c)`` with c of shape (batch,) in float32.
+        net: the raw network; called as ``net(x, c, **cond)`` with c of shape (batch,) in float32
+            and the caller's cond (none: ``net(x, c)``).
         schedule: the noise schedule whose α_t, σ_t the conversions use.
         prediction: what ``net`` outputs: ``"eps"``, ``"v"``, ``"x0"``, ``"edm"`` (F of EDM's
             preconditioning) or ``"flow"`` (the velocity dx/dt).
@@ -91,7 +126,7 @@ class Denoiser(nn.Module):
 
     def __init__(
         self,
-        net: nn.Module | Callable[[Tensor, Tensor], Tensor],
+        net: nn.Module | Callable[..., Tensor],
         schedule: Schedule,
         prediction: Prediction = "eps",
         condition: ConditionMap | None = None,
@@ -131,11 +166,12 @@ class Denoiser(nn.Module):
         # elsewhere fills (no host-to-device copy, so a CUDA graph can capture them)
         return [torch.full((x.shape[0],), v, dtype=torch.float32, device=x.device) for v in c.tolist()]
 
-    def net_output(self, x: Tensor, t: Tensor | float, c: Tensor | None = None) -> Tensor:
+    def net_output(self, x: Tensor, t: Tensor | float, c: Tensor | None = None, **cond: Tensor) -> Tensor:
         """The raw network output at physical time t (ε, v, x0, EDM's F or the velocity); ``c``: the
-        condition at t made beforehand (:meth:`conditions`), else :meth:`net_condition` makes it."""
+        condition at t made beforehand (:meth:`conditions`), else :meth:`net_condition` makes it;
+        ``cond``: the network's keyword inputs (labels, lowres), passed on untouched."""
         alpha, sigma = self.coefficients(t, x) if self.prediction == "edm" else (1.0, 1.0)
-        return self.net(self._net_input(x, alpha, sigma), self.net_condition(t, x) if c is None else c)
+        return self.net(self._net_input(x, alpha, sigma), self.net_condition(t, x) if c is None else c, **cond)
 
     def _net_input(self, x, alpha, sigma):
         """What the network sees: c_in · x/α for ``"edm"`` (EDM Table 1 in x̃ = x/α), else x."""
@@ -186,9 +222,9 @@ class Denoiser(nn.Module):
         r2 = alpha * alpha + sigma * sigma
         return Estimate((sigma * x + alpha * out) / r2, (alpha * x - sigma * out) / r2)
 
-    def estimate(self, x: Tensor, t: Tensor | float, c: Tensor | None = None) -> Estimate:
-        """ε and x0 from a single network evaluation (``c``: as for :meth:`net_output`)."""
-        out = self.net_output(x, t) if c is None else self.net_output(x, t, c)  # subclasses may override (x, t)
+    def estimate(self, x: Tensor, t: Tensor | float, c: Tensor | None = None, **cond: Tensor) -> Estimate:
+        """ε and x0 from a single network evaluation (``c``, ``cond``: as for :meth:`net_output`)."""
+        out = self.net_output(x, t, *(() if c is None else (c,)), **cond)  # subclasses may override (x, t)
         alpha, sigma = self.coefficients(t, x)
         da, ds = self._derivatives(t, x) if self.prediction == "flow" else (math.nan, math.nan)
         return self._convert(x, out, alpha, sigma, da, ds)
@@ -210,31 +246,31 @@ class Denoiser(nn.Module):
                              "divides by zero") from err
         return Linear(scale, float(unit_x.eps), float(unit_out.eps), float(unit_x.x0), float(unit_out.x0))
 
-    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | float, **cond: Tensor) -> Tensor:
         """ε_θ(x, t): a Denoiser is an ε-model for any sampler."""
-        return self.estimate(x, t).eps
+        return self.estimate(x, t, **cond).eps
 
-    def eps(self, x: Tensor, t: Tensor | float) -> Tensor:
-        return self.estimate(x, t).eps
+    def eps(self, x: Tensor, t: Tensor | float, **cond: Tensor) -> Tensor:
+        return self.estimate(x, t, **cond).eps
 
-    def x0(self, x: Tensor, t: Tensor | float) -> Tensor:
-        return self.estimate(x, t).x0
+    def x0(self, x: Tensor, t: Tensor | float, **cond: Tensor) -> Tensor:
+        return self.estimate(x, t, **cond).x0
 
-    def v(self, x: Tensor, t: Tensor | float) -> Tensor:
-        est = self.estimate(x, t)
+    def v(self, x: Tensor, t: Tensor | float, **cond: Tensor) -> Tensor:
+        est = self.estimate(x, t, **cond)
         alpha, sigma = self.coefficients(t, x)
         return alpha * est.eps - sigma * est.x0
 
-    def velocity(self, x: Tensor, t: Tensor | float) -> Tensor:
+    def velocity(self, x: Tensor, t: Tensor | float, **cond: Tensor) -> Tensor:
         """dx/dt = α' x̂0 + σ' ε̂, the probability-flow ODE's drift in t (flow matching's u)."""
-        est = self.estimate(x, t)
+        est = self.estimate(x, t, **cond)
         da, ds = self._derivatives(t, x)
         return da * est.x0 + ds * est.eps
 
-    def score(self, x: Tensor, t: Tensor | float) -> Tensor:
+    def score(self, x: Tensor, t: Tensor | float, **cond: Tensor) -> Tensor:
         """∇_x log q_t(x) ≈ -ε_θ(x, t) / σ_t."""
         _, sigma = self.coefficients(t, x)
-        return -self.eps(x, t) / sigma
+        return -self.eps(x, t, **cond) / sigma
 
     def target(self, x0: Tensor, eps: Tensor, t: Tensor | float) -> Tensor:
         """The regression target of the network's own output type (Eq. 4 / Eq. 9; EDM's F*)."""

@@ -21,6 +21,11 @@ FlowMatchEulerDiscreteScheduler's T), e.g. ``diffusers:EDMDPMSolverMultistepSche
 loop feeds the Denoiser the physical time (EDM: the scheduler's σ, whose c_in and c_noise the
 Denoiser applies itself; flow: timestep / T). Continuous VP runs have no diffusers scheduler and
 are refused.
+
+Conditional runs (issue 10): ``cond`` (the network's keyword inputs: class labels, the
+low-resolution image of a super-resolution run; one row per sample) reaches every network
+evaluation, ``net_output(x, t, **cond)``, exactly as in etsdm's samplers; guidance is the
+Denoiser's net (:func:`etsdm.guidance.guided`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from .denoiser import Cond, check_cond, cond_rows
 from .samplers import CLIPS, DYNAMIC_PERCENTILE, INTEGER_SPACINGS
 
 if TYPE_CHECKING:
@@ -84,8 +90,6 @@ def build_scheduler(model: LoadedModel, name: str, *, timestep_spacing: str | No
     """The scheduler ``name`` on the run's discrete schedule (see the module doc)."""
     from .runs import _export_scheduler, export_scheduler, resolve_clip
 
-    if model.data_name == "sr":
-        raise ValueError(f"--sampler {name}: super-resolution runs sample with etsdm's own samplers")
     if model.schedule.continuous:
         process = export_scheduler(model)
         if process is None:
@@ -121,9 +125,13 @@ def _step_kwargs(scheduler: Any, generator: torch.Generator | None, eta: float) 
 @torch.no_grad()
 def sample_diffusers(model: LoadedModel, noise: Tensor, name: str, nfe: int, *,
                      generator: torch.Generator | None = None, timestep_spacing: str | None = None,
-                     clip: str | None = None, eta: float = 0.0, progress: bool = False) -> Tensor:
-    """Samples from ``noise`` with the diffusers scheduler ``name`` (module doc)."""
+                     clip: str | None = None, eta: float = 0.0, progress: bool = False,
+                     cond: Cond | None = None) -> Tensor:
+    """Samples from ``noise`` with the diffusers scheduler ``name`` (module doc); ``cond``: the
+    network's keyword inputs, one row per row of ``noise``, handed to every evaluation."""
     from tqdm.auto import tqdm
+
+    cond = check_cond(cond, noise.shape[0], "sample_diffusers")
 
     scheduler = build_scheduler(model, name, timestep_spacing=timestep_spacing, clip=clip)
     scheduler.set_timesteps(nfe, device=noise.device)
@@ -133,28 +141,34 @@ def sample_diffusers(model: LoadedModel, noise: Tensor, name: str, nfe: int, *,
     kind = model.schedule.kind
     for i, t in enumerate(tqdm(scheduler.timesteps, disable=not progress, desc=name, leave=False)):
         if kind == "vp":
-            out = den.net_output(scheduler.scale_model_input(x, t), float(t))  # the net sees f(t)
+            out = den.net_output(scheduler.scale_model_input(x, t), float(t), **cond)  # the net sees f(t)
         else:  # the physical time; the Denoiser applies EDM's c_in, c_noise (and f) itself
             if hasattr(scheduler, "scale_model_input"):
                 scheduler.scale_model_input(x, t)  # unused (c_in is the Denoiser's); EDM schedulers expect the call
             phys = float(scheduler.sigmas[i]) if kind == "edm" else float(t) / model.schedule.T
-            out = den.net_output(x, phys)
+            out = den.net_output(x, phys, **cond)
         x = scheduler.step(out.to(x.dtype), t, x, **kwargs).prev_sample
     return x
 
 
 def generate_diffusers(model: LoadedModel, num: int, name: str, nfe: int, *, generator: torch.Generator,
-                       batch: int = 256, progress: bool = False, **options: Any) -> Tensor:
+                       batch: int = 256, progress: bool = False, cond: Cond | None = None,
+                       **options: Any) -> Tensor:
     """``num`` samples in batches, the initial noise of each batch drawn from ``generator`` as
-    :func:`etsdm.runs.generate` draws it (float32, on CPU). Options: timestep_spacing, clip, eta
-    (others, e.g. etsdm's DPM-Solver options, do not apply and are ignored)."""
+    :func:`etsdm.runs.generate` draws it (float32, on CPU). ``cond``: the network's keyword inputs
+    for all ``num`` samples (``num`` rows; each batch gets its rows, on the generator's device).
+    Options: timestep_spacing, clip, eta (others, e.g. etsdm's DPM-Solver options, do not apply and
+    are ignored)."""
     assert model.shape is not None
+    cond = check_cond(cond, num, "generate_diffusers")
     opts = {k: options.get(k) for k in ("timestep_spacing", "clip")}
     out = []
     for i in range(0, num, batch):
-        noise = torch.randn((min(batch, num - i), *model.shape), generator=generator, device=generator.device)
+        k = min(batch, num - i)
+        noise = torch.randn((k, *model.shape), generator=generator, device=generator.device)
+        rows = {key: value.to(noise.device) for key, value in cond_rows(cond, slice(i, i + k)).items()}
         x = sample_diffusers(model, noise, name, nfe, generator=generator, eta=options.get("eta") or 0.0,
-                             progress=progress, **opts)
+                             progress=progress, cond=rows, **opts)
         out.append(x.float().cpu())
     return torch.cat(out)
 

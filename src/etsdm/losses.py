@@ -1,11 +1,13 @@
 """Training objectives: Eq. (4) (baseline) and Eq. (9) (E-TSDM) are the same code — the condition
 map lives in the :class:`~etsdm.denoiser.Denoiser` — plus the DDPM-r regulariser (Appendix D.3.1).
 
-    L(θ) = E_{t, x0, ε} || net(α_t x0 + σ_t ε, f(t)) - target ||²,
+    L(θ) = E_{t, x0, ε} || net(α_t x0 + σ_t ε, f(t), **cond) - target ||²,
 
 with target ε (ε-prediction), v = α ε - σ x0 (v-prediction), x0, EDM's F* or the velocity
-(``Denoiser.target``). Losses are per example (the mean over the example's dimensions); callers
-reduce. x_t = α_t x0 + σ_t ε is ``Schedule.diffuse`` (:func:`diffuse` is a thin call of it).
+(``Denoiser.target``) and cond the network's keyword inputs of each example (class labels, the
+low-resolution image; passed untouched, the condition map acts on t only). Losses are per
+example (the mean over the example's dimensions); callers reduce. x_t = α_t x0 + σ_t ε is
+``Schedule.diffuse`` (:func:`diffuse` is a thin call of it).
 
 EDM (``prediction="edm"``): the plain MSE on the network's F against F* = (x0 - c_skip x̃)/c_out
 *is* EDM's weighted loss (Karras et al. Eq. 8 with Table 1's λ(σ) = 1/c_out²): D = c_skip x̃ +
@@ -63,7 +65,7 @@ import torch
 from torch import Tensor
 
 from .conditioning import ConditionMap, Remap, TimestepSharing
-from .denoiser import SIGMA_DATA, Denoiser
+from .denoiser import SIGMA_DATA, Cond, Denoiser, check_cond
 from .schedules import Schedule
 
 TimeSampling = Literal["uniform", "remap-lambda", "logit-normal", "log-normal"]
@@ -331,6 +333,7 @@ def diffusion_loss(
     snr_gamma: float | None = None,
     noise_offset: float = 0.0,
     input_perturbation: float = 0.0,
+    cond: Cond | None = None,
 ) -> LossOutput:
     """The denoising loss of Eq. (4) / Eq. (9), per example, with the optional DDPM-r term.
 
@@ -343,8 +346,11 @@ def diffusion_loss(
     Knobs (module doc): ``density`` for the drawn t; ``snr_gamma`` weights the MSE by Min-SNR-γ of
     the real t (``mse`` stays unweighted, ``total`` is weighted); ``noise_offset`` changes ε (input
     and target); ``input_perturbation`` changes only the input's noise. Their extra noise is drawn
-    from ``generator`` after ε.
+    from ``generator`` after ε. ``cond``: the network's keyword inputs, one row per row of x0
+    (labels already dropped for guidance, :func:`etsdm.guidance.drop_labels`), handed to every
+    network call here (the DDPM-r term's second call included).
     """
+    cond = check_cond(cond, x0.shape[0], "diffusion_loss")
     sched = denoiser.schedule
     if t is None:
         n = x0.shape[0]
@@ -358,7 +364,7 @@ def diffusion_loss(
     if input_perturbation:  # Ning et al. (2023): perturb the input's noise, not the target
         noisy = noise + input_perturbation * _randn(tuple(noise.shape), noise, generator)
     x_t = diffuse(denoiser, x0, t, noisy)
-    out = denoiser.net_output(x_t, t)  # the condition map acts here, on the sampled t
+    out = denoiser.net_output(x_t, t, **cond)  # the condition map acts here, on the sampled t (never on cond)
     mse = _per_example((out - denoiser.target(x0, noise, t)) ** 2)  # EDM: λ(σ)||D - x0||² (module doc)
     weighted = mse
     if snr_gamma is not None:  # weight from the SNR of the real t, not of f(t)
@@ -368,6 +374,6 @@ def diffusion_loss(
         return LossOutput(weighted, mse, None, t)
     dt = reg_dt if reg_dt is not None else (sched.t_min if sched.continuous else 1.0)
     t_prime = torch.where(t + dt <= sched.t_max, t + dt, t - dt)  # backwards at the top end
-    out_prime = denoiser.net_output(x_t, t_prime)
+    out_prime = denoiser.net_output(x_t, t_prime, **cond)
     k = (out - out_prime).reshape(x0.shape[0], -1).norm(dim=1) / dt  # K(t, t') of Eq. (8)
     return LossOutput(weighted + reg_weight * k, mse, k, t)

@@ -114,6 +114,14 @@ noise and churn included. A Denoiser subclass that overrides how it evaluates (`
 ``net_output``, ...) and any other model are called as before, ``estimate(x, t)`` / ``model(x, t)``
 with a Python float t. Results equal the per-step formulas above to round-off.
 
+Conditioning (issue 10): ``sample(..., cond={"labels": y, "lowres": lr})`` binds the network's
+keyword inputs once per call and hands them to *every* evaluation, whatever the mode, sampler,
+churn, clipping or exact α = 0 point: ``net(scale·x, c, **cond)`` on the precomputed path,
+``estimate(x, t, **cond)`` / ``net_output(x, t, **cond)`` / ``model(x, t, **cond)`` otherwise. cond
+is not part of the plan (the plan cache is shared by conditional and unconditional calls); with no
+cond the calls are exactly the unconditional ones above. Classifier-free guidance is a network
+(:class:`etsdm.guidance.GuidedNet`), so it runs on the precomputed path unchanged.
+
 Replaying diffusers (tests/test_samplers.py, tests/test_samplers_processes.py): pass its
 ``timesteps`` (or, for σ-parametrised schedulers, its ``sigmas`` on EDM / flow) followed by its final
 point (t = -1 / σ = 0 for the data, t = 0 for ``final_sigmas_type="sigma_min"``) as ``timesteps=``,
@@ -124,6 +132,7 @@ agree to ~1e-10; DPM-Solver++(2M) to float32 precision (diffusers casts the samp
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import warnings
@@ -138,7 +147,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .denoiser import Denoiser
+from .denoiser import Cond, Denoiser, check_cond
 from .schedules import LOG_ALPHA_FLOOR, Schedule
 
 SamplerName = Literal[
@@ -913,8 +922,8 @@ def _mode(model: Any) -> Mode:
     """How :func:`sample` evaluates ``model``: ``"denoiser"`` (a Denoiser evaluating as its own
     class does: conditions from :meth:`~etsdm.denoiser.Denoiser.conditions` before the loop, then
     ``net(scale·x, c)`` and its :meth:`~etsdm.denoiser.Denoiser.linear` conversion), ``"estimate"``
-    (any other model with ``estimate(x, t)``, a Denoiser subclass overriding its evaluation
-    included: called as is) or ``"eps"`` (a plain ε-callable ``model(x, t)``)."""
+    (any other model with ``estimate(x, t, **cond)``, a Denoiser subclass overriding its evaluation
+    included: called as is) or ``"eps"`` (a plain ε-callable ``model(x, t, **cond)``)."""
     if isinstance(model, Denoiser):
         cls, own = type(model), model.__dict__
         if all(getattr(cls, n) is f and n not in own for n, f in _DENOISER_OWN.items()):  # nor patched
@@ -1033,13 +1042,14 @@ def _model_key(model: Any, mode: Mode) -> tuple:
     return mode, _prediction(model), callable(getattr(model, "net_output", None))
 
 
-def _evaluations(model: Any, mode: Mode, plan: _Plan, x: Tensor,
-                 clip: Clip) -> Callable[[int, Tensor], tuple[Tensor, Tensor | None]]:
+def _evaluations(model: Any, mode: Mode, plan: _Plan, x: Tensor, clip: Clip,
+                 cond: dict[str, Tensor]) -> Callable[[int, Tensor], tuple[Tensor, Tensor | None]]:
     """Evaluation point i -> (y, z) of its form, for one sample() call. A Denoiser's conditions are
-    made here, before the loop (one condition-map call for all points)."""
+    made here, before the loop (one condition-map call for all points); ``cond`` (the network's
+    keyword inputs) is bound here to every call the model makes (nothing bound when empty)."""
     times = plan.times
     if mode == "denoiser":
-        net, conds, inputs = model.net, model.conditions(plan.times_f64, x), plan.inputs
+        net, conds, inputs = _bind(model.net, cond), model.conditions(plan.times_f64, x), plan.inputs
 
         def raw(i: int, x: Tensor) -> tuple[Tensor, Tensor | None]:
             return net(x, conds[i]), None
@@ -1051,17 +1061,19 @@ def _evaluations(model: Any, mode: Mode, plan: _Plan, x: Tensor,
         raw = scaled if any(inputs) else raw
 
     elif mode == "eps":
+        eps_model = _bind(model, cond)
 
         def raw(i: int, x: Tensor) -> tuple[Tensor, Tensor | None]:
-            return model(x, times[i]), None
+            return eps_model(x, times[i]), None
 
     else:
-        exact = plan.exact
+        exact, estimate = plan.exact, _bind(model.estimate, cond)
+        net_output = _bind(model.net_output, cond) if any(exact) else None
 
         def raw(i: int, x: Tensor) -> tuple[Tensor, Tensor | None]:
             if exact[i]:
-                return model.net_output(x, times[i]), None
-            est = model.estimate(x, times[i])
+                return net_output(x, times[i]), None
+            est = estimate(x, times[i])
             return est.x0, est.eps
 
     if clip == "none":
@@ -1073,6 +1085,12 @@ def _evaluations(model: Any, mode: Mode, plan: _Plan, x: Tensor,
         return clip_x0(x0s[i](x, y, z), clip), None
 
     return clipped
+
+
+def _bind(fn: Callable[..., Tensor], cond: dict[str, Tensor]) -> Callable[..., Tensor]:
+    """``fn`` with the network's keyword inputs bound (``fn`` itself when there are none: the
+    unconditional path is the same call as before)."""
+    return functools.partial(fn, **cond) if cond else fn
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1153,12 +1171,13 @@ def sample(
     progress: bool = False,
     callback: Callable[[StepInfo], None] | None = None,
     spacing: Spacing | None = None,
+    cond: Cond | None = None,
 ) -> Tensor:
     """Draw samples by integrating the reverse process from ``noise`` (x at ``t_start``).
 
     Args:
-        model: a :class:`~etsdm.denoiser.Denoiser` or any callable ``model(x, t) -> ε`` with t a
-            Python float in the schedule's time.
+        model: a :class:`~etsdm.denoiser.Denoiser` or any callable ``model(x, t, **cond) -> ε`` with
+            t a Python float in the schedule's time.
         noise: x at t_start, e.g. ``init_noise_sigma(schedule) * torch.randn(shape, generator=g)``
             (:func:`init_noise_sigma`: 1 for VP, σ_max for EDM); its dtype is the working dtype.
         schedule: the noise schedule (process) the model was trained with.
@@ -1186,14 +1205,20 @@ def sample(
             s_tmin, s_tmax bound σ/α (EDM: σ); ``s_churn = 0`` (default): deterministic.
         generator: randomness for ancestral / η > 0 / churn noise.
         progress: show a progress bar. callback: called with a :class:`StepInfo` after each step.
+        cond: the network's keyword inputs (``labels``, ``lowres``), one row per row of ``noise``,
+            handed to every network evaluation: ``net(x, c, **cond)`` for a Denoiser,
+            ``model.estimate(x, t, **cond)`` / ``model(x, t, **cond)`` otherwise. None / empty:
+            the unconditional call.
 
     Raises:
         ValueError: unknown sampler, spacing, variance, clip, order plan or intermediate rule; nfe < 1;
             η < 0; churn options out of range or given to a sampler without churn; a time range
             outside (t_data, t_max]; an integer spacing with more steps than timesteps; a replayed
-            plan that does not fit (see :func:`_check_plan`).
+            plan that does not fit (see :func:`_check_plan`); a cond value that is not a tensor
+            with one row per row of ``noise``.
     """
     _check_options(variance, third_order_intermediate, eta, clip, order_plan)
+    cond = check_cond(cond, noise.shape[0], "sample")
     churn = Churn(float(s_churn), float(s_tmin), float(s_tmax), float(s_noise))
     _check_churn(sampler, churn)
     mode = _mode(model)
@@ -1227,7 +1252,7 @@ def sample(
     def draw() -> Tensor:
         return torch.randn(shape, generator=generator, device=device, dtype=dtype)
 
-    run = _Run(_evaluations(model, mode, prepared, noise, clip), draw)
+    run = _Run(_evaluations(model, mode, prepared, noise, clip, cond), draw)
     x = noise
     if callback is None and not progress:
         for step in prepared.steps:

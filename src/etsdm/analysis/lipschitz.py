@@ -35,6 +35,9 @@ Conventions:
   is the next t, because x_t is redrawn from q(x_t | x_0) at every t (x_{t+1} ≠ x_t). So a curve
   over M times with N samples costs 2·N·M example-evaluations, packed into ⌈2NM / B⌉ network
   calls of batch B (all full except the last); :class:`LipschitzCurve` records both counts.
+* Conditional models (issue 10): ``cond`` holds the network's keyword inputs (class labels, the
+  low-resolution image) with one row per x_0 row; each (t, sample) pair gets its sample's row, at
+  t and at t′ alike, so K differentiates in time only.
 * ``shared_noise=True`` (default) reuses one (x_0, ε) pair per sample for every t (common random
   numbers): each t is still an exact forward-process draw, and the curve is smoother across t.
 """
@@ -53,10 +56,10 @@ from torch import Tensor
 
 from ..analytic import Float64Denoiser, time_from_net
 from ..conditioning import TimestepSharing
-from ..denoiser import Denoiser
+from ..denoiser import Cond, Denoiser, check_cond, cond_rows, repeat_cond
 from ..schedules import Schedule
 
-EpsFn = Callable[[Tensor, Tensor], Tensor]
+EpsFn = Callable[..., Tensor]  # fn(x, t, **cond) at physical time t
 
 OUTPUTS: tuple[str, ...] = ("net", "eps", "v", "x0")  # what K differentiates (module docstring)
 SCALES: tuple[str, ...] = ("step", "time")  # the unit of K (module docstring)
@@ -68,14 +71,14 @@ def _denoiser(model: Any) -> Denoiser | None:
 
 
 class _PhysicalTime(torch.nn.Module):
-    """A plain callable ``model(x, t) -> ε`` at physical time t as a network ``net(x, c)``."""
+    """A plain callable ``model(x, t, **cond) -> ε`` at physical time t as a network ``net(x, c, **cond)``."""
 
-    def __init__(self, model: Callable[[Tensor, Tensor], Tensor], schedule: Schedule):
+    def __init__(self, model: Callable[..., Tensor], schedule: Schedule):
         super().__init__()
         self.model, self.schedule = model, schedule
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        return self.model(x, time_from_net(self.schedule, c))
+    def forward(self, x: Tensor, c: Tensor, **cond: Tensor) -> Tensor:
+        return self.model(x, time_from_net(self.schedule, c), **cond)
 
 
 def as_denoiser(model: Any, schedule: Schedule | None = None) -> Denoiser:
@@ -280,6 +283,7 @@ def lipschitz_curve(
     shared_noise: bool = True,
     progress: bool = False,
     desc: str = "K(t, t')",
+    cond: Cond | None = None,
 ) -> LipschitzCurve:
     """K(t, t + Δt) of Eq. (8) for every t in ``times`` (default :func:`lipschitz_times`).
 
@@ -298,9 +302,10 @@ def lipschitz_curve(
         shared_noise: one ε per sample reused at every t (common random numbers).
         progress: a tqdm bar over the calls, on stderr.
         desc: the bar's label.
+        cond: the network's keyword inputs, one row per x0 row (module docstring); None: none.
 
     Raises:
-        ValueError: batch_size < 2, an unknown ``output`` or ``scale``.
+        ValueError: batch_size < 2, an unknown ``output`` or ``scale``, cond rows not matching x0.
     """
     dt = default_dt(schedule) if dt is None else float(dt)
     times = lipschitz_times(schedule, dt=dt) if times is None else torch.as_tensor(times, dtype=torch.float64)
@@ -308,6 +313,7 @@ def lipschitz_curve(
         raise ValueError(f"batch_size must be >= 2, got {batch_size}")
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    cond = check_cond(cond, x0.shape[0], "lipschitz_curve")
     fn, name, native = as_output_fn(model, output, schedule)
     per = steps_per_unit(schedule) if scale == "step" else 1.0
     device, n, m = x0.device, x0.shape[0], len(times)
@@ -328,7 +334,7 @@ def lipschitz_curve(
             else torch.randn((len(pair), *x0.shape[1:]), generator=generator, dtype=x0.dtype, device=device)
         )
         x_t = schedule.diffuse(x0[si], t, noise)  # Eq. (1); the SAME x_t at t and t′
-        out = fn(torch.cat([x_t, x_t]), torch.cat([t, t + dt]))
+        out = fn(torch.cat([x_t, x_t]), torch.cat([t, t + dt]), **repeat_cond(cond_rows(cond, si), 2))
         calls += 1
         k = len(pair)
         # Eq. (8): ‖f(x_t, t) − f(x_t, t′)‖₂ / Δt, with Δt counted in discrete-equivalent steps (× per)
@@ -364,19 +370,21 @@ def time_one_call(
     dt: float | None = None,
     output: str = "net",
     batch_size: int = 512,
+    cond: Cond | None = None,
 ) -> float:
     """Seconds of the first network call :func:`lipschitz_curve` would make (the same times,
-    x0 in place of x_t): the unit of a cost estimate. The first call of a process may include
-    one-off warm-up, so the estimate errs on the long side."""
+    x0 in place of x_t, cond rows matched): the unit of a cost estimate. The first call of a
+    process may include one-off warm-up, so the estimate errs on the long side."""
+    cond = check_cond(cond, x0.shape[0], "time_one_call")
     dt = default_dt(schedule) if dt is None else float(dt)
     fn, _, _ = as_output_fn(model, output, schedule)
     n, half = x0.shape[0], batch_size // 2
     pair = torch.arange(min(half, n * len(times)), device=x0.device)
     t = torch.as_tensor(times, dtype=torch.float64).to(x0.device)[pair // n]
-    x = x0[pair % n]
+    x, rows = x0[pair % n], repeat_cond(cond_rows(cond, pair % n), 2)
     _synchronize(x0.device)
     start = time.perf_counter()
-    fn(torch.cat([x, x]), torch.cat([t, t + dt]))
+    fn(torch.cat([x, x]), torch.cat([t, t + dt]), **rows)
     _synchronize(x0.device)
     return time.perf_counter() - start
 

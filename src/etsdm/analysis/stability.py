@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from .. import conditioning
+from ..denoiser import Cond, check_cond, cond_rows, repeat_cond
 from ..schedules import Schedule
 from .lipschitz import as_x0_fn
 
@@ -89,6 +90,7 @@ def perturbation_error(
     generator: torch.Generator | None = None,
     batch_size: int = 512,
     metric: str = "mse",
+    cond: Cond | None = None,
 ) -> StabilityResult:
     """The error of x̂0 caused by perturbing x_t̃ with N(0, s² I), for each scale s (Fig. 2).
 
@@ -101,9 +103,12 @@ def perturbation_error(
         generator: for ε of the forward process and the perturbation z.
         batch_size: examples per model call.
         metric: "mse" (default, per-pixel mean squared change) or "rms" (its square root).
+        cond: the network's keyword inputs (class labels, the low-resolution image), one row per x0
+            row; every perturbed copy of an example gets its example's row. None: none.
 
     Raises:
-        ValueError: t outside (t_data, t_max], a scale <= 0, an unknown metric.
+        ValueError: t outside (t_data, t_max], a scale <= 0, an unknown metric, cond rows not
+            matching x0.
     """
     t = default_t_tilde(schedule) if t is None else float(t)
     if not schedule.t_data < t <= schedule.t_max:
@@ -113,6 +118,7 @@ def perturbation_error(
         raise ValueError(f"scales must be a non-empty list of positive numbers, got {scales}")
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    cond = check_cond(cond, x0.shape[0], "perturbation_error")
     x0_fn = as_x0_fn(model, schedule)
     n = x0.shape[0]
     eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
@@ -125,7 +131,8 @@ def perturbation_error(
         xs, zs = x_t[lo : lo + chunk], z[lo : lo + chunk]
         k = xs.shape[0]
         batch = torch.cat([xs] + [xs + s * zs for s in scales])  # clean + one copy per scale
-        pred = x0_fn(batch, tt[:1].expand(batch.shape[0])).to(torch.float64).reshape(len(scales) + 1, k, -1)
+        rows = repeat_cond(cond_rows(cond, slice(lo, lo + chunk)), len(scales) + 1)  # rows of `batch`
+        pred = x0_fn(batch, tt[:1].expand(batch.shape[0]), **rows).to(torch.float64).reshape(len(scales) + 1, k, -1)
         mse = (pred[1:] - pred[:1]).pow(2).mean(-1)  # per example: mean over pixels of the squared change
         errors[:, lo : lo + k] = (mse if metric == "mse" else mse.sqrt()).cpu()
     return StabilityResult(

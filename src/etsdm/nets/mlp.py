@@ -51,7 +51,10 @@ class MLP(nn.Module):
         self.blocks = nn.ModuleList(_Block(width) for _ in range(depth))
         self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, dim))
 
-    def forward(self, x: Tensor, c: Tensor | float) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor | float, **cond: Tensor) -> Tensor:
+        if cond:
+            raise ValueError(f"mlp: takes no conditioning inputs, got {sorted(cond)}; class labels (labels=) and "
+                             "low-resolution images (lowres=) need model.name: unet (model.num_classes / sr data)")
         shape = x.shape
         h = self.inp(x.reshape(shape[0], -1))
         c = torch.as_tensor(c, device=x.device, dtype=torch.float32).expand(shape[0]) * self.time_scale

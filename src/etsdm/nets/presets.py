@@ -105,9 +105,11 @@ def make_net(
     resolution: int | None = None,
     dim: int | None = None,
     cond_channels: int = 0,
+    num_classes: int = 0,
     **overrides: Any,
 ) -> nn.Module:
-    """Build a backbone called as ``net(x, c)`` (UNet: ``net(x, c, lowres=...)`` when cond_channels > 0).
+    """Build a backbone called as ``net(x, c)`` (UNet: ``net(x, c, lowres=...)`` when cond_channels > 0,
+    ``net(x, c, labels=...)`` when num_classes > 0).
 
     Args:
         name: "unet" or "mlp".
@@ -117,6 +119,7 @@ def make_net(
         resolution: UNet image side (default: the preset's).
         dim: MLP data size D.
         cond_channels: UNet extra input channels for the low-resolution image (0 = unconditional).
+        num_classes: UNet class labels 0..num_classes-1 plus the null label (0 = no labels).
         **overrides: any preset field, and for the UNet ``resnet_updown``, ``scale_shift``,
             ``zero_init``, ``time_scale``, ``lowres_upsample``; for the MLP ``time_scale``.
 
@@ -130,20 +133,25 @@ def make_net(
         raise ValueError(f"model.overrides: unknown field(s) {unknown} for {name!r}; allowed: {allowed}")
     fields.update(overrides)
     if name == "mlp":
-        return _make_mlp(fields, in_channels=in_channels, out_channels=out_channels, dim=dim, cond=cond_channels)
+        return _make_mlp(fields, in_channels=in_channels, out_channels=out_channels, dim=dim, cond=cond_channels,
+                         num_classes=num_classes)
     if not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(f"unet: in_channels must be a positive integer, got {in_channels!r}")
     if dim is not None:
         raise ValueError("unet: dim applies to the MLP only (the UNet takes in_channels and resolution)")
     if cond_channels < 0:
         raise ValueError(f"unet: cond_channels must be >= 0, got {cond_channels}")
+    if not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"unet: num_classes (model.num_classes) must be an integer >= 0, got {num_classes!r}")
     if resolution is not None:
         fields["resolution"] = resolution
-    return build_unet(in_channels=in_channels, out_channels=out_channels, cond_channels=cond_channels, **fields)
+    return build_unet(in_channels=in_channels, out_channels=out_channels, cond_channels=cond_channels,
+                      num_classes=num_classes, **fields)
 
 
 def _make_mlp(
-    fields: dict[str, Any], *, in_channels: int | None, out_channels: int | None, dim: int | None, cond: int
+    fields: dict[str, Any], *, in_channels: int | None, out_channels: int | None, dim: int | None, cond: int,
+    num_classes: int = 0,
 ) -> MLP:
     d = dim if dim is not None else in_channels
     if not isinstance(d, int) or d < 1:
@@ -154,6 +162,9 @@ def _make_mlp(
         raise ValueError(f"mlp: the output has the input's size {d}; got out_channels={out_channels}")
     if cond:
         raise ValueError("mlp: cond_channels applies to the UNet only")
+    if num_classes:
+        raise ValueError("mlp: num_classes (model.num_classes, class labels) applies to the UNet only; "
+                         "use model.name: unet")
     return MLP(d, **fields)
 
 

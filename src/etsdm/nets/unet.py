@@ -28,6 +28,13 @@ Conditional variant (``cond_channels > 0``, super-resolution, Section 5.5): ``ne
 lowres=y)`` concatenates y as extra input channels. y may be given at full size or at low
 resolution, in which case it is upsampled here (``lowres_upsample``, bicubic by default — the
 same rule as :mod:`etsdm.data.sr`).
+
+Class-conditional variant (``num_classes > 0``, issue 10): ``net(x, c, labels=y)`` with y int64 (B,)
+in 0..num_classes-1, or :data:`etsdm.guidance.NULL_LABEL` (-1) for "no label" (classifier-free
+guidance's unconditional input). UNet2DModel's class embedding (``num_class_embeds = num_classes +
+1``, an ``nn.Embedding`` to ``time_embedding_dim``, added to the timestep embedding as ADM does)
+gets NULL_LABEL as its own last index, num_classes. ``lowres`` and ``labels`` combine (a
+class-conditional SR net takes both).
 """
 
 from __future__ import annotations
@@ -39,15 +46,19 @@ from diffusers import UNet2DModel
 from torch import Tensor, nn
 
 from ..data.transforms import UPSAMPLE_MODES, upsample
+from ..guidance import NULL_LABEL
 
 
 class UNet(nn.Module):
-    """``net(x, c, lowres=None) -> (B, out_channels, H, W)`` around a diffusers UNet2DModel.
+    """``net(x, c, lowres=None, labels=None) -> (B, out_channels, H, W)`` around a diffusers UNet2DModel.
 
     Attributes:
-        unet: the UNet2DModel (export it with ``unet.save_pretrained``; feed it c · time_scale).
+        unet: the UNet2DModel (export it with ``unet.save_pretrained``; feed it c · time_scale and,
+            class-conditional, the label index with NULL_LABEL -> num_classes).
         time_scale: multiplier of the condition before the sinusoidal embedding.
         cond_channels: channels of the low-resolution input (0 = unconditional).
+        num_classes: classes of the label input (0 = no labels), read from the UNet2DModel's
+            ``num_class_embeds`` (= num_classes + 1: the null label is the last embedding).
     """
 
     def __init__(
@@ -60,10 +71,34 @@ class UNet(nn.Module):
         self.time_scale = float(time_scale)
         self.cond_channels = int(cond_channels)
         self.lowres_upsample = lowres_upsample
+        self.num_classes = _num_classes(unet)
 
-    def forward(self, x: Tensor, c: Tensor | float, lowres: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, c: Tensor | float, lowres: Tensor | None = None, labels: Tensor | None = None
+    ) -> Tensor:
         timestep = torch.as_tensor(c, device=x.device).to(torch.float32) * self.time_scale
-        return self.unet(self._input(x, lowres), timestep).sample
+        return self.unet(self._input(x, lowres), timestep, class_labels=self._class_index(x, labels)).sample
+
+    def _class_index(self, x: Tensor, labels: Tensor | None) -> Tensor | None:
+        """The embedding index of each label: the label itself, NULL_LABEL -> num_classes."""
+        if self.num_classes == 0:
+            if labels is not None:
+                raise ValueError("unet: got labels= but this UNet takes no class labels (model.num_classes unset; "
+                                 "set data.labels: true for a class-conditional run)")
+            return None
+        if labels is None:
+            raise ValueError(f"unet: this class-conditional UNet needs labels= (B,) int64 in 0..{self.num_classes - 1} "
+                             f"or {NULL_LABEL} (no label)")
+        if labels.shape != (x.shape[0],) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise ValueError(f"unet: labels must be integer class indices of shape (B={x.shape[0]},), got "
+                             f"{labels.dtype} {tuple(labels.shape)}")
+        labels = labels.to(device=x.device, dtype=torch.long)
+        if not (labels.is_cuda and torch.cuda.is_current_stream_capturing()):  # no host sync inside a CUDA graph
+            bad = (labels < NULL_LABEL) | (labels >= self.num_classes)
+            if bool(bad.any()):
+                raise ValueError(f"unet: label {int(labels[bad][0])} out of range; allowed 0..{self.num_classes - 1} "
+                                 f"or {NULL_LABEL} (no label)")
+        return torch.where(labels == NULL_LABEL, self.num_classes, labels)
 
     def _input(self, x: Tensor, lowres: Tensor | None) -> Tensor:
         if self.cond_channels == 0:
@@ -78,6 +113,22 @@ class UNet(nn.Module):
             )
         lowres = upsample(lowres.to(x.dtype), tuple(x.shape[-2:]), self.lowres_upsample)
         return torch.cat([x, lowres], dim=1)
+
+
+def _num_classes(unet: UNet2DModel) -> int:
+    """num_classes of a UNet2DModel: num_class_embeds - 1 (the null label is the last embedding).
+
+    Raises:
+        ValueError: class conditioning other than a plain embedding table (class_embed_type set).
+    """
+    if unet.class_embedding is None:
+        return 0
+    n = unet.config.num_class_embeds
+    if unet.config.class_embed_type is not None or n is None or n < 2:
+        raise ValueError(f"unet: class conditioning must be UNet2DModel's embedding table with num_class_embeds >= 2 "
+                         f"(classes + the null label); got class_embed_type={unet.config.class_embed_type!r}, "
+                         f"num_class_embeds={n!r}")
+    return int(n) - 1
 
 
 def _check_geometry(resolution: int, channels: list[int], attn_levels: list[bool], head_dim: int, groups: int) -> None:
@@ -101,6 +152,7 @@ def build_unet(
     out_channels: int | None = None,
     resolution: int,
     cond_channels: int = 0,
+    num_classes: int = 0,
     base_channels: int,
     channel_mult: tuple[int, ...],
     layers_per_block: int,
@@ -115,7 +167,10 @@ def build_unet(
     time_scale: float = 1.0,
     lowres_upsample: str = "bicubic",
 ) -> UNet:
-    """An ADM-style UNet (see the module docstring); every argument is a preset field."""
+    """An ADM-style UNet (see the module docstring); every argument is a preset field, but
+    ``cond_channels`` (low-resolution input channels) and ``num_classes`` (class labels; 0: none)."""
+    if not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"unet: num_classes must be an integer >= 0 (0 = no class labels), got {num_classes!r}")
     out_channels = in_channels if out_channels is None else out_channels
     channels = [base_channels * m for m in channel_mult]
     level_res = [resolution // 2**i for i in range(len(channels))]
@@ -142,6 +197,7 @@ def build_unet(
         norm_num_groups=norm_num_groups,
         attn_norm_num_groups=norm_num_groups,
         resnet_time_scale_shift="scale_shift" if scale_shift else "default",  # GroupNorm(h)(1 + s) + b
+        num_class_embeds=num_classes + 1 if num_classes else None,  # + the null label (guidance)
     )
     if zero_init:
         _zero_init(unet)
