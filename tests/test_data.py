@@ -24,6 +24,8 @@ from etsdm.data import (
     denormalize,
     digits_arrays,
     make_dataset,
+    split_batch,
+    stack_images,
 )
 from etsdm.data.transforms import resize_center_crop, upsample
 
@@ -241,15 +243,16 @@ def test_folder_holdout_split(image_dir: Path):
 def test_sr_pairs_consistent():
     ds = make_dataset("sr", resolution=16, sr_factor=4, split="test")
     item = ds[5]
-    hr, lr, small = item["x0"], item["lowres"], item["lowres_small"]
+    assert set(item) == {"x0", "cond", "lowres_small"} and set(item["cond"]) == {"lowres"}  # unlabelled: no labels
+    hr, lr, small = item["x0"], item["cond"]["lowres"], item["lowres_small"]
     assert hr.shape == lr.shape == (1, 16, 16) and small.shape == (1, 4, 4) and data_shape(ds) == (1, 16, 16)
     # area downsampling by hand: mean of each 4x4 block
     assert torch.allclose(small, hr.reshape(1, 4, 4, 4, 4).mean((2, 4)), atol=1e-6)
     assert torch.allclose(lr, upsample(small, (16, 16), "bicubic")) and float(lr.abs().max()) <= 1.0
     near = make_dataset("sr", resolution=16, sr_factor=4, split="test", sr_upsample="nearest")[5]
-    assert torch.allclose(F.avg_pool2d(near["lowres"][None], 4)[0], small, atol=1e-6)  # nearest is exact
-    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
-    assert batch["x0"].shape == (4, 1, 16, 16) and batch["lowres"].shape == (4, 1, 16, 16)
+    assert torch.allclose(F.avg_pool2d(near["cond"]["lowres"][None], 4)[0], small, atol=1e-6)  # nearest is exact
+    x0, cond = split_batch(next(iter(torch.utils.data.DataLoader(ds, batch_size=4))))
+    assert x0.shape == (4, 1, 16, 16) and set(cond) == {"lowres"} and cond["lowres"].shape == (4, 1, 16, 16)
     with pytest.raises(ValueError, match="divisible"):
         make_dataset("sr", sr_factor=3)
 
@@ -291,3 +294,84 @@ def test_folder_format_inferred_from_the_images(image_dir: Path):
     ds = make_dataset("folder", root=str(gray))
     assert data_shape(ds) == (1, 8, 8) and ds[0].shape == (1, 8, 8) and "inferred" in ds.inferred
     assert infer_format(gray, channels=3, resolution=16).note == ""  # nothing left to infer
+
+
+# --------------------------------------------------------------------------------------------
+# class labels (issue 10: items {"x0", "cond": {"labels"}}, split_batch)
+# --------------------------------------------------------------------------------------------
+def test_split_batch_of_tensors_and_dicts():
+    x = torch.randn(3, 1, 8, 8)
+    x0, cond = split_batch(x)
+    assert x0 is x and cond == {}
+    y = torch.tensor([1, 2, 3])
+    item = {"x0": x, "cond": {"labels": y}, "extra": torch.zeros(3)}
+    x0, cond = split_batch(item)
+    assert x0 is x and cond == {"labels": y}  # extras outside cond never reach the network
+    cond["lowres"] = x
+    assert set(item["cond"]) == {"labels"}  # a copy: the item is not changed
+    assert split_batch({"x0": x}) == (x, {})
+    with pytest.raises(TypeError, match="x0"):
+        split_batch({"image": x})
+
+
+def test_digits_with_labels_carry_the_sklearn_digit():
+    raw = load_digits()
+    plain, lab = make_dataset("digits", split="test"), make_dataset("digits", split="test", labels=True)
+    assert isinstance(plain[7], torch.Tensor)  # unlabelled items unchanged
+    assert lab.num_classes == 10 and lab.class_names == [str(d) for d in range(10)]
+    for i in (0, 7, 299):
+        x0, cond = split_batch(lab[i])
+        assert torch.equal(x0, plain[i]) and set(cond) == {"labels"}
+        assert cond["labels"].dtype == torch.int64 and cond["labels"].shape == ()
+        flat = torch.as_tensor(raw.images.reshape(len(raw.images), -1) / 8.0 - 1.0, dtype=torch.float32)
+        j = int(torch.cdist(x0.reshape(1, -1), flat).argmin())
+        assert int(cond["labels"]) == int(raw.target[j])  # the label of this very image in sklearn
+    batch = next(iter(torch.utils.data.DataLoader(lab, batch_size=5)))
+    x0, cond = split_batch(batch)
+    assert x0.shape == (5, 1, 8, 8) and cond["labels"].shape == (5,) and torch.equal(cond["labels"], lab.labels[:5])
+    assert stack_images(lab, 4).shape == (4, 1, 8, 8)
+
+
+@pytest.fixture
+def class_dir(tmp_path: Path) -> Path:
+    """Classes "cat" (2 images, one nested deeper) and "dog" (1 image); images of distinct colours."""
+    root = tmp_path / "classes"
+    for rel, v in (("dog/d0.png", 10), ("cat/c0.png", 200), ("cat/deep/c1.png", 120)):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8), v, np.uint8), "L").save(root / rel)
+    return root
+
+
+def test_folder_labels_one_class_per_subfolder(class_dir: Path):
+    ds = make_dataset("folder", root=str(class_dir), labels=True)
+    assert ds.class_names == ["cat", "dog"] and ds.num_classes == 2
+    by_value = {}
+    for i in range(len(ds)):
+        x0, cond = split_batch(ds[i])
+        by_value[round(float(denormalize(x0).mean()) * 255)] = int(cond["labels"])
+    assert by_value == {200: 0, 120: 0, 10: 1}  # cat/** -> 0 (nested too), dog -> 1
+    assert torch.equal(ds.labels, torch.tensor([0, 0, 1]))
+    assert isinstance(make_dataset("folder", root=str(class_dir))[0], torch.Tensor)  # labels off: tensors
+    te = make_dataset("folder", root=str(class_dir), labels=True, holdout=1, split="test")
+    assert te.class_names == ["cat", "dog"]  # classes from every file, not the split's
+
+
+def test_folder_labels_clear_errors(class_dir: Path):
+    Image.fromarray(np.zeros((8, 8), np.uint8), "L").save(class_dir / "loose.png")
+    with pytest.raises(ValueError, match=r"directly in it \(loose.png\)"):
+        make_dataset("folder", root=str(class_dir), labels=True)
+    (class_dir / "loose.png").unlink()
+    for f in (class_dir / "dog").iterdir():
+        f.unlink()
+    with pytest.raises(ValueError, match="at least 2 class subfolders.*found 1 \\(cat\\)"):
+        make_dataset("folder", root=str(class_dir), labels=True)
+    with pytest.raises(ValueError, match="gmm data set has no class labels"):
+        make_dataset("gmm", labels=True)
+
+
+def test_sr_with_labels_puts_them_in_cond():
+    ds = make_dataset("sr", resolution=16, sr_factor=4, split="test", labels=True)
+    base = make_dataset("digits", resolution=16, split="test", labels=True)
+    item = ds[3]
+    assert set(item["cond"]) == {"lowres", "labels"} and int(item["cond"]["labels"]) == int(base.labels[3])
+    assert torch.equal(item["x0"], base[3]["x0"]) and ds.num_classes == 10

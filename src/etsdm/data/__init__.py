@@ -1,14 +1,16 @@
 """Data sets for etsdm: embedded digits, the analytic Gaussian mixture, image folders, SR pairs.
 
 Conventions: images are float32 (C, H, W) in [-1, 1] (``denormalize`` maps them to [0, 1]);
-Gaussian-mixture samples are float32 (D,); super-resolution items are dicts (see
-:mod:`etsdm.data.sr`). Build any of them with :func:`make_dataset`.
+Gaussian-mixture samples are float32 (D,); super-resolution and labelled items are dicts
+``{"x0", "cond", ...}`` (:mod:`etsdm.data.items`, :func:`split_batch`). Build any of them with
+:func:`make_dataset`.
 """
 
 from .digits import DigitsDataset, digits_arrays
 from .factory import DATASETS, data_shape, make_dataset, stack_images
 from .folder import IMAGE_EXTENSIONS, BadImageError, FolderFormat, ImageFolderDataset, infer_format, scan_images
 from .gmm import GMMDataset, make_mixture
+from .items import labelled, split_batch
 from .sr import SuperResolutionDataset
 from .transforms import area_downsample, denormalize, resize_center_crop, upsample
 
@@ -26,10 +28,12 @@ __all__ = [
     "denormalize",
     "digits_arrays",
     "infer_format",
+    "labelled",
     "make_dataset",
     "make_mixture",
     "resize_center_crop",
     "scan_images",
+    "split_batch",
     "stack_images",
     "upsample",
 ]

@@ -17,12 +17,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .items import labelled
 from .transforms import random_hflip, resize_tensor
 
 DigitsSplit = Literal["train", "test", "all"]
 DIGITS_TEST_SIZE = 300
 DIGITS_SPLIT_SEED = 0
 DIGITS_NATIVE_RESOLUTION = 8
+DIGITS_CLASS_NAMES: tuple[str, ...] = tuple(str(d) for d in range(10))
 
 
 @lru_cache(maxsize=1)
@@ -65,13 +67,16 @@ def digits_arrays(
 
 
 class DigitsDataset(Dataset):
-    """sklearn digits as images (C, R, R) in [-1, 1]; ``labels`` holds the classes.
+    """sklearn digits as images (C, R, R) in [-1, 1]; ``labels`` holds the classes (0..9, named
+    "0".."9" in ``class_names``; ``num_classes`` = 10).
 
     Args:
         split: "train" (1,497), "test" (300) or "all" (1,797).
         resolution: side R; None keeps 8. Other sizes are resized once, bilinearly (antialiased).
         channels: 1 (default) or 3 (the grey image repeated, for RGB backbones).
         hflip: flip each item left-right with probability 1/2 (torch's default generator).
+        labels: items are ``{"x0": image, "cond": {"labels": digit}}`` (class-conditional data,
+            :mod:`etsdm.data.items`) instead of the image alone.
         test_size, split_seed: the held-out split (defaults fixed; see the module docstring).
     """
 
@@ -82,6 +87,7 @@ class DigitsDataset(Dataset):
         resolution: int | None = None,
         channels: int | None = None,
         hflip: bool = False,
+        labels: bool = False,
         test_size: int = DIGITS_TEST_SIZE,
         split_seed: int = DIGITS_SPLIT_SEED,
     ):
@@ -98,11 +104,14 @@ class DigitsDataset(Dataset):
         self.hflip = hflip
         self.split = split
         self.shape: tuple[int, ...] = tuple(self.images.shape[1:])
-        self.num_classes = 10
+        self.num_classes = len(DIGITS_CLASS_NAMES)
+        self.class_names: list[str] = list(DIGITS_CLASS_NAMES)
+        self.labelled = labels
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def __getitem__(self, i: int) -> Tensor:
+    def __getitem__(self, i: int) -> Tensor | dict:
         x = self.images[i]
-        return random_hflip(x) if self.hflip else x.clone()
+        x = random_hflip(x) if self.hflip else x.clone()
+        return labelled(x, int(self.labels[i])) if self.labelled else x

@@ -1,8 +1,10 @@
 """``make_dataset``: one entry point from a config's data section to a torch Dataset.
 
 Every item is float32 in [-1, 1]: x0 of shape (C, H, W) for images, (D,) for the Gaussian mixture
-(whose samples are not bounded), and for "sr" a dict {"x0", "lowres", "lowres_small"} (see
-:mod:`etsdm.data.sr`). Options that do not apply to the chosen data set are an error when set
+(whose samples are not bounded), and for "sr" a dict {"x0", "cond": {"lowres"}, "lowres_small"} (see
+:mod:`etsdm.data.sr`). With ``labels=True`` (digits, folder, sr on either) every item carries its
+class in ``cond["labels"]`` (:mod:`etsdm.data.items`); the data set then has ``num_classes`` and
+``class_names``. Options that do not apply to the chosen data set are an error when set
 (e.g. ``root`` for "digits"), so a mistyped config does not pass silently.
 """
 
@@ -16,6 +18,7 @@ from torch.utils.data import Dataset, Subset
 from .digits import DigitsDataset
 from .folder import ImageFolderDataset, Verify
 from .gmm import GMMDataset
+from .items import split_batch
 from .sr import SuperResolutionDataset
 from .transforms import UpsampleMode
 
@@ -41,6 +44,7 @@ def make_dataset(
     verify: Verify = "header",
     holdout: int | float = 0,
     split_seed: int = 0,
+    labels: bool = False,
 ) -> Dataset:
     """Build a data set by name.
 
@@ -64,6 +68,8 @@ def make_dataset(
         verify: folder: "header" | "full" | "none" checks at construction.
         holdout: folder: count or fraction of files reserved for split "test".
         split_seed: the fixed seed of the digits / folder held-out split.
+        labels: class labels in each item's cond (digits: the digit; folder: one class per
+            immediate subfolder); unlabelled items stay plain tensors (sr: dicts without "labels").
 
     Raises:
         ValueError: unknown name, or an option that does not apply to it / is out of range.
@@ -90,9 +96,12 @@ def make_dataset(
         holdout=holdout,
     )
     if base == "gmm":
+        if labels:
+            raise ValueError("data.labels: the gmm data set has no class labels (digits, folder, sr have)")
         return GMMDataset(split, gmm=gmm, num_samples=num_samples, seed=seed)
     if base == "digits":
-        ds: Dataset = DigitsDataset(split, resolution=resolution, channels=channels, hflip=hflip, split_seed=split_seed)
+        ds: Dataset = DigitsDataset(split, resolution=resolution, channels=channels, hflip=hflip, split_seed=split_seed,
+                                     labels=labels)
     else:
         if root is None:
             raise ValueError("data.root is required for the 'folder' data set (the image folder)")
@@ -106,6 +115,7 @@ def make_dataset(
             verify=verify,
             holdout=holdout,
             split_seed=split_seed,
+            labels=labels,
         )
     ds = _limit(ds, num_samples)
     if name == "sr":
@@ -160,11 +170,11 @@ def data_shape(dataset: Dataset) -> tuple[int, ...]:
 
 def stack_images(dataset: Dataset, limit: int | None = None, seed: int = 0) -> Tensor:
     """Up to ``limit`` items of an image data set as one (N, C, H, W) tensor (a fixed random subset
-    when it holds more): real images for FID references."""
+    when it holds more): real images for FID references (the x0 of labelled / SR items)."""
     import torch
 
     n = len(dataset)
     idx = list(range(n))
     if limit is not None and n > limit:
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit].sort().values.tolist()
-    return torch.stack([dataset[i] for i in idx])
+    return torch.stack([split_batch(dataset[i])[0] for i in idx])

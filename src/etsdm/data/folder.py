@@ -26,6 +26,11 @@
   fixed permutation (``split_seed``, default 0) of the sorted list, independent of the run's seed;
   "train" is the rest and "all" every file. With holdout = 0, "train" is every file and "test"
   is an error (point ``root`` at a separate test folder instead).
+* Class labels (``labels=True``, config ``data.labels``): one class per immediate subfolder of
+  ``root`` that holds images (``root/cat/**`` and ``root/dog/**``: classes "cat" = 0, "dog" = 1, in
+  sorted order, ``class_names`` / ``num_classes``); items are then ``{"x0": image, "cond":
+  {"labels": class}}`` (:mod:`etsdm.data.items`). Classes come from every file before the split,
+  so train and test share them. An image directly in ``root``, or fewer than 2 classes, is an error.
 """
 
 from __future__ import annotations
@@ -38,10 +43,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .items import labelled
 from .transforms import pil_to_tensor, random_hflip, resize_center_crop
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg")
@@ -132,6 +139,26 @@ def infer_format(root: str | os.PathLike, *, channels: int | None = None, resolu
     return FolderFormat(channels, resolution, note)
 
 
+def folder_classes(root: str | os.PathLike, files: list[str]) -> list[str]:
+    """The class names of a labelled image folder: its immediate subfolders holding images, sorted.
+
+    Raises:
+        ValueError: an image directly in ``root`` (it would have no class), or fewer than 2 classes.
+    """
+    root_path = Path(root).expanduser()
+    top = [f for f in files if len(Path(f).relative_to(root_path).parts) == 1]
+    if top:
+        shown = ", ".join(Path(f).name for f in top[:3]) + (", ..." if len(top) > 3 else "")
+        raise ValueError(f"image folder {str(root_path)!r} with data.labels: true takes one class per subfolder "
+                         f"(root/<class>/<images>), but {len(top)} image(s) lie directly in it ({shown}); move them "
+                         "into class subfolders or set data.labels: false")
+    names = sorted({Path(f).relative_to(root_path).parts[0] for f in files})
+    if len(names) < 2:
+        raise ValueError(f"image folder {str(root_path)!r} with data.labels: true needs at least 2 class subfolders "
+                         f"holding images, found {len(names)} ({', '.join(names) or 'none'})")
+    return names
+
+
 def check_header(path: str) -> None:
     """Raise BadImageError unless the file starts with a PNG or JPEG signature (reads 8 bytes)."""
     try:
@@ -184,6 +211,7 @@ class ImageFolderDataset(Dataset):
         verify: "header" (default), "full" or "none": what is checked at construction.
         holdout: number (int) or fraction (float in (0, 1)) of files reserved for "test".
         split_seed: seed of the holdout permutation (fixed default 0).
+        labels: class labels from the immediate subfolders (module docstring); items become dicts.
     """
 
     def __init__(
@@ -198,6 +226,7 @@ class ImageFolderDataset(Dataset):
         verify: Verify = "header",
         holdout: int | float = 0,
         split_seed: int = 0,
+        labels: bool = False,
     ):
         self.inferred = ""
         if channels is None or resolution is None:
@@ -215,7 +244,13 @@ class ImageFolderDataset(Dataset):
         self.skipped = 0
         self.skipped_files: list[str] = []
         self._bad: set[int] = set()
-        self.files = self._select_split(scan_images(root), split, holdout, split_seed)
+        files = scan_images(root)
+        self.labelled = labels
+        if labels:
+            self.class_names: list[str] = folder_classes(root, files)
+            self.num_classes = len(self.class_names)
+            self._class_index = {name: k for k, name in enumerate(self.class_names)}
+        self.files = self._select_split(files, split, holdout, split_seed)
         self.files = self._verify(self.files, verify)
         if not self.files:
             raise ValueError(f"image folder {self.root!r}: every image of split {split!r} was unreadable and skipped")
@@ -270,7 +305,18 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> Tensor:
+    def label_of(self, path: str) -> int:
+        """The class index of one of the folder's files (its immediate subfolder under root)."""
+        return self._class_index[Path(path).relative_to(Path(self.root).expanduser()).parts[0]]
+
+    @property
+    def labels(self) -> Tensor:
+        """The class index of every file, int64 (N,) (labelled folders only)."""
+        if not self.labelled:
+            raise AttributeError("labels: this image folder was opened without labels (data.labels: false)")
+        return torch.tensor([self.label_of(f) for f in self.files], dtype=torch.int64)
+
+    def __getitem__(self, i: int) -> Tensor | dict:
         n = len(self.files)
         if not -n <= i < n:
             raise IndexError(f"image folder index {i} out of range for {n} images")
@@ -286,5 +332,6 @@ class ImageFolderDataset(Dataset):
                 self._bad.add(j)
                 self._record_skips([self.files[j]])
                 continue
-            return random_hflip(x) if self.hflip else x
+            x = random_hflip(x) if self.hflip else x
+            return labelled(x, self.label_of(self.files[j])) if self.labelled else x
         raise ValueError(f"image folder {self.root!r}: no readable image left (all {n} files failed to decode)")
