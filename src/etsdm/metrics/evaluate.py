@@ -48,7 +48,8 @@ class ImageSet:
     source: str = ""
 
 
-def _resolve_reference(reference: Any) -> tuple[str, Any]:
+def resolve_reference(reference: Any) -> tuple[str, Any]:
+    """(kind, reference data): kind 'gmm' | 'images' | 'file' | 'digits' (the digits train images)."""
     if isinstance(reference, GaussianMixture):
         return "gmm", reference
     if isinstance(reference, ImageSet):
@@ -70,7 +71,7 @@ def _resolve_reference(reference: Any) -> tuple[str, Any]:
 
 def default_metrics(reference: Any) -> tuple[str, ...]:
     """fid-digits for digits, fid-own for an ImageSet, gmm for a mixture, psnr + ssim for paired images."""
-    kind, _ = _resolve_reference(reference)
+    kind, _ = resolve_reference(reference)
     return {"digits": ("fid-digits",), "images": ("fid-own",), "gmm": ("gmm",), "file": ("psnr", "ssim")}[kind]
 
 
@@ -84,6 +85,7 @@ def evaluate_samples(
     feature_net: nn.Module | None = None,
     inception_weights: str | Path | None = None,
     targets: Tensor | None = None,
+    pair_names: tuple[str, str] = ("samples", "targets"),
 ) -> dict[str, Any]:
     """Every requested metric of ``samples`` (values in [-1, 1]), as a JSON-ready dict.
 
@@ -97,6 +99,7 @@ def evaluate_samples(
             (default: trained now, deterministically, in seconds).
         inception_weights: LOCAL Inception-v3 weights for ``fid-inception``.
         targets: ground truth paired with ``samples`` for psnr / ssim (default: ``reference``).
+        pair_names: where samples and targets came from (e.g. two files), for :func:`check_pairs`.
 
     Raises:
         SampleError: samples no metric can use (see :func:`~etsdm.metrics.checks.check_samples`).
@@ -106,7 +109,7 @@ def evaluate_samples(
     from .gmm import gmm_metrics
     from .image import psnr, ssim
 
-    kind, ref = _resolve_reference(reference)
+    kind, ref = resolve_reference(reference)
     metrics = tuple(metrics or default_metrics(reference))
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
@@ -142,16 +145,47 @@ def evaluate_samples(
             out[metric] = gmm_metrics(x.double(), ref, seeds=seeds)
         else:
             target = targets if targets is not None else ref
-            if kind == "gmm" or not isinstance(target, Tensor) or target.shape != x.shape:
-                raise ValueError(f"{metric} needs paired targets of the samples' shape {tuple(x.shape)}")
+            if kind == "gmm" or not isinstance(target, Tensor):
+                raise ValueError(f"{metric} needs paired target images of the samples' shape {tuple(x.shape)}")
+            check_pairs(x, target, pair_names)
             vals = (psnr if metric == "psnr" else ssim)(images, target.float())
-            out[metric] = {
-                "mean": float(vals.mean()),
-                "std_over_images": float(vals.std()) if len(vals) > 1 else 0.0,
-                "n": int(len(vals)),
-                "note": "deterministic: seeds do not change it",
-            }
+            out[metric] = _per_image_summary(vals)
     return out
+
+
+def check_pairs(samples: Tensor, targets: Tensor, names: tuple[str, str] = ("samples", "targets")) -> None:
+    """PSNR / SSIM compare row i of ``samples`` with row i of ``targets``: same count, same image
+    shape. ``names`` say where each came from (e.g. the two files) in the error.
+
+    Raises:
+        ValueError: the counts or the image shapes differ (both named, with their shapes).
+    """
+    a, b = names
+    if samples.ndim != 4 or targets.ndim != 4:
+        raise ValueError(f"psnr / ssim compare images (N, C, H, W): {a} has shape {tuple(samples.shape)}, "
+                         f"{b} {tuple(targets.shape)}")
+    if samples.shape[0] != targets.shape[0]:
+        raise ValueError(f"psnr / ssim pair image i of {a} with image i of {b}, but {a} holds "
+                         f"{samples.shape[0]} images and {b} {targets.shape[0]}")
+    if samples.shape[1:] != targets.shape[1:]:
+        raise ValueError(f"psnr / ssim need images of one shape: {a} has (C, H, W) = {tuple(samples.shape[1:])}, "
+                         f"{b} {tuple(targets.shape[1:])}")
+
+
+def _per_image_summary(vals: Tensor) -> dict[str, Any]:
+    """Mean ± std over images of a per-image metric; PSNR of identical images is inf."""
+    finite = torch.isfinite(vals)
+    if len(vals) < 2 or not bool(finite.any()):  # one image, or every image identical to its target
+        std = 0.0
+    else:  # some identical (inf) and some not: no finite spread
+        std = float(vals.std()) if bool(finite.all()) else float("nan")
+    return {
+        "mean": float(vals.mean()),
+        "std_over_images": std,
+        "n": int(len(vals)),
+        "identical_images": int((~finite).sum()),  # PSNR: MSE = 0
+        "note": "deterministic: seeds do not change it",
+    }
 
 
 def _fid_own(images: Tensor, ref: Any, net: nn.Module | None, n: int | None, seeds: Sequence[int]) -> dict[str, Any]:
@@ -212,7 +246,8 @@ def format_results(results: dict[str, Any]) -> list[str]:
     for metric in ("psnr", "ssim"):
         if metric in results:
             r = results[metric]
-            lines.append(f"{metric.upper()}: {format_pm(r['mean'], r['std_over_images'])} over {r['n']} images")
+            same = f" ({r['identical_images']} identical to their targets)" if r.get("identical_images") else ""
+            lines.append(f"{metric.upper()}: {format_pm(r['mean'], r['std_over_images'])} over {r['n']} images{same}")
     return lines
 
 
