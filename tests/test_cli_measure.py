@@ -203,8 +203,10 @@ def test_metric_names_in_sync_and_library_evaluate_psnr(tmp_path):
     res = evaluate_samples(target + 0.02, target, seeds=(0,))
     assert set(res) >= {"psnr", "ssim"} and res["psnr"]["mean"] == pytest.approx(40.0, abs=0.2)
     assert any(line.startswith("PSNR") for line in format_results(res))
-    with pytest.raises(ValueError, match="paired targets"):
+    with pytest.raises(ValueError, match="samples holds 2 images and targets 4"):
         evaluate_samples(target[:2], target, ["psnr"])
+    with pytest.raises(ValueError, match=r"a.npz has \(C, H, W\) = \(1, 8, 8\), b.npz \(1, 16, 16\)"):
+        evaluate_samples(target[:, :, :8, :8], target, ["psnr"], pair_names=("a.npz", "b.npz"))
     from etsdm.metrics import psnr
 
     overshoot = 3 * target  # image metrics clamp to [-1, 1], as saving the images would
