@@ -1,4 +1,5 @@
-"""Backbones: shapes, dependence on the condition, time_scale, conditional UNet, Table A1 sizes.
+"""Backbones: shapes, dependence on the condition, time_scale, conditional UNet (low-resolution input,
+class labels), Table A1 sizes.
 
 Parameter counts are checked against an independent closed form of the ADM architecture
 (guided-diffusion's UNetModel with resblock_updown and use_scale_shift_norm), counted by hand
@@ -11,7 +12,7 @@ import pytest
 import torch
 from diffusers import UNet2DModel
 
-from etsdm import Denoiser, TimestepSharing, make_schedule
+from etsdm import NULL_LABEL, Denoiser, TimestepSharing, make_schedule
 from etsdm.nets import MLP, NET_PRESETS, UNet, count_parameters, make_net
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny convolutions: one thread is fastest
@@ -194,3 +195,52 @@ def test_unet_round_trips_through_diffusers_save_pretrained(tmp_path):
     loaded = UNet2DModel.from_pretrained(tmp_path / "unet")
     x, c = torch.randn(2, 1, 8, 8), torch.tensor([5.0, 600.0])
     assert torch.allclose(loaded(x, c).sample, net(x, c), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Class labels (issue 10): UNet2DModel's class embedding, the null label as its own last index
+# ----------------------------------------------------------------------------------------------
+def test_class_conditional_unet_labels_and_null_label():
+    net = _randomised(make_net("unet", preset="tiny", in_channels=1, num_classes=3))
+    assert net.num_classes == 3 and net.unet.config.num_class_embeds == 4  # 3 classes + the null label
+    x, c = torch.randn(4, 1, 8, 8), torch.full((4,), 30.0)
+    out = {y: net(x, c, labels=torch.full((4,), y)) for y in (NULL_LABEL, 0, 1, 2)}
+    for y, v in out.items():  # every label, the null one included, has its own embedding
+        assert all(not torch.allclose(v, w) for z, w in out.items() if z != y), y
+    # NULL_LABEL is the embedding's last row, num_classes
+    assert torch.equal(out[NULL_LABEL], net.unet(x, c, class_labels=torch.full((4,), 3)).sample)
+    mixed = torch.tensor([2, NULL_LABEL, 0, 1])
+    per_row = torch.cat([out[int(y)][i : i + 1] for i, y in enumerate(mixed)])
+    torch.testing.assert_close(net(x, c, labels=mixed), per_row, rtol=1e-5, atol=1e-6)
+    both = _randomised(make_net("unet", preset="tiny", in_channels=1, cond_channels=1, num_classes=2))
+    lo = torch.randn(4, 1, 4, 4)
+    assert both(x, c, lowres=lo, labels=torch.tensor([0, 1, 1, NULL_LABEL])).shape == x.shape
+
+
+def test_class_label_errors_are_named():
+    x, c = torch.randn(2, 1, 8, 8), torch.tensor([1.0, 2.0])
+    conditional = make_net("unet", preset="tiny", in_channels=1, num_classes=3)
+    with pytest.raises(ValueError, match=r"needs labels= .*0\.\.2 or -1"):
+        conditional(x, c)
+    for bad in (3, -2):
+        with pytest.raises(ValueError, match=rf"label {bad} out of range; allowed 0\.\.2 or -1"):
+            conditional(x, c, labels=torch.tensor([0, bad]))
+    with pytest.raises(ValueError, match="integer class indices"):
+        conditional(x, c, labels=torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="takes no class labels"):
+        make_net("unet", preset="tiny", in_channels=1)(x, c, labels=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="num_classes"):
+        make_net("unet", preset="tiny", in_channels=1, num_classes=-1)
+    with pytest.raises(ValueError, match=r"mlp: num_classes .*model.name: unet"):
+        make_net("mlp", preset="tiny", dim=2, num_classes=3)
+    with pytest.raises(ValueError, match=r"mlp: takes no conditioning inputs, got \['labels'\]"):
+        make_net("mlp", preset="tiny", dim=2)(torch.randn(2, 2), c, labels=torch.tensor([0, 1]))
+
+
+def test_class_conditional_unet_round_trips_through_save_pretrained(tmp_path):
+    net = _randomised(make_net("unet", preset="tiny", in_channels=1, num_classes=5))
+    net.unet.save_pretrained(tmp_path / "unet")
+    loaded = UNet(UNet2DModel.from_pretrained(tmp_path / "unet"))
+    assert loaded.num_classes == 5  # read from num_class_embeds
+    x, c, y = torch.randn(2, 1, 8, 8), torch.tensor([5.0, 600.0]), torch.tensor([4, NULL_LABEL])
+    torch.testing.assert_close(loaded(x, c, labels=y), net(x, c, labels=y), rtol=1e-5, atol=1e-6)
