@@ -1,0 +1,91 @@
+"""``resolve_autoencoder``: a config's ``latent.autoencoder`` string to an AutoencoderKL folder.
+
+The spec is one of
+
+* an etsdm autoencoder run folder (:func:`etsdm.latent.train_autoencoder`'s output),
+* a local diffusers AutoencoderKL folder (or a pipeline folder with ``vae/``; nothing is
+  downloaded),
+* an autoencoder YAML: trained once into ``<cache>/autoencoders/<name>-<hash>/`` (``<hash>``: the
+  sha256 of the validated config, so comments, key order and spelled-out defaults do not matter)
+  and reused after. A file lock makes concurrent resolvers train it once; the folder is renamed
+  into place when complete, so a killed run leaves none (its temporary folder is ignored).
+
+A relative spec is taken relative to ``base_dir`` (the config file's folder) when given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..config import to_dict
+from .autoencoder import SIDECAR_FORMAT, train_autoencoder
+from .config import is_autoencoder_config, load_autoencoder_config
+from .folders import autoencoder_folder, cache_root, is_autoencoder_folder
+
+
+def config_hash(path: str | Path) -> str:
+    """16 hex digits of the sha256 of the validated autoencoder config (and the sidecar format)."""
+    cfg = load_autoencoder_config(path)
+    text = json.dumps({"format": SIDECAR_FORMAT, "config": to_dict(cfg)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def trained_folder(path: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """Where the autoencoder of YAML ``path`` is (or will be) cached."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", load_autoencoder_config(path).name)
+    return cache_root(cache_dir) / "autoencoders" / f"{name}-{config_hash(path)}"
+
+
+@contextlib.contextmanager
+def _locked(lock: Path) -> Iterator[None]:
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released by the OS if the process dies
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def train_cached(path: str | Path, cache_dir: str | Path | None = None, *, progress: bool = False) -> Path:
+    """The cached autoencoder of YAML ``path``, trained now (on the CPU) if it is not there yet."""
+    final = trained_folder(path, cache_dir)
+    if is_autoencoder_folder(final):
+        return final
+    with _locked(final.with_name(f".{final.name}.lock")):
+        if not is_autoencoder_folder(final):  # another process may have finished while we waited
+            if final.exists():  # not ours to judge by name: keep it aside, never delete it
+                os.replace(final, final.with_name(f"{final.name}.broken{os.getpid()}"))
+            train_autoencoder(path, final, progress=progress)
+    return final
+
+
+def resolve_autoencoder(spec: str | Path, base_dir: Path | None = None, *, cache_dir: str | Path | None = None,
+                        progress: bool = False) -> Path:
+    """The AutoencoderKL folder ``spec`` names (see the module docstring).
+
+    Raises:
+        FileNotFoundError: nothing at the spec's path (the resolved path is named).
+        ValueError: a file that is not an autoencoder YAML, or a folder that is not an AutoencoderKL.
+        ConfigError: an invalid autoencoder YAML (file and field named).
+    """
+    p = Path(spec).expanduser()
+    if not p.is_absolute() and base_dir is not None:
+        p = Path(base_dir) / p
+    if p.is_file():
+        if not is_autoencoder_config(p):
+            raise ValueError(f"autoencoder {p}: a file, but not an autoencoder YAML (no top-level `autoencoder:` "
+                             "section); give an autoencoder YAML, an etsdm autoencoder run or a diffusers "
+                             "AutoencoderKL folder")
+        return train_cached(p, cache_dir, progress=progress)
+    if not p.exists():
+        raise FileNotFoundError(f"autoencoder {p}: no such file or folder (latent.autoencoder {str(spec)!r}"
+                                + (f", relative to {base_dir}" if base_dir is not None else "") + ")")
+    return autoencoder_folder(p)
