@@ -142,6 +142,10 @@ def test_guided_denoiser_keeps_its_class_and_leaves_the_original_alone():
     assert (g.schedule, g.prediction, g.condition, g.sigma_data) == (schedule, "v", den.condition, 0.7)
     assert den.net is label_net and "net" not in den._modules  # the original is untouched
     assert g.net_condition(3.0, _x()).dtype == F64  # the subclass's own evaluation
+    mlp = make_net("mlp", dim=2)
+    module_den = Denoiser(mlp, schedule)
+    g = guided(module_den, 4.0)
+    assert module_den.net is mlp and g.net.net is mlp  # a registered submodule: only the copy's is wrapped
 
 
 def test_errors_are_named():
