@@ -136,8 +136,8 @@ def test_resume_is_bit_exact(tmp_path):
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     real = Trainer.loss
 
-    def poisoned(self, x0, micro_step):
-        out = real(self, x0, micro_step)
+    def poisoned(self, x0, micro_step, cond=None):
+        out = real(self, x0, micro_step, cond)
         if micro_step == 4:  # step 5
             out.total = out.total * float("nan")
         return out

@@ -13,7 +13,16 @@ export / import diffusers folders. One home per concern, imported in this order 
 Every name other modules import from ``etsdm.runs`` is re-exported here.
 """
 
-from .build import build_dataset, build_denoiser, build_net, dataset_shape, net_time_scale, rebuild_net, resolve_data
+from .build import (
+    build_dataset,
+    build_denoiser,
+    build_net,
+    dataset_shape,
+    net_time_scale,
+    rebuild_net,
+    resolve_classes,
+    resolve_data,
+)
 from .diffusers_io import export_diffusers, import_diffusers
 from .diffusers_parts import (
     _export_scheduler,
@@ -30,11 +39,14 @@ from .generation import (
     IMAGE_DATA,
     SAMPLE_CONVENTIONS,
     auto_clip,
+    decoded,
     default_sampler,
     describe_sampling,
     generate,
     resolve_clip,
     sample_settings,
+    sampling_cond,
+    sampling_denoiser,
 )
 from .store import (
     GMM_SPECS,
@@ -65,6 +77,7 @@ __all__ = [
     "build_denoiser",
     "build_net",
     "dataset_shape",
+    "decoded",
     "default_sampler",
     "describe_sampling",
     "export_axis",
@@ -80,8 +93,11 @@ __all__ = [
     "load_model",
     "net_time_scale",
     "rebuild_net",
+    "resolve_classes",
     "resolve_clip",
     "resolve_data",
     "sample_settings",
+    "sampling_cond",
+    "sampling_denoiser",
     "schedule_from_diffusers",
 ]

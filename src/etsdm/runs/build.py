@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import ConfigError, RunConfig
+from ..config import ConfigError, RunConfig, class_conditional
 from ..data import data_shape, infer_format, make_dataset
 from ..denoiser import Denoiser
 from ..nets import make_net
@@ -44,7 +44,7 @@ def build_dataset(cfg: RunConfig, split: str = "train"):
     return make_dataset(
         d.name, split=split, root=d.root, resolution=d.resolution, channels=d.channels,
         hflip=d.hflip if split == "train" else False, skip_bad=d.skip_bad, sr_factor=d.sr_factor, gmm=d.gmm,
-        num_samples=d.num_samples, seed=cfg.train.seed, **extra,
+        num_samples=d.num_samples, seed=cfg.train.seed, labels=d.labels, **extra,
     )
 
 
@@ -91,9 +91,32 @@ def build_net(cfg: RunConfig, shape: tuple[int, ...]) -> nn.Module:
         return make_net("mlp", preset=m.preset, dim=math.prod(shape), **opts)
     if len(shape) != 3:
         raise ConfigError(f"model.name: 'unet' needs image data (C, H, W), got shape {shape}; use model.name: mlp")
+    if class_conditional(cfg) and m.num_classes is None:
+        raise ConfigError("model.num_classes: null is resolved from the data set's classes before the network is "
+                          "built (etsdm.runs.resolve_classes); set it, or build the run with the Trainer")
     cond = shape[0] if cfg.data.name == "sr" else 0
     return make_net("unet", preset=m.preset, in_channels=shape[0], out_channels=shape[0], resolution=shape[1],
-                    cond_channels=cond, **opts)
+                    cond_channels=cond, num_classes=m.num_classes or 0, **opts)
+
+
+def resolve_classes(cfg: RunConfig, dataset: Any) -> RunConfig:
+    """``cfg`` with ``model.num_classes`` taken from a labelled data set (``data.labels``): the
+    number its items' ``cond["labels"]`` range over (digits: 10; folder: its class subfolders). The
+    trainer writes the resolved number into the run's saved config.yaml; unlabelled runs are
+    returned unchanged.
+
+    Raises:
+        ConfigError: the data set has no classes, or model.num_classes differs from its number.
+    """
+    if not cfg.data.labels:
+        return cfg
+    k = getattr(dataset, "num_classes", None)
+    if not isinstance(k, int) or k < 1:
+        raise ConfigError(f"data.labels: the {cfg.data.name!r} data set has no class labels (num_classes)")
+    m = cfg.model.num_classes
+    if m is not None and m != k:
+        raise ConfigError(f"model.num_classes: {m}, but the data set has {k} classes; set it to {k} or null")
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=k))
 
 
 def rebuild_net(cfg: RunConfig, shape: tuple[int, ...]) -> nn.Module:

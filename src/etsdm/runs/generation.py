@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
@@ -11,8 +10,9 @@ from torch import Tensor
 from .. import diffusers_sampling
 from ..conditioning import remap_lambda_plan
 from ..config import SampleConfig
-from ..denoiser import Denoiser
+from ..denoiser import Cond, Denoiser, check_cond, cond_rows
 from ..diffusers_sampling import generate_diffusers, is_diffusers_sampler
+from ..guidance import guided
 from ..samplers import describe, init_noise_sigma, sample
 from .store import LoadedModel
 
@@ -93,10 +93,49 @@ def describe_sampling(model: LoadedModel, sampler: str, nfe: int, **options: Any
     return describe(model.schedule, sampler, nfe, **settings)
 
 
+def sampling_cond(model: LoadedModel, num: int, cond: Cond | None = None) -> dict[str, Tensor]:
+    """The network inputs of ``num`` samples of ``model``: ``cond`` (``num`` rows per value), and for a
+    class-conditional run without ``cond["labels"]`` the labels arange(num) % num_classes (every
+    class in turn).
+
+    Raises:
+        ValueError: rows that do not match ``num``; labels for an unconditional run; a
+            super-resolution run without ``cond["lowres"]``.
+    """
+    cond = check_cond(cond, num, "generate")
+    if model.num_classes and "labels" not in cond:
+        cond["labels"] = torch.arange(num) % model.num_classes
+    if "labels" in cond and not model.num_classes:
+        raise ValueError(f"{model.name}: cond['labels'] given, but the run is not class-conditional "
+                         "(model.num_classes is 0); leave labels out")
+    if model.data_name == "sr" and "lowres" not in cond:
+        raise ValueError(f"{model.name}: a super-resolution run samples from low-resolution inputs: "
+                         "cond={'lowres': (num, C, h, w) images in [-1, 1]}")
+    return cond
+
+
+def sampling_denoiser(model: LoadedModel, guidance: float | None = None) -> Denoiser:
+    """The Denoiser :func:`generate` samples: ``model.denoiser``, wrapped with classifier-free
+    guidance (:func:`etsdm.guidance.guided`) when the scale — ``guidance``, else the run's
+    ``sample.guidance`` — is not 1.
+
+    Raises:
+        ValueError: a guidance scale other than 1 on a run that is not class-conditional.
+    """
+    if guidance is None:
+        guidance = model.config.sample.guidance if model.config is not None and model.num_classes else 1.0
+    if guidance == 1.0:
+        return model.denoiser
+    if not model.num_classes:
+        raise ValueError(f"{model.name}: guidance {guidance:g} needs a class-conditional run; this one takes 1")
+    return guided(model.denoiser, guidance)
+
+
 @torch.no_grad()
 def generate(
     model: LoadedModel, num: int, *, sampler: str = "ddim", nfe: int = 50, seed: int = 0, batch: int = 256,
-    device: str | torch.device = "cpu", lowres: Tensor | None = None, progress: bool = False, **sampler_kwargs: Any,
+    device: str | torch.device = "cpu", cond: Cond | None = None, guidance: float | None = None,
+    decode: bool = True, progress: bool = False, **sampler_kwargs: Any,
 ) -> Tensor:
     """``num`` samples from a loaded model (float32, on CPU); reproducible from ``seed``.
 
@@ -104,30 +143,46 @@ def generate(
     the run's ``sample:`` config, else the defaults, and a remap run with ``remap_grid: lambda``
     walks the λ-uniform grid unless ``timesteps`` are given (:func:`sample_settings`).
 
-    ``lowres`` (super-resolution runs): the (num, C, h, w) low-resolution inputs.
+    Args:
+        cond: the network's inputs, ``num`` rows each (:func:`sampling_cond`): ``labels`` for a
+            class-conditional run (default: every class in turn), ``lowres`` (num, C, h, w) for a
+            super-resolution run (required).
+        guidance: classifier-free guidance scale s (None: the run's ``sample.guidance``; 1 = the
+            conditional model, one network call per step).
+        decode: a latent run (``model.latents``): decode the samples to images in the data range
+            (default) or return the latents themselves (e.g. for analysis in latent space).
     """
     shape = model.shape
     if shape is None:
         raise ValueError(f"{model.name}: sample shape unknown")
+    cond = sampling_cond(model, num, cond)
+    den = sampling_denoiser(model, guidance)
     g = torch.Generator(device=device).manual_seed(seed)
-    out = []
-    den = model.denoiser
     if is_diffusers_sampler(sampler):  # any diffusers scheduler, the condition map applied by the Denoiser
-        return generate_diffusers(model, num, sampler, nfe, generator=g, batch=batch, progress=progress,
-                                  **sampler_kwargs)
+        if den is not model.denoiser:
+            raise ValueError(f"--sampler {sampler}: diffusers schedulers sample without guidance here; "
+                             "use an etsdm sampler (e.g. ddim) or guidance 1")
+        x = generate_diffusers(model, num, sampler, nfe, generator=g, batch=batch, progress=progress,
+                               cond=cond or None, **sampler_kwargs)
+        return decoded(model, x, decode)
     sampler_kwargs = sample_settings(model, sampler, nfe, **sampler_kwargs)
     ts = sampler_kwargs.get("timesteps")
     scale = init_noise_sigma(model.schedule, ts[0] if ts else None)
+    out = []
     for i in range(0, num, batch):
         k = min(batch, num - i)
         noise = torch.randn((k, *shape), generator=g, device=device)
         if scale != 1.0:  # x at t_max: σ_max·z for EDM (VP and flow: z itself)
             noise = noise * scale
-        if lowres is not None:
-            net = functools.partial(den.net, lowres=lowres[i : i + k].to(device))
-            den_b = Denoiser(net, den.schedule, den.prediction, den.condition, sigma_data=den.sigma_data)
-        else:
-            den_b = den
-        x = sample(den_b, noise, model.schedule, sampler, nfe, generator=g, progress=progress, **sampler_kwargs)
+        rows = {key: v.to(device) for key, v in cond_rows(cond, slice(i, i + k)).items()}
+        x = sample(den, noise, model.schedule, sampler, nfe, generator=g, progress=progress, cond=rows or None,
+                   **sampler_kwargs)
         out.append(x.float().cpu())
-    return torch.cat(out)
+    return decoded(model, torch.cat(out), decode)
+
+
+def decoded(model: LoadedModel, x: Tensor, decode: bool = True) -> Tensor:
+    """Samples of a latent run decoded to images (float32, CPU); other runs' samples unchanged."""
+    if model.latents is None or not decode:
+        return x
+    return model.latents.decode(x.to(model.latents.device)).float().cpu()

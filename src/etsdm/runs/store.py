@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
@@ -34,6 +34,9 @@ from ..denoiser import Denoiser
 from ..diffusers_unet import ETSDMUNet2DModel, unet_at_condition
 from ..schedules import DiscreteSchedule, Schedule, schedule_from_config
 from ..train.checkpoint import CheckpointError, checkpoint_problem, fallback_note, load_weights, read_meta, step_dirs
+
+if TYPE_CHECKING:  # until etsdm.latent lands
+    from ..latent import Latents
 from .build import build_dataset, build_denoiser, build_net, dataset_shape
 
 SIDECAR = "etsdm.json"
@@ -56,6 +59,10 @@ class LoadedModel:
         source: the path or spec it was loaded from; step: the training step (None if unknown).
         mixture: the exact data distribution ("gmm" specs); shape: the shape of one sample.
         notes: what a caller should tell the user (e.g. incomplete newer checkpoints were skipped).
+        num_classes: the class labels the network takes (``cond["labels"]`` in 0..num_classes-1;
+            0 = unconditional).
+        latents: a latent run's autoencoder and scaling factor (``<run>/autoencoder/``): the model
+            samples latents of ``shape``, :func:`etsdm.runs.generate` decodes them; None otherwise.
     """
 
     denoiser: Denoiser
@@ -68,6 +75,8 @@ class LoadedModel:
     mixture: GaussianMixture | None = None
     shape: tuple[int, ...] | None = None
     notes: list[str] = field(default_factory=list)
+    num_classes: int = 0
+    latents: Latents | None = None
 
     def dataset(self, split: str = "test"):
         """Rebuild the run's data set (``split``: "train" or "test")."""
@@ -179,7 +188,7 @@ def _load_checkpoint(ckpt: Path, *, ema: bool, device: str | torch.device) -> Lo
     den = build_denoiser(cfg, net).eval()
     run_dir = ckpt.parent.parent
     return LoadedModel(den, den.schedule, cfg, cfg.name if cfg.name != "run" else run_dir.name, cfg.data.name,
-                       source=str(ckpt), step=int(meta["step"]), shape=shape)
+                       source=str(ckpt), step=int(meta["step"]), shape=shape, num_classes=cfg.model.num_classes or 0)
 
 
 class DiffusersNet(nn.Module):
@@ -249,4 +258,5 @@ def _load_diffusers(path: Path, unet_dir: Path, *, device: str | torch.device) -
     size = unet.config.sample_size
     size = size if isinstance(size, int) else size[0]
     return LoadedModel(den, schedule, cfg, side.get("name", path.name), cfg.data.name if cfg else None,
-                       source=str(path), shape=(unet.config.in_channels, size, size))
+                       source=str(path), shape=(unet.config.in_channels, size, size),
+                       num_classes=max(0, (unet.config.num_class_embeds or 0) - 1))  # the null label is extra

@@ -35,7 +35,9 @@ from tqdm.auto import tqdm
 
 from .. import runs
 from ..config import ConfigError, RunConfig, dump_config, load_config, to_dict
-from ..denoiser import Denoiser
+from ..data import split_batch
+from ..denoiser import Cond, Denoiser
+from ..guidance import drop_labels
 from ..losses import LossOutput, diffusion_loss, sample_timesteps
 from .checkpoint import (
     CheckpointError,
@@ -54,6 +56,7 @@ from .checkpoint import (
     step_dirs,
 )
 from .ema import EMA
+from .outputs import plot_loss_curve, save_samples_npz, save_samples_png
 from .sampler import StepBatchSampler
 
 IN_MEMORY_BYTES = 2**30  # data sets up to 1 GiB without random augmentation are stacked into one tensor
@@ -65,34 +68,53 @@ RESUMABLE = ("train.steps", "train.checkpoint_every", "train.keep_last", "train.
 
 
 class InMemory(torch.utils.data.Dataset):
-    """A data set's items stacked into one tensor; a batch is one fancy-indexing op
-    (``__getitems__``), not ``batch_size`` Python calls and a collate. Same items, same order."""
+    """A data set's items stacked into tensors; a batch is one fancy-indexing op per tensor
+    (``__getitems__``), not ``batch_size`` Python calls and a collate. Same items, same order, same
+    shape (a Tensor, or ``{"x0", "cond"}`` when the items are labelled)."""
 
-    def __init__(self, items: Tensor):
+    def __init__(self, items: Tensor, cond: dict[str, Tensor] | None = None):
         self.items = items
+        self.cond = cond or {}
 
     def __len__(self) -> int:
         return self.items.shape[0]
 
-    def __getitem__(self, i: int) -> Tensor:
-        return self.items[i]
+    def __getitem__(self, i: int) -> Tensor | dict[str, Any]:
+        return self._item(i)
 
-    def __getitems__(self, indices: list[int]) -> Tensor:
-        return self.items[torch.as_tensor(indices, device=self.items.device)]
+    def __getitems__(self, indices: list[int]) -> Tensor | dict[str, Any]:
+        return self._item(torch.as_tensor(indices, device=self.items.device))
+
+    def _item(self, index: int | Tensor) -> Tensor | dict[str, Any]:
+        if not self.cond:
+            return self.items[index]
+        return {"x0": self.items[index], "cond": {k: v[index] for k, v in self.cond.items()}}
+
+    def to(self, device: torch.device) -> InMemory:
+        """Kept on the training device: no per-step copy."""
+        self.items = self.items.to(device)
+        self.cond = {k: v.to(device) for k, v in self.cond.items()}
+        return self
 
 
-def _as_batch(batch: Tensor) -> Tensor:
+def _as_batch(batch: Tensor | dict[str, Any]) -> Tensor | dict[str, Any]:
     return batch
 
 
 def _maybe_in_memory(ds: Any, cfg: RunConfig) -> Any:
-    """Stack a small, augmentation-free data set of plain tensors (digits, gmm) into memory."""
+    """Stack a small, augmentation-free data set of tensors or labelled tensors (digits, gmm) into memory."""
     if cfg.data.hflip or cfg.data.name not in ("digits", "gmm") or isinstance(ds, InMemory):
         return ds
-    first = ds[0]
-    if not isinstance(first, Tensor) or len(ds) * first.numel() * first.element_size() > IN_MEMORY_BYTES:
+    x0, cond = split_batch(ds[0])
+    if len(ds) * x0.numel() * x0.element_size() > IN_MEMORY_BYTES:
         return ds
-    return InMemory(torch.stack([ds[i] for i in range(len(ds))]))
+    items = [split_batch(ds[i]) for i in range(len(ds))]
+    stacked = {k: torch.stack([c[k] for _, c in items]) for k in cond}
+    out = InMemory(torch.stack([x for x, _ in items]), stacked)
+    for name in ("num_classes", "class_names"):  # a labelled data set's classes
+        if hasattr(ds, name):
+            setattr(out, name, getattr(ds, name))
+    return out
 
 
 class NonFiniteLossError(RuntimeError):
@@ -162,12 +184,6 @@ def _read_checkpoint(ckpt: Path) -> dict[str, Any]:
             "ema": load_weights(ckpt, ema=True) if has_ema else None, "state": load_state(ckpt)}
 
 
-def _split_batch(batch: Any) -> tuple[Tensor, Tensor | None]:
-    if isinstance(batch, dict):
-        return batch["x0"], batch.get("lowres")
-    return batch, None
-
-
 class Trainer:
     """Train one run.
 
@@ -191,7 +207,6 @@ class Trainer:
         accelerator: Accelerator | None = None,
         progress: bool = True,
     ):
-        self.cfg = cfg
         self.run_dir = Path(run_dir)
         tc = cfg.train
         self.acc = accelerator or Accelerator(mixed_precision=tc.mixed_precision,
@@ -199,7 +214,9 @@ class Trainer:
         self.progress = progress and self.acc.is_main_process
         self.dataset = dataset if dataset is not None else _maybe_in_memory(runs.build_dataset(cfg, "train"), cfg)
         self.shape = (runs.dataset_shape(self.dataset) if dataset is None
-                      else tuple(_split_batch(self.dataset[0])[0].shape))
+                      else tuple(split_batch(self.dataset[0])[0].shape))
+        # model.num_classes from the data (data.labels): the saved config.yaml holds the resolved number
+        self.cfg = cfg = runs.resolve_classes(cfg, self.dataset)
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
         raw = net if net is not None else runs.build_net(cfg, self.shape)
         self.schedule = cfg.build_schedule()
@@ -218,26 +235,26 @@ class Trainer:
         if resume:
             self._resume(raw, opt)
         self.net, self.opt = self.acc.prepare(raw, opt)
+        self.raw_net = self.acc.unwrap_model(self.net)  # unwrapped once: unwrap_model walks the module tree
+        if tc.compile:  # the training network only; the EMA copy and the sampling nets stay eager
+            self.net = torch.compile(self.net)
         if resume:
             self.opt.load_state_dict(self._resume_opt_state)
             if self._resume_scaler_state and getattr(self.acc, "scaler", None) is not None:
                 self.acc.scaler.load_state_dict(self._resume_scaler_state)  # fp16 loss scale
             del self._resume_opt_state, self._resume_scaler_state
         self.ema.module.to(self.acc.device)
-        self.raw_net = self.acc.unwrap_model(self.net)  # unwrapped once: unwrap_model walks the module tree
-        self._lowres: Tensor | None = None
-        # The Denoiser calls the (possibly DDP-wrapped) network through self._call_net, so
-        # the condition map and DDP's gradient hooks both apply.
+        # The Denoiser calls the (possibly DDP-wrapped or compiled) network through self._call_net,
+        # so the condition map and DDP's gradient hooks both apply.
         self.denoiser: Denoiser = runs.build_denoiser(cfg, self._call_net, self.schedule)
         self.gen_t = torch.Generator()  # training times (CPU: sample_timesteps draws on CPU)
         self.gen_noise = torch.Generator(device=self.acc.device)
+        self.gen_labels = torch.Generator()  # label dropout for classifier-free guidance (CPU)
         self.writer = None
 
     # --- pieces ---------------------------------------------------------------------------------
-    def _call_net(self, x: Tensor, c: Tensor) -> Tensor:
-        if self._lowres is not None:
-            return self.net(x, c, lowres=self._lowres)
-        return self.net(x, c)
+    def _call_net(self, x: Tensor, c: Tensor, **cond: Tensor) -> Tensor:
+        return self.net(x, c, **cond)
 
     def _resume(self, raw: nn.Module, opt: torch.optim.Optimizer) -> None:
         """Load the newest checkpoint that is complete and loads; note (and later delete) newer ones."""
@@ -296,22 +313,30 @@ class Trainer:
         sampler = StepBatchSampler(len(self.dataset), self.micro_batch, seed=tc.seed, rank=self.acc.process_index,
                                    world_size=self.acc.num_processes, start=self.step * tc.grad_accum)
         if isinstance(self.dataset, InMemory):  # small: kept on the training device, no per-step copy
-            self.dataset.items = self.dataset.items.to(self.acc.device)
+            self.dataset.to(self.acc.device)
             return DataLoader(self.dataset, batch_sampler=sampler, collate_fn=_as_batch)
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.cfg.data.num_workers,
                           pin_memory=self.acc.device.type == "cuda", persistent_workers=False)
 
-    def loss(self, x0: Tensor, micro_step: int) -> LossOutput:
-        """The per-example loss of one micro-batch (times and noise seeded by the micro-step)."""
+    def loss(self, x0: Tensor, micro_step: int, cond: Cond | None = None) -> LossOutput:
+        """The per-example loss of one micro-batch (times, noise and label dropout seeded by the
+        micro-step); ``cond``: the network's inputs of its rows (class labels, the low-resolution
+        image), labels dropped to NULL_LABEL with probability ``train.label_dropout`` (Ho &
+        Salimans' classifier-free guidance training)."""
         rank, seed = self.acc.process_index, self.cfg.train.seed
         self.gen_t.manual_seed(_seed_for(seed, rank, micro_step, 0))
         self.gen_noise.manual_seed(_seed_for(seed, rank, micro_step, 1))
+        cond = dict(cond or {})
+        if "labels" in cond:
+            self.gen_labels.manual_seed(_seed_for(seed, rank, micro_step, 3))
+            cond["labels"] = drop_labels(cond["labels"], self.cfg.train.label_dropout, self.gen_labels)
         d = self.cfg.diffusion
         t = sample_timesteps(self.denoiser, x0.shape[0], device=x0.device, generator=self.gen_t,
                              density=d.density())  # time_sampling, logit-normal, shift, min/max timestep
         noise = torch.randn(x0.shape, generator=self.gen_noise, device=x0.device, dtype=x0.dtype)
         # reg_weight, snr_gamma, noise_offset, input_perturbation (their extra noise from gen_noise)
-        return diffusion_loss(self.denoiser, x0, t=t, noise=noise, generator=self.gen_noise, **d.loss_knobs())
+        return diffusion_loss(self.denoiser, x0, t=t, noise=noise, generator=self.gen_noise, cond=cond or None,
+                              **d.loss_knobs())
 
     def _checkpoint(self) -> Path | None:
         self.acc.wait_for_everyone()
@@ -402,11 +427,11 @@ class Trainer:
         torch.manual_seed(_seed_for(tc.seed, self.acc.process_index, self.step, 2))  # dropout, augmentations
         for j in range(tc.grad_accum):
             micro = self.step * tc.grad_accum + j
-            x0, lowres = _split_batch(next(data))
+            x0, cond = split_batch(next(data))
             x0 = x0.to(self.acc.device, non_blocking=True)
-            self._lowres = None if lowres is None else lowres.to(self.acc.device, non_blocking=True)
+            cond = {k: v.to(self.acc.device, non_blocking=True) for k, v in cond.items()}
             with self.acc.accumulate(self.net):
-                loss = self.loss(x0, micro).total.mean()
+                loss = self.loss(x0, micro, cond).total.mean()
                 value = float(loss.detach())
                 if not math.isfinite(value):
                     raise NonFiniteLossError(f"non-finite loss ({value}) at step {self.step + 1}")
@@ -432,29 +457,38 @@ class Trainer:
     # --- outputs --------------------------------------------------------------------------------
     @torch.no_grad()
     def preview(self) -> Path | None:
-        """A sample grid (images) or scatter plot (vectors) from the EMA weights: samples/step_K.png."""
-        from .outputs import save_samples_npz, save_samples_png
-
+        """A sample grid (images) or scatter plot (vectors) from the EMA weights: samples/step_K.png.
+        Class-conditional runs: one class per row, at the run's ``sample.guidance``; super-resolution
+        runs: from the first low-resolution inputs of the test split."""
         sc = self.cfg.sample
         den = runs.build_denoiser(self.cfg, self.ema.module, self.schedule).eval()
-        model = runs.LoadedModel(den, self.schedule, self.cfg, self.cfg.name, self.cfg.data.name, shape=self.shape)
-        lowres = None
-        if self.cfg.data.name == "sr":
-            test = runs.build_dataset(self.cfg, "test")
-            lowres = torch.stack([test[i]["lowres"] for i in range(min(sc.num, len(test)))])
-        num = sc.num if lowres is None else len(lowres)
+        model = runs.LoadedModel(den, self.schedule, self.cfg, self.cfg.name, self.cfg.data.name, shape=self.shape,
+                                 num_classes=self.cfg.model.num_classes or 0)
+        cond, nrow = self._preview_cond(model)
+        num = len(next(iter(cond.values()))) if cond else sc.num
         x = runs.generate(model, num, sampler=sc.sampler, nfe=sc.nfe, seed=self.cfg.train.seed, batch=sc.batch,
-                     device=self.acc.device, lowres=lowres)
+                          device=self.acc.device, cond=cond or None)
         if x.ndim == 4:
             x = x.clamp(-1, 1)  # images: the sampler may overshoot the data range (as `etsdm sample` saves them)
         path = self.run_dir / "samples" / f"step_{self.step:08d}.png"
-        save_samples_png(x, path)
+        save_samples_png(x, path, nrow=nrow)
         save_samples_npz(x, path.with_suffix(".npz"))
         return path
 
+    def _preview_cond(self, model: runs.LoadedModel) -> tuple[dict[str, Tensor], int | None]:
+        """The preview's network inputs and grid width: labels 0..K-1, one class per row of
+        sample.num // K samples (at least 1); SR: the test split's first low-resolution inputs."""
+        sc, cond, nrow = self.cfg.sample, {}, None
+        if self.cfg.data.name == "sr":
+            test = runs.build_dataset(self.cfg, "test")
+            rows = [split_batch(test[i])[1] for i in range(min(sc.num, len(test)))]
+            cond = {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
+        if model.num_classes and "labels" not in cond:  # (SR with labels: the test items' own classes)
+            nrow = max(1, sc.num // model.num_classes)
+            cond["labels"] = torch.arange(model.num_classes).repeat_interleave(nrow)
+        return cond, nrow
+
     def plot_loss(self) -> Path | None:
         """loss.png: the training loss curve from metrics.jsonl (None if nothing was logged)."""
-        from .outputs import plot_loss_curve
-
         metrics = self.run_dir / "metrics.jsonl"
         return plot_loss_curve(metrics, self.run_dir / "loss.png") if metrics.is_file() else None
