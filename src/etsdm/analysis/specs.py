@@ -98,24 +98,63 @@ def load(spec: str, *, ema: bool = True, device: str = "cpu") -> Any:
     return load_model(spec, ema=ema, device=device)
 
 
-def data_tensor(model: Any, split: str, n: int, seed: int, data: str | None = None) -> Tensor:
-    """n data samples as one tensor (random subset, fixed by seed): of the model's own data, or of
-    ``data`` when given — a data set name for ``etsdm.data.make_dataset`` (digits, gmm) or an .npz
-    file with an array ``samples`` (for a diffusers model, which carries no data set)."""
+def data_batch(model: Any, split: str, n: int, seed: int, data: str | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """n data rows x0 (a random subset, fixed by seed) and their conditions ``cond`` (one row per
+    x0 row, the network's keyword inputs; ``{}`` for an unconditional model), where the
+    measurements (K(t, t′) of Eq. 8, Fig. 2's perturbation error) evaluate the model:
+
+    * the model's own data split: images / vectors; a super-resolution run's high-resolution
+      targets with cond ``{"lowres": their low-resolution inputs}``; a class-conditional run's
+      images with cond ``{"labels": their classes}`` (items per ``etsdm.data.split_batch``);
+    * a latent run (``model.latents`` set): the images encoded to the scaled latents the network
+      was trained on (Fig. A10: K in latent space), unless the data set already yields latents;
+    * ``data`` when given: a data set name for ``etsdm.data.make_dataset`` (digits, gmm) or an .npz
+      file with an array ``samples`` (for a diffusers model, which carries no data set); images
+      only, so refused for a model that needs conditions.
+
+    Raises:
+        ValueError: ``data`` for a conditional model, or an .npz without ``samples``.
+    """
     if data is not None:
-        data = _named_data(data, split)
+        if _conditional(model):
+            raise ValueError(f"--data {data}: {getattr(model, 'name', 'the model')} is conditional (its network "
+                             "needs the labels / low-resolution inputs of its own data set); leave --data out")
+        x0, _ = _rows(_named_data(data, split), n, seed)
+        cond = {}
     elif isinstance(model, AnalyticModel):
-        return model.dataset(split, n, seed)
+        x0, cond = model.dataset(split, n, seed), {}
     else:
-        data = model.dataset(split)
+        x0, cond = _rows(model.dataset(split), n, seed)
+    return _encoded(model, x0), cond
+
+
+def _conditional(model: Any) -> bool:
+    """Whether the model's network takes keyword inputs (super-resolution, class labels)."""
+    return getattr(model, "data_name", None) == "sr" or bool(getattr(model, "num_classes", 0))
+
+
+def _rows(data: Any, n: int, seed: int) -> tuple[Tensor, dict[str, Tensor]]:
+    """n rows of a tensor or data set (a random subset fixed by ``seed``, all when it holds <= n);
+    a data set's items are collated and split into (x0, cond) by ``etsdm.data.split_batch``."""
+    from torch.utils.data import default_collate
+
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(data), generator=gen)[:n] if n < len(data) else torch.arange(len(data))
     if isinstance(data, Tensor):
-        return data[idx]
-    items = [data[int(i)] for i in idx]
-    items = [item["x0"] if isinstance(item, dict) else item for item in items]  # SR pairs: the target
-    items = [item[0] if isinstance(item, (tuple, list)) else item for item in items]
-    return torch.stack(items)
+        return data[idx], {}
+    from ..data import split_batch
+
+    x0, cond = split_batch(default_collate([data[int(i)] for i in idx]))
+    return x0, dict(cond or {})
+
+
+def _encoded(model: Any, x0: Tensor) -> Tensor:
+    """A latent run's images as its scaled latents (``Latents.encode``); other x0 unchanged."""
+    latents = getattr(model, "latents", None)
+    shape = getattr(model, "shape", None)
+    if latents is None or (shape is not None and tuple(x0.shape[1:]) == tuple(shape)):
+        return x0
+    return latents.encode(x0)
 
 
 def _named_data(data: str, split: str) -> Any:

@@ -22,6 +22,8 @@ import torch
 METRICS = ("fid-digits", "fid-own", "fid-inception", "gmm", "psnr", "ssim")
 
 SEEDS_HELP = "comma-separated seeds; every number is reported as mean ± std over them"
+GUIDANCE_HELP = ("class-conditional RUNs: classifier-free guidance scale s of the measured output, ε_u + s(ε_c − ε_u) "
+                 "(default: 1, the conditional network itself)")
 
 
 def _seeds(value: str) -> list[int]:
@@ -62,12 +64,29 @@ def _load(spec: str, ema: bool) -> Any:
         raise click.BadParameter(str(err), param_hint=f"RUN {spec!r}") from err
     except RuntimeError as err:  # e.g. weights that do not fit the network the config builds
         raise click.ClickException(f"cannot load {spec!r}: {str(err).splitlines()[0]}") from err
-    if getattr(model, "data_name", None) == "sr":
-        raise click.BadParameter(
-            "super-resolution runs need their low-resolution input at every evaluation, which the Lipschitz "
-            "and stability measurements do not pass yet; evaluate them with `etsdm sample` + `etsdm evaluate "
-            "--metric psnr`", param_hint=f"RUN {spec!r}")
     return model
+
+
+def _guided(model: Any, guidance: float | None, spec: str) -> Any:
+    """``model`` measured at classifier-free guidance scale ``guidance`` (etsdm.guidance.guided:
+    ε_u + s(ε_c − ε_u)); None or 1: the conditional network itself, unchanged."""
+    if guidance is None or guidance == 1.0:
+        return model
+    if not getattr(model, "num_classes", 0):
+        raise click.BadParameter(f"--guidance {guidance:g}: {spec} is not class-conditional (it has no labels to "
+                                 "guide); leave --guidance out", param_hint="--guidance")
+    import copy
+
+    from ..guidance import guided
+
+    measured = copy.copy(model)
+    measured.denoiser = guided(model.denoiser, guidance)
+    return measured
+
+
+def _space(model: Any) -> str:
+    """Where K and the perturbation error are measured: 'latent' for a latent run (Fig. A10), else 'data'."""
+    return "latent" if getattr(model, "latents", None) is not None else "data"
 
 
 ANALYTIC_LABELS = {
@@ -100,13 +119,15 @@ def _label(model: Any, spec: str, given: str | None = None) -> str:
     return name if name == spec or spec in name else f"{name} [{spec}]"
 
 
-def _x0(model: Any, split: str, n: int, seed: int, data: str | None) -> torch.Tensor:
-    from ..analysis.specs import data_tensor
+def _data(model: Any, split: str, n: int, seed: int, data: str | None) -> tuple[torch.Tensor, dict]:
+    """x0 rows and their conditions (``etsdm.analysis.specs.data_batch``)."""
+    from ..analysis.specs import data_batch
 
     try:
-        return data_tensor(model, split, n, seed, data)
+        return data_batch(model, split, n, seed, data)
     except (ValueError, FileNotFoundError, OSError) as err:
-        raise click.BadParameter(f"{err} (give --data for a model without a data set)", param_hint="--data") from err
+        hint = "" if data is not None else " (give --data for a model without a data set)"
+        raise click.BadParameter(f"{err}{hint}", param_hint="--data") from err
 
 
 def _mean_std(rows: list) -> tuple[np.ndarray, np.ndarray]:
@@ -143,13 +164,14 @@ def _mean_std(rows: list) -> tuple[np.ndarray, np.ndarray]:
 @click.option("--data", default=None, help="data for x_0 instead of the run's own: digits | gmm | FILE.npz")
 @click.option("--yscale", type=click.Choice(["log", "linear"]), default="log", help="y axis of the figure")
 @click.option("--labels", default=None, help="comma-separated legend labels, one per RUN")
+@click.option("--guidance", type=float, default=None, help=GUIDANCE_HELP)
 @click.option("--ema/--no-ema", default=True, help="EMA weights of a trained run")
 @click.option("--progress/--no-progress", default=True, help="a progress bar on stderr")
 @click.option("--pdf", is_flag=True, help="also write the figure as PDF")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("lipschitz"), help="folder")
 def lipschitz_cmd(
     runs, t_start, t_max, dt, stride, log_points, output, scale, samples, batch_size, seeds, split, data, yscale,
-    labels, ema, progress, pdf, out,
+    labels, guidance, ema, progress, pdf, out,
 ):  # fmt: skip
     """K(t, t′) = E‖f(x_t, t) − f(x_t, t′)‖₂ / Δt (Eq. 8) for every t, one curve per RUN.
 
@@ -158,12 +180,16 @@ def lipschitz_cmd(
     map applies). K is per discrete-equivalent step (--scale), so discrete and continuous RUNs share
     one axis. Cost: 2 × samples × (number of t) evaluations per seed, estimated before starting.
     Writes OUT/lipschitz.json and OUT/lipschitz.png (all RUNs in one figure).
+
+    Conditional RUNs get each x_0's own condition at t and t′ alike: a super-resolution run its
+    low-resolution input, a class-conditional run its label (--guidance: the guided output). A
+    latent run is measured in latent space (Fig. A10): x_0 = the encoded data.
     """
     from ..analysis.lipschitz import lipschitz_curve, sharing_boundaries
     from ..plotting import plot_lipschitz
 
     seed_list, label_list = _seeds(seeds), _labels(labels, runs)
-    plans = [_lipschitz_plan(spec, ema, t_start, t_max, dt, stride, log_points) for spec in runs]
+    plans = [_lipschitz_plan(spec, ema, t_start, t_max, dt, stride, log_points, guidance) for spec in runs]
     if len({p["schedule"].continuous for p in plans}) > 1:  # --t-start/--t-max/--dt: each schedule's own unit
         raise click.BadParameter(
             "RUNs mix discrete and continuous time; measure them in separate calls (K is per discrete-equivalent "
@@ -176,12 +202,12 @@ def lipschitz_cmd(
         label = _label(model, spec, given)
         per_seed = []
         for seed in seed_list:
-            x0 = _x0(model, split, samples, seed, data)
+            x0, cond = _data(model, split, samples, seed, data)
             gen = torch.Generator(device=x0.device).manual_seed(seed)
             per_seed.append(
                 lipschitz_curve(
                     model, x0, schedule, times, dt=dt, output=output, scale=scale, batch_size=batch_size,
-                    generator=gen, progress=progress, desc=f"{label[:32]} seed {seed}",
+                    generator=gen, progress=progress, desc=f"{label[:32]} seed {seed}", cond=cond,
                 )
             )  # fmt: skip
         first = per_seed[0]
@@ -194,6 +220,9 @@ def lipschitz_cmd(
             "continuous": schedule.continuous,
             "prediction": model.denoiser.prediction,
             "condition": model.denoiser.condition.config(),
+            "network_inputs": sorted(cond),  # the conditions each x_0 brings (lowres, labels)
+            "guidance": plan["guidance"],
+            "space": _space(model),
             "boundaries": boundaries,
             "output": first.output,  # the quantity differentiated
             "output_is_network": first.network_output,  # the network's own output, not a conversion
@@ -216,21 +245,31 @@ def lipschitz_cmd(
         curves.append(curve)
         click.echo(_lipschitz_line(curve))
     json_path = _write_json(out, "lipschitz.json", {"curves": curves})
+    if yscale == "log" and not any(k > 0 for c in curves for k in c["K"]):  # e.g. E-TSDM inside one sub-interval
+        click.echo("note: every K is 0 (no change of the output between t and t′), so the figure's y axis is linear",
+                   err=True)
+        yscale = "linear"
     figs = plot_lipschitz(curves, out / "lipschitz.png", yscale=yscale, pdf=pdf)
     click.echo(f"wrote {json_path} and {', '.join(map(str, figs))}")
 
 
-def _lipschitz_plan(spec, ema, t_start, t_max, dt, stride, log_points) -> dict[str, Any]:
+def _lipschitz_plan(spec, ema, t_start, t_max, dt, stride, log_points, guidance) -> dict[str, Any]:
     from ..analysis.lipschitz import lipschitz_times
 
-    model = _load(spec, ema)
+    model = _guided(_load(spec, ema), guidance, spec)
     try:
         times = lipschitz_times(
             model.schedule, t_start=t_start, t_end=t_max, dt=dt, stride=stride, log_points=log_points
         )
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--t-start/--t-max/--dt") from err
-    return {"spec": spec, "model": model, "schedule": model.schedule, "times": times}
+    return {"spec": spec, "model": model, "schedule": model.schedule, "times": times,
+            "guidance": _guidance_record(model, guidance)}
+
+
+def _guidance_record(model: Any, guidance: float | None) -> float | None:
+    """The guidance scale a class-conditional model is measured at (1 unless --guidance); None otherwise."""
+    return (1.0 if guidance is None else guidance) if getattr(model, "num_classes", 0) else None
 
 
 def _lipschitz_estimate(plans, samples, batch_size, seeds, split, data, output, dt) -> None:
@@ -241,10 +280,10 @@ def _lipschitz_estimate(plans, samples, batch_size, seeds, split, data, output, 
     total_evals, total_s = 0, 0.0
     for plan in plans:
         evals, calls = lipschitz_cost(samples, len(plan["times"]), batch_size)
-        x0 = _x0(plan["model"], split, samples, seeds[0], data)
+        x0, cond = _data(plan["model"], split, samples, seeds[0], data)
         rows = min(batch_size - batch_size % 2, evals)
         call_s = time_one_call(
-            plan["model"], x0, plan["schedule"], plan["times"], dt=dt, output=output, batch_size=batch_size
+            plan["model"], x0, plan["schedule"], plan["times"], dt=dt, output=output, batch_size=batch_size, cond=cond
         )
         seconds = call_s * calls * len(seeds)
         total_evals, total_s = total_evals + evals * len(seeds), total_s + seconds
@@ -310,17 +349,21 @@ def _lipschitz_line(curve: dict) -> str:
     help="per-pixel mean squared change of x0 (default; the paper's Fig. 2 scale, grows like s²) or its root",
 )
 @click.option("--labels", default=None, help="comma-separated legend labels, one per RUN")
+@click.option("--guidance", type=float, default=None, help=GUIDANCE_HELP)
 @click.option("--ema/--no-ema", default=True, help="EMA weights of a trained run")
 @click.option("--pdf", is_flag=True, help="also write the figure as PDF")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("stability"), help="folder")
 def stability_cmd(
-    runs, t_tilde, scales, samples, batch_size, seeds, split, data, reference, metric, labels, ema, pdf, out
+    runs, t_tilde, scales, samples, batch_size, seeds, split, data, reference, metric, labels, guidance, ema, pdf, out
 ):
     """Error of the predicted x0 when x_t̃ is perturbed by N(0, s²I), per scale s (Fig. 2).
 
     The error is the per-pixel MSE of the change of x0 (--metric rms: its root). All RUNs see the
     same x_t̃ and the same perturbations per seed; the figure labels each bar with its relative
     difference to the reference RUN. Writes OUT/stability.json and OUT/stability.png.
+
+    Conditional RUNs keep each x_0's own condition (low-resolution input, label; --guidance: the
+    guided x0) under the perturbation; a latent run is perturbed in latent space.
     """
     from ..analysis.stability import perturbation_error, relative_difference
     from ..plotting import plot_stability
@@ -331,15 +374,15 @@ def stability_cmd(
     label_list = _labels(labels, runs)
     results = []
     for spec, given in zip(runs, label_list, strict=True):
-        model = _load(spec, ema)
+        model = _guided(_load(spec, ema), guidance, spec)
         rows = []
         for seed in seed_list:
-            x0 = _x0(model, split, samples, seed, data)
+            x0, cond = _data(model, split, samples, seed, data)
             gen = torch.Generator(device=x0.device).manual_seed(seed)
             try:
                 res = perturbation_error(
                     model, x0, model.schedule, t=t_tilde, scales=scale_list, generator=gen, batch_size=batch_size,
-                    metric=metric,
+                    metric=metric, cond=cond,
                 )  # fmt: skip
             except ValueError as err:
                 raise click.BadParameter(str(err), param_hint="--t/--scales") from err
@@ -358,6 +401,9 @@ def stability_cmd(
                 "seeds": seed_list,
                 "metric": metric,
                 "metric_definition": rows[0].to_dict()["metric_definition"],
+                "network_inputs": sorted(cond),
+                "guidance": _guidance_record(model, guidance),
+                "space": _space(model),
             }
         )
     ref = results[reference]["error"]
@@ -574,15 +620,30 @@ def _feature_net(path: Path | None, out: Path):
     return net, {"file": str(out / "digits_features.safetensors"), **report.__dict__}
 
 
+def _metric_names(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """--metric: names from METRICS, repeated and / or comma-separated (psnr,ssim)."""
+    names = tuple(n.strip() for v in values for n in v.split(",") if n.strip())
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise click.BadParameter(f"{', '.join(map(repr, unknown))}: allowed: {', '.join(METRICS)}")
+    return tuple(dict.fromkeys(names))
+
+
 @click.command("evaluate", short_help="Sample quality: FID-n with its floor, mixture metrics, PSNR/SSIM.")
-@click.argument("samples_file", metavar="SAMPLES", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--ref", required=True,
-              help="reference: 'digits', 'gmm', an image folder (fid-own), or an .npz (key samples/images/targets/x)")
-@click.option(
-    "--metric", "metrics", multiple=True, type=click.Choice(METRICS), help="repeat for several (default by --ref)"
-)
+@click.argument("source", metavar="SAMPLES", type=click.Path(exists=True, path_type=Path))
+@click.option("--ref", default=None,
+              help="reference: 'digits', 'gmm', an image folder (fid-own), or an .npz (key samples/images/targets/x). "
+                   "Default: a RUN's own data; for SAMPLES with targets (--targets or a targets array): psnr, ssim")
+@click.option("--targets", "targets_path", type=click.Path(exists=True, path_type=Path), default=None,
+              help="psnr / ssim ground truth, image i paired with sample i: an `etsdm sr-pairs` folder (its "
+                   "pairs.npz highres), an .npz (array highres / targets / samples / images / x) or a PNG folder "
+                   "(sorted names)")
+@click.option("--metric", "metrics", multiple=True, callback=_metric_names, metavar="NAME[,NAME]",
+              help=f"comma-separated or repeated, of {', '.join(METRICS)} (default by the reference)")
 @click.option("--seeds", default="0,1,2", help=SEEDS_HELP)
 @click.option("--n", type=click.IntRange(min=2), default=None, help="FID-n: images per set (default: all that fit)")
+@click.option("--num", type=click.IntRange(min=1), default=None,
+              help="SAMPLES a RUN: samples to generate (default as `etsdm sample`: 100; sr: the first 100 test rows)")
 @click.option(
     "--features",
     "features_path",
@@ -598,15 +659,19 @@ def _feature_net(path: Path | None, out: Path):
 )
 @click.option("--pdf", is_flag=True, help="also write figures as PDF")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("evaluate"), help="folder")
-def evaluate_cmd(samples_file, ref, metrics, seeds, n, features_path, inception_weights, pdf, out):
-    """Sample quality of SAMPLES (.npz from `etsdm sample`, key "samples", values in [-1, 1]).
+def evaluate_cmd(source, ref, targets_path, metrics, seeds, n, num, features_path, inception_weights, pdf, out):
+    """Sample quality of SAMPLES: an .npz from `etsdm sample` (key "samples", values in [-1, 1]), a
+    folder of PNG images (sorted names), or a RUN (sampled now as `etsdm sample RUN` would, with
+    its default sampler: class-conditional runs cycle over their classes, latent runs are decoded,
+    super-resolution runs get their test split's inputs; OUT/samples.npz keeps them).
 
     fid-digits: Fréchet distance in the digits classifier's features, FID-n with the real-vs-real
     floor (digits test split vs train split) at the same n. gmm: near-mode share, mode balance,
     per-mode spread vs true std, exact log-likelihood, sliced W1, MMD², each with its
     true-vs-true value. fid-own (an image folder as --ref): FID-n with its floor in the features
     of a small CNN trained now on the folder's images (rotation prediction; the digits net is for
-    digits only). psnr / ssim: against "targets" in SAMPLES or the --ref .npz, pairwise.
+    digits only). psnr / ssim: image i against target i (--targets, or "targets" in SAMPLES or the
+    --ref .npz), e.g. super-resolution outputs against their high-resolution images (Fig. A12).
     Writes OUT/evaluate.json and a PNG of the samples.
     """
     from ..metrics.checks import SampleError, check_samples
@@ -614,14 +679,13 @@ def evaluate_cmd(samples_file, ref, metrics, seeds, n, features_path, inception_
     from ..plotting import sample_grid, scatter_2d
 
     seed_list = _seeds(seeds)
-    data = _load_npz(samples_file, "SAMPLES")
+    raw, file_targets, run_reference = _samples(source, num, out)
     try:  # before any work: NaN/inf, integer pixels, a wrong range (see etsdm.metrics.checks)
-        raw = _array(data, samples_file, ("samples",), "SAMPLES")
-        x, _ = check_samples(raw, what=f"samples in {samples_file}")  # (evaluate_samples reports the notes)
+        x, _ = check_samples(raw, what=f"samples in {source}")  # (evaluate_samples reports the notes)
     except SampleError as err:
         raise click.ClickException(str(err)) from None
-    kind, reference = _reference(ref, "train", tuple(x.shape))
-    targets = _array(data, samples_file, ("targets",), "SAMPLES").float() if "targets" in data else None
+    targets, target_name = _targets(targets_path, file_targets, source)
+    kind, reference = _evaluation_reference(ref, run_reference, targets, source, tuple(x.shape))
     out.mkdir(parents=True, exist_ok=True)
     net, report = None, None
     if kind == "digits" and (not metrics or "fid-digits" in metrics):
@@ -636,12 +700,14 @@ def evaluate_cmd(samples_file, ref, metrics, seeds, n, features_path, inception_
             feature_net=net,
             inception_weights=inception_weights,
             targets=targets,
+            pair_names=(str(source), target_name),
         )
     except ValueError as err:
-        raise click.BadParameter(str(err), param_hint="--metric/--ref/--n") from err
+        raise click.BadParameter(str(err), param_hint="--metric/--ref/--targets/--n") from err
     except (FileNotFoundError, ModuleNotFoundError) as err:
         raise click.ClickException(str(err)) from err
-    results = {"samples": str(samples_file), "ref": ref, **results}
+    results = {"samples": str(source), "ref": ref if ref is not None else kind,
+               **({"targets": target_name} if targets is not None else {}), **results}
     if "fid-digits" in results:
         results["fid-digits"]["feature_net"] = report
     for line in format_results(results):
@@ -652,9 +718,80 @@ def evaluate_cmd(samples_file, ref, metrics, seeds, n, features_path, inception_
     else:
         means = reference.means if kind == "gmm" else None
         figs = scatter_2d(
-            x.reshape(x.shape[0], -1)[:, :2], out / "samples.png", means=means, title=str(samples_file.name), pdf=pdf
+            x.reshape(x.shape[0], -1)[:, :2], out / "samples.png", means=means, title=str(source.name), pdf=pdf
         )
     click.echo(f"wrote {json_path} and {', '.join(map(str, figs))}")
+
+
+def _is_model_folder(path: Path) -> bool:
+    """A run, checkpoint or diffusers folder (etsdm.runs.load_model), as opposed to a folder of PNGs."""
+    from ..runs import is_checkpoint_dir, is_run_dir
+    from ..runs.store import diffusers_unet_dir
+
+    return is_run_dir(path) or is_checkpoint_dir(path) or diffusers_unet_dir(path) is not None
+
+
+def _samples(source: Path, num: int | None, out: Path) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
+    """(samples, their targets if SAMPLES holds them, the run's own reference if SAMPLES is a run)."""
+    if source.is_dir() and _is_model_folder(source):
+        return _run_samples(source, num, out)
+    if source.is_dir():
+        from ..metrics.image import read_png_folder
+
+        try:
+            return read_png_folder(source), None, None
+        except (OSError, ValueError) as err:
+            raise click.BadParameter(str(err), param_hint="SAMPLES") from None
+    data = _load_npz(source, "SAMPLES")
+    raw = _array(data, source, ("samples",), "SAMPLES")
+    targets = torch.as_tensor(data["targets"]).float() if "targets" in data else None
+    return raw, targets, None
+
+
+def _run_samples(run: Path, num: int | None, out: Path) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
+    """Samples of a RUN drawn now as `etsdm sample RUN` draws them (its default sampler and NFE,
+    seed 0), saved as OUT/samples.npz; their targets (super-resolution) and the run's reference."""
+    from ..runs import default_sampler, generate
+    from ..train.outputs import save_samples_npz
+    from .run import generation_inputs, run_reference
+
+    model = _load(str(run), ema=True)
+    sampler, nfe = default_sampler(model)
+    inputs = generation_inputs(model, num)
+    click.echo(f"sampling {inputs.num} from {run} ({sampler}, {nfe} NFE, seed 0)", err=True)
+    x = generate(model, inputs.num, sampler=sampler, nfe=nfe, seed=0, cond=inputs.cond, progress=True)
+    x = x.clamp(-1, 1) if x.ndim == 4 else x
+    save_samples_npz(x, out / "samples.npz")
+    return x, inputs.targets, run_reference(model, inputs.targets)
+
+
+def _targets(path: Path | None, in_file: torch.Tensor | None, source: Path) -> tuple[torch.Tensor | None, str]:
+    """psnr / ssim targets: --targets, else those SAMPLES holds; and a name for messages."""
+    if path is None:
+        return in_file, f"the targets in {source}"
+    from ..metrics.image import read_image_set
+    from .run import TARGET_KEYS
+
+    try:
+        images, where = read_image_set(path, TARGET_KEYS, pair_key="highres")
+    except (OSError, ValueError) as err:
+        raise click.BadParameter(str(err), param_hint="--targets") from None
+    return images, where
+
+
+def _evaluation_reference(ref: str | None, run_ref: Any, targets: torch.Tensor | None, source: Path,
+                          shape: tuple[int, ...]) -> tuple[str, Any]:
+    """(kind, reference): --ref, else a RUN's own, else the paired targets (psnr / ssim)."""
+    if ref is not None:
+        return _reference(ref, "train", shape)
+    if run_ref is not None:
+        from ..metrics.evaluate import resolve_reference
+
+        return resolve_reference(run_ref)
+    if targets is not None:
+        return "file", targets
+    raise click.UsageError(f"{source}: give --ref (digits, gmm, an image folder or .npz) for FID / mixture metrics, "
+                           "or --targets for psnr / ssim")
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,9 +6,13 @@ The commands only map flags onto :mod:`etsdm.config`, :mod:`etsdm.train` and :mo
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
+import torch
+from torch import Tensor
 
 from ..samplers import SAMPLERS, SPACINGS
 
@@ -94,6 +98,7 @@ def _claim_outputs(paths: list[Path], force: bool) -> None:
     """Before any work: refuse to overwrite existing outputs without --force (with it, remove them so
     no stale file describes other results), and check that their folder is writable."""
     import os
+    import shutil
     import tempfile
 
     existing = [p for p in paths if p.exists()]
@@ -106,7 +111,10 @@ def _claim_outputs(paths: list[Path], force: bool) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".etsdm-write-test-"):
             pass
         for p in existing:
-            os.remove(p)
+            if p.is_dir():  # a folder of PNGs this command writes (super-resolution outputs)
+                shutil.rmtree(p)
+            else:
+                os.remove(p)
     except OSError as err:
         raise click.ClickException(f"cannot write to {folder}: {err.strerror or err}; choose another --out") from None
 
@@ -141,7 +149,9 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
     """Train a diffusion model (baseline or E-TSDM) from CONFIG.
 
     Without CONFIG: E-TSDM (t̃ = 100, n = 5) on the embedded sklearn digits, a few minutes on a
-    laptop CPU. Writes OUT/config.yaml, metrics.jsonl, tb/, checkpoints/ (safetensors), a sample
+    laptop CPU. An autoencoder CONFIG (a YAML with a top-level `autoencoder:` section, e.g.
+    configs/ae_digits.yaml) trains that AutoencoderKL into OUT instead, for latent runs
+    (latent.autoencoder: OUT). Writes OUT/config.yaml, metrics.jsonl, tb/, checkpoints/ (safetensors), a sample
     grid samples/step_*.png and loss.png. Several GPUs, same flags:
     `accelerate launch --num_processes 4 $(which etsdm) train CONFIG`.
     """
@@ -153,6 +163,10 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
     if fields:
         for path, kind, text in field_reference():
             click.echo(f"{path:32s} {kind:40s} {text}")
+        return
+    if config is not None and _is_autoencoder_config(config):
+        _set_threads(threads)
+        _train_autoencoder(config, overrides, out, resume=resume, progress=progress, print_config=print_config)
         return
     if resume and out is None:
         raise click.UsageError("--resume needs --out RUN_DIR (the run to continue)")
@@ -201,6 +215,67 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
         click.echo(f"samples: {grids[-1]}   loss curve: {out / 'loss.png'}")
 
 
+def _is_autoencoder_config(config: Path) -> bool:
+    from ..latent import is_autoencoder_config
+
+    return is_autoencoder_config(config)
+
+
+def _train_autoencoder(config: Path, overrides: tuple[str, ...], out: Path | None, *, resume: bool, progress: bool,
+                       print_config: bool) -> None:
+    """``etsdm train AE_CONFIG``: train the autoencoder (``etsdm.latent.train_autoencoder``) into
+    OUT (default runs/<config name>); --set and --print-config as for diffusion configs."""
+    import yaml
+
+    from ..config import ConfigError
+    from ..latent import autoencoder_config, train_autoencoder
+    from ..latent.config import dump_autoencoder_config
+
+    if resume:
+        raise click.UsageError(f"--resume: {config} is an autoencoder config, trained in one go (no checkpoints to "
+                               "continue); train it again into a new --out")
+    try:
+        data = yaml.safe_load(config.read_text()) or {}
+        for item in overrides:
+            _set_plain(data, item)
+        cfg = autoencoder_config(data)
+    except (ConfigError, yaml.YAMLError) as err:
+        raise click.BadParameter(f"{config}: {err}", param_hint="CONFIG / --set") from None
+    if print_config:
+        click.echo(dump_autoencoder_config(cfg), nl=False)
+        return
+    out = out or Path("runs") / config.stem
+    t0 = time.perf_counter()
+    try:
+        path = train_autoencoder(cfg, out, device="auto", progress=progress)
+    except (FileExistsError, RuntimeError, ConfigError, OSError, ValueError) as err:
+        raise _fail(err) from None
+    click.echo(f"trained the autoencoder of {config} ({cfg.train.steps} steps) in {time.perf_counter() - t0:.0f} s: "
+               f"{path}; use it with latent.autoencoder: {path}")
+
+
+def _set_plain(data: dict, item: str) -> None:
+    """One ``a.b=value`` override (value parsed as YAML) on an autoencoder config's plain data; the
+    fields are checked when the config is built (``etsdm.latent.autoencoder_config``)."""
+    import yaml
+
+    from ..config import ConfigError
+
+    key, sep, raw = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. train.steps=100")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part} is not a section")
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        node[parts[-1]] = raw
+
+
 @click.command("sample")
 @click.argument("run", type=str)
 @click.option("--sampler", default=None, callback=_sampler_name,
@@ -210,7 +285,19 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
                    "run's own sample.sampler (and sample.nfe unless --nfe), e.g. heun / euler; ddim for VP runs.")
 @click.option("--nfe", type=click.IntRange(min=1), default=None,
               help="Network evaluations per sample. Default: 50, or the run's sample.nfe with its default sampler.")
-@click.option("--num", type=click.IntRange(min=1), default=100, help="Number of samples.")
+@click.option("--num", type=click.IntRange(min=1), default=None,
+              help="Number of samples (default 100; super-resolution: one per --lowres input, else the first 100 "
+                   "test rows).")
+@click.option("--lowres", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Super-resolution runs: the low-resolution inputs, one output each in input order: an `etsdm "
+                   "sr-pairs` folder (its pairs.npz), an .npz (array lowres / samples / images) or a folder of PNGs "
+                   "(sorted names), at h = H / sr_factor or H. Default: the test split's.")
+@click.option("--labels", default=None,
+              help="Class-conditional runs: the class of every sample (e.g. 3) or classes to cycle through "
+                   "(e.g. 0,1,2). Default: cycle over all classes.")
+@click.option("--guidance", type=float, default=None,
+              help="Class-conditional runs: classifier-free guidance scale s, ε_u + s(ε_c − ε_u) (1: the conditional "
+                   "model, 0: the unconditional one). Default: the run's sample.guidance.")
 @click.option("--seed", type=int, default=0, help="Seed of the initial noise (and of ancestral noise).")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Output .npz (a PNG grid <out>.png beside it); default RUN/samples/<sampler>-<nfe>-seed<seed>.npz "
@@ -242,9 +329,10 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
                    "floor; image folder: FID-n in a small CNN trained on its training images, floor from its "
                    "held-out images; gmm: the exact mixture metrics), over --eval-seeds; writes <out>.eval.json.")
 @click.option("--eval-seeds", default="0,1,2", help="Comma-separated seeds of the metrics' random draws.")
-def sample_cmd(run: str, sampler: str | None, nfe: int | None, num: int, seed: int, out: Path | None, force: bool,
-               batch: int, ema: bool, spacing: str, denoise_to_zero: bool | None, order_plan: str | None,
-               clip: str | None, eta: float, device: str, threads: str, evaluate: bool, eval_seeds: str) -> None:
+def sample_cmd(run: str, sampler: str | None, nfe: int | None, num: int | None, lowres: Path | None,
+               labels: str | None, guidance: float | None, seed: int, out: Path | None, force: bool, batch: int,
+               ema: bool, spacing: str, denoise_to_zero: bool | None, order_plan: str | None, clip: str | None,
+               eta: float, device: str, threads: str, evaluate: bool, eval_seeds: str) -> None:
     """Draw samples from RUN (a run dir, checkpoint dir, diffusers folder, or gmm / gmm:etsdm).
 
     The run's own condition map (E-TSDM or not) is applied automatically by its Denoiser. Without
@@ -253,12 +341,18 @@ def sample_cmd(run: str, sampler: str | None, nfe: int | None, num: int, seed: i
     a VP run with DDIM, 50 NFE.
     Writes the samples (float32, [-1, 1] for images) as .npz and a PNG grid; the .npz records the
     sampling conventions (grid, NFE plan and orders, final step, clipping) as JSON in `sampling`.
+
+    Conditional and latent runs: a super-resolution run makes one output per low-resolution input
+    (--lowres, else its test split), in order, also as a PNG folder <out>/NNNNN.png; the .npz holds
+    the inputs (lowres) and, where known, the high-resolution targets (targets) for `etsdm evaluate`.
+    A class-conditional run cycles over its classes (--labels, --guidance; the .npz holds labels).
+    A latent run's samples are decoded to images.
     """
     import json
 
     import numpy as np
-    import torch
 
+    from ..metrics.image import write_png_folder
     from ..runs import CLI_NFE, default_sampler, describe_sampling, generate, load_model
     from ..train.outputs import save_samples_png, write_atomic
 
@@ -278,14 +372,12 @@ def sample_cmd(run: str, sampler: str | None, nfe: int | None, num: int, seed: i
         sampler, run_nfe = default_sampler(model)
         nfe = nfe if nfe is not None else run_nfe
     nfe = nfe if nfe is not None else CLI_NFE
+    inputs = generation_inputs(model, num, lowres, labels)
+    _check_guidance(model, guidance)
     out = _sample_out(run, out, sampler, nfe, seed)
-    _claim_outputs([out, out.with_suffix(".png"), out.with_suffix(".eval.json")], force)  # before sampling
+    pngs = out.with_suffix("") if model.data_name == "sr" else None  # one PNG per SR output
+    _claim_outputs([out, out.with_suffix(".png"), out.with_suffix(".eval.json"), *([pngs] if pngs else [])], force)
     click.echo(_set_threads(threads, model.denoiser.net))
-    lowres = None
-    if model.data_name == "sr":
-        test = model.dataset("test")
-        num = min(num, len(test))
-        lowres = torch.stack([test[i]["lowres"] for i in range(num)])
     kwargs = {"eta": eta} if sampler == "ddim" else {}
     kwargs |= {"timestep_spacing": None if spacing == "auto" else spacing, "denoise_to_zero": denoise_to_zero,
                "order_plan": order_plan, "clip": clip}
@@ -293,20 +385,49 @@ def sample_cmd(run: str, sampler: str | None, nfe: int | None, num: int, seed: i
         sampling = describe_sampling(model, sampler, nfe, **kwargs)
     except ValueError as err:
         raise click.UsageError(str(err)) from None
+    sampling |= _conditioning_record(model, inputs, guidance)
     click.echo("sampling: " + ", ".join(f"{k}={v}" for k, v in sampling.items() if k != "timesteps"))
-    x = generate(model, num, sampler=sampler, nfe=nfe, seed=seed, batch=batch, device=device, lowres=lowres,
-                 progress=True, **kwargs)
+    try:  # e.g. guidance with a diffusers scheduler
+        x = generate(model, inputs.num, sampler=sampler, nfe=nfe, seed=seed, batch=batch, device=device,
+                     cond=inputs.cond, guidance=guidance, progress=True, **kwargs)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
     if x.ndim == 4:
         x = x.clamp(-1, 1)  # images: the sampler may overshoot the data range slightly
-    write_atomic(out, lambda p: np.savez_compressed(p, samples=x.numpy(), sampler=sampler, nfe=nfe, seed=seed,
+    arrays = {"samples": x.numpy(), **{k: v.numpy() for k, v in (inputs.cond or {}).items()}}
+    if inputs.targets is not None:
+        arrays["targets"] = inputs.targets.numpy()
+    write_atomic(out, lambda p: np.savez_compressed(p, **arrays, sampler=sampler, nfe=nfe, seed=seed,
                                                     sampling=json.dumps(sampling)))
     png = save_samples_png(x, out.with_suffix(".png"))
-    click.echo(f"{num} samples -> {out}  grid -> {png}")
+    if pngs is not None:
+        write_png_folder(x, pngs)
+    click.echo(f"{inputs.num} samples -> {out}  grid -> {png}" + (f"  images -> {pngs}/" if pngs else ""))
     diverged = int((~torch.isfinite(x.reshape(len(x), -1))).any(1).sum())
     if diverged:  # saved as they are (to inspect), but said: no metric of them means anything
-        click.echo(f"warning: {diverged} of {num} samples contain NaN or inf (the model or sampler diverged)", err=True)
+        click.echo(f"warning: {diverged} of {inputs.num} samples contain NaN or inf (the model or sampler diverged)",
+                   err=True)
     if evaluate:
-        _evaluate_now(model, x, out, seeds, sampling)
+        _evaluate_now(model, x, out, seeds, sampling, inputs.targets)
+
+
+def _check_guidance(model: Any, guidance: float | None) -> None:
+    if guidance is not None and not getattr(model, "num_classes", 0):
+        raise click.BadParameter(f"{model.name} is not class-conditional; --guidance applies to runs trained with "
+                                 "data.labels: true", param_hint="--guidance")
+
+
+def _conditioning_record(model: Any, inputs: GenerationInputs, guidance: float | None) -> dict[str, Any]:
+    """What the samples were conditioned on, for the .npz's `sampling` record."""
+    record: dict[str, Any] = {}
+    if inputs.cond:
+        record["conditioned_on"] = f"{', '.join(sorted(inputs.cond))}: {inputs.source}"
+    if getattr(model, "num_classes", 0):
+        run_scale = model.config.sample.guidance if model.config is not None else 1.0
+        record["guidance"] = run_scale if guidance is None else guidance
+    if getattr(model, "latents", None) is not None:
+        record["decoded"] = "latents decoded by the run's autoencoder"
+    return record
 
 
 def _folder_reference(cfg):
@@ -327,24 +448,37 @@ def _folder_reference(cfg):
     return ImageSet(images, held, source)
 
 
-def _evaluate_now(model, x, out: Path, seeds: list[int], sampling: dict | None = None) -> None:
-    """The metrics of ``etsdm evaluate`` for a run whose data has a built-in reference."""
+def run_reference(model: Any, targets: Tensor | None = None) -> Any:
+    """The reference a run's samples are evaluated against (``evaluate_samples``): digits ->
+    "digits" (FID-n in the digits features), gmm -> its mixture, an image folder -> its images
+    (:func:`_folder_reference`), super-resolution -> the high-resolution ``targets`` of the
+    inputs (PSNR / SSIM). Class-conditional and latent runs: the same, on the (decoded) images."""
+    if model.data_name == "sr":
+        if targets is None:
+            raise click.UsageError("these low-resolution inputs come without their high-resolution images; "
+                                   "evaluate the output with `etsdm evaluate OUTPUT --targets HR_DIR_OR_NPZ`")
+        return targets
+    if model.data_name == "digits":
+        return "digits"
+    if model.data_name == "gmm":
+        return model.mixture if model.mixture is not None else model.dataset("test").mixture
+    if model.data_name == "folder" and model.config is not None:
+        return _folder_reference(model.config)
+    raise click.UsageError(
+        f"a run's own reference is known for digits, gmm, image-folder and sr runs; for {model.data_name!r} data "
+        "use `etsdm evaluate SAMPLES --ref ...`"
+    )
+
+
+def _evaluate_now(model, x, out: Path, seeds: list[int], sampling: dict | None = None,
+                  targets: Tensor | None = None) -> None:
+    """The metrics of ``etsdm evaluate`` against the run's own reference (:func:`run_reference`)."""
     import json
 
     from ..metrics.evaluate import evaluate_samples, format_results
     from ..train.checkpoint import atomic_write_text
 
-    if model.data_name == "digits":
-        reference = "digits"
-    elif model.data_name == "gmm":
-        reference = model.mixture if model.mixture is not None else model.dataset("test").mixture
-    elif model.data_name == "folder" and model.config is not None:
-        reference = _folder_reference(model.config)
-    else:
-        raise click.UsageError(
-            f"--evaluate knows the references of digits, gmm and image-folder runs; for {model.data_name!r} data "
-            "use `etsdm evaluate SAMPLES --ref ...`"
-        )
+    reference = run_reference(model, targets)
     try:
         results = evaluate_samples(x, reference, seeds=seeds)
     except ValueError as err:  # SampleError (NaN / inf samples) or a metric that does not fit
@@ -355,6 +489,199 @@ def _evaluate_now(model, x, out: Path, seeds: list[int], sampling: dict | None =
     record = results if sampling is None else {**results, "sampling": sampling}  # the conventions beside the numbers
     atomic_write_text(path, json.dumps(record, indent=2, default=float))
     click.echo(f"metrics -> {path}")
+
+
+# --------------------------------------------------------------------------------------------
+# Conditional runs: what each sample is generated from (super-resolution inputs, class labels)
+# --------------------------------------------------------------------------------------------
+SR_INPUT_KEYS = ("lowres", "samples", "images", "x")  # arrays --lowres reads from an .npz, in this order
+TARGET_KEYS = ("highres", "targets", "samples", "images", "x")  # arrays --targets reads, in this order
+
+
+@dataclass
+class GenerationInputs:
+    """What ``num`` samples of a run are generated from: ``cond`` (the network's keyword inputs,
+    one row per sample; None for an unconditional run), the high-resolution ``targets`` of a
+    super-resolution run where known (PSNR / SSIM), and where the inputs came from."""
+
+    num: int
+    cond: dict[str, Tensor] | None = None
+    targets: Tensor | None = None
+    source: str = ""
+
+
+def generation_inputs(model: Any, num: int | None, lowres: Path | None = None, labels: str | None = None
+                      ) -> GenerationInputs:
+    """The inputs of ``etsdm sample`` / ``etsdm evaluate RUN`` for ``model`` (see the options
+    --num, --lowres, --labels); errors name the option and what it allows."""
+    sr, classes = model.data_name == "sr", int(getattr(model, "num_classes", 0) or 0)
+    if lowres is not None and not sr:
+        raise click.BadParameter(f"{model.name} is not a super-resolution run (data: {model.data_name}); "
+                                 "--lowres applies to sr runs only", param_hint="--lowres")
+    if labels is not None and not classes:
+        raise click.BadParameter(f"{model.name} is not class-conditional (no model.num_classes); --labels applies "
+                                 "to runs trained with data.labels: true", param_hint="--labels")
+    if sr:
+        return _sr_inputs(model, num, lowres)
+    num = DEFAULT_NUM if num is None else num
+    if classes:
+        chosen = _class_list(labels, classes)
+        rows = torch.tensor([chosen[i % len(chosen)] for i in range(num)], dtype=torch.int64)  # cycle over them
+        return GenerationInputs(num, {"labels": rows}, source=f"labels {labels or 'cycling over all classes'}")
+    return GenerationInputs(num)
+
+
+DEFAULT_NUM = 100  # `etsdm sample` without --num
+
+
+def _class_list(labels: str | None, classes: int) -> list[int]:
+    """--labels: one class index or comma-separated ones (None: every class 0..classes-1)."""
+    if labels is None:
+        return list(range(classes))
+    try:
+        chosen = [int(v) for v in labels.split(",") if v.strip()]
+    except ValueError:
+        chosen = []
+    if not chosen or not all(0 <= c < classes for c in chosen):
+        raise click.BadParameter(f"{labels!r}: expected class indices in 0..{classes - 1}, one (e.g. 3) or "
+                                 "comma-separated (e.g. 0,1,2)", param_hint="--labels")
+    return chosen
+
+
+def _sr_inputs(model: Any, num: int | None, lowres: Path | None) -> GenerationInputs:
+    """Low-resolution inputs of a super-resolution run: the given file / folder (all rows, or the
+    first ``num``), else the first ``num`` (default 100) rows of its test split, whose
+    high-resolution images are the targets."""
+    if lowres is None:
+        from torch.utils.data import default_collate
+
+        from ..data import split_batch
+
+        test = _dataset(model, "test")
+        num = min(DEFAULT_NUM if num is None else num, len(test))
+        x0, cond = split_batch(default_collate([test[i] for i in range(num)]))
+        return GenerationInputs(num, dict(cond), x0, f"the first {num} rows of the test split")
+    from ..metrics.image import read_image_set
+
+    try:
+        inputs, where = read_image_set(lowres, SR_INPUT_KEYS, pair_key="lowres")
+    except (OSError, ValueError) as err:
+        raise click.BadParameter(str(err), param_hint="--lowres") from None
+    _check_lowres(model, inputs, where)
+    num = len(inputs) if num is None else min(num, len(inputs))
+    targets = _pair_targets(lowres)
+    return GenerationInputs(num, {"lowres": inputs[:num]}, None if targets is None else targets[:num], where)
+
+
+def _check_lowres(model: Any, inputs: Tensor, where: str) -> None:
+    """Low-resolution inputs fit the run: (N, C, h, w) with the run's channels, h = H / sr_factor
+    (or H: already upsampled), values in [-1, 1]."""
+    c, h, _ = model.shape
+    factor = model.config.data.sr_factor if model.config is not None and model.config.data.sr_factor else None
+    sizes = sorted({h, h // factor} if factor else {h})
+    allowed = " or ".join(f"({c}, {s}, {s})" for s in sizes)
+    if inputs.ndim != 4 or inputs.shape[1] != c or inputs.shape[2] != inputs.shape[3] or (
+            factor and inputs.shape[2] not in sizes):
+        raise click.BadParameter(f"{where}: images of shape {tuple(inputs.shape[1:])}; {model.name} takes "
+                                 f"low-resolution inputs {allowed}", param_hint="--lowres")
+    if not torch.isfinite(inputs).all() or inputs.abs().max() > 1.0 + 1e-4:
+        raise click.BadParameter(f"{where}: values must be finite and in [-1, 1] (etsdm's image scale)",
+                                 param_hint="--lowres")
+
+
+def _pair_targets(lowres: Path) -> Tensor | None:
+    """The high-resolution images paired with --lowres, where it holds them (an `etsdm sr-pairs`
+    folder or pairs .npz); None otherwise."""
+    import numpy as np
+
+    from ..metrics.image import PAIRS_FILE
+
+    path = lowres / PAIRS_FILE if lowres.is_dir() else lowres
+    if path.suffix != ".npz" or not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        return torch.as_tensor(data["highres"]).float() if "highres" in data.files else None
+
+
+def _dataset(model: Any, split: str):
+    try:
+        return model.dataset(split)
+    except (OSError, ValueError) as err:
+        raise click.ClickException(f"{model.name}: cannot rebuild its {split} split ({err})") from None
+
+
+@click.command("sr-pairs")
+@click.argument("source", metavar="RUN_OR_CONFIG", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write: lowres/NNNNN.png, highres/NNNNN.png, pairs.npz.")
+@click.option("--num", type=click.IntRange(min=1), default=None, help="The first N test rows (default: all).")
+@click.option("--force", is_flag=True, help="Replace the pairs an earlier call wrote in --out.")
+def sr_pairs_cmd(source: Path, out: Path, num: int | None, force: bool) -> None:
+    """Write the held-out low-/high-resolution pairs of a super-resolution RUN_OR_CONFIG (a run
+    folder or an sr config YAML): the test split in order, as OUT/lowres/NNNNN.png (h x w),
+    OUT/highres/NNNNN.png (H x W) and OUT/pairs.npz (arrays lowres, highres: float32 in [-1, 1];
+    the PNGs are 8-bit copies).
+
+    The Fig. A12 comparison in three commands: `etsdm sr-pairs RUN --out P`, `etsdm sample RUN
+    --lowres P` (one output per input, in order) and `etsdm evaluate OUTPUT --metric psnr,ssim
+    --targets P`.
+    """
+    import shutil
+
+    import numpy as np
+
+    from ..metrics.image import PAIRS_FILE, write_png_folder
+    from ..train.outputs import write_atomic
+
+    cfg = _sr_config(source)
+    lowres, highres = _test_pairs(cfg, num)
+    parts = [out / "lowres", out / "highres", out / PAIRS_FILE]
+    if any(p.exists() for p in parts):
+        if not force:
+            raise click.UsageError(f"{out} already holds SR pairs; pass --force to replace them, or another --out")
+        for p in parts:
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+    write_png_folder(lowres, out / "lowres")
+    write_png_folder(highres, out / "highres")
+    write_atomic(out / PAIRS_FILE, lambda p: np.savez_compressed(
+        p, lowres=lowres.numpy(), highres=highres.numpy(), sr_factor=cfg.data.sr_factor or 4, config=cfg.name))
+    click.echo(f"{len(lowres)} test pairs {tuple(lowres.shape[1:])} -> {tuple(highres.shape[1:])}: "
+               f"{out / 'lowres'}, {out / 'highres'}, {out / PAIRS_FILE}")
+
+
+def _sr_config(source: Path):
+    """The RunConfig of a run / checkpoint folder (its config.yaml) or a config YAML; sr data only."""
+    from ..config import ConfigError, load_config
+    from ..runs import resolve_data
+
+    path = source / "config.yaml" if source.is_dir() else source
+    if not path.is_file():
+        raise click.BadParameter(f"{source}: no config.yaml (give a run folder or an sr config YAML)",
+                                 param_hint="RUN_OR_CONFIG")
+    try:
+        cfg, _ = resolve_data(load_config(path))
+    except (ConfigError, OSError, ValueError) as err:
+        raise click.BadParameter(f"{path}: {err}", param_hint="RUN_OR_CONFIG") from None
+    if cfg.data.name != "sr":
+        raise click.BadParameter(f"{path}: data.name is {cfg.data.name!r}; sr-pairs needs a super-resolution "
+                                 "config (data.name: sr)", param_hint="RUN_OR_CONFIG")
+    return cfg
+
+
+def _test_pairs(cfg, num: int | None) -> tuple[Tensor, Tensor]:
+    """(low-res (N, C, h, w), high-res (N, C, H, W)) of the first ``num`` test rows, in order."""
+    from ..runs import build_dataset
+
+    try:
+        test = build_dataset(cfg, "test")
+    except (OSError, ValueError) as err:
+        raise click.ClickException(f"cannot build the test split of {cfg.name}: {err}") from None
+    rows = range(len(test) if num is None else min(num, len(test)))
+    items = [test[i] for i in rows]
+    return torch.stack([it["lowres_small"] for it in items]), torch.stack([it["x0"] for it in items])
 
 
 @click.command("export")
@@ -409,6 +736,6 @@ def import_cmd(diffusers_dir: Path, out_run: Path, condition: str | None, t_tild
 
 
 def register(group: click.Group) -> None:
-    """Add train, sample, export and import to ``group``."""
-    for cmd in (train_cmd, sample_cmd, export_cmd, import_cmd):
+    """Add train, sample, sr-pairs, export and import to ``group``."""
+    for cmd in (train_cmd, sample_cmd, sr_pairs_cmd, export_cmd, import_cmd):
         group.add_command(cmd)
