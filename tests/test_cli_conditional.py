@@ -336,9 +336,11 @@ def test_lipschitz_of_a_latent_run_is_in_latent_space(latent_run, tmp_path):
     model = load_model(latent_run)
     x0, cond = data_batch(model, "test", 4, seed=0)
     assert tuple(x0.shape[1:]) == tuple(model.shape) == (2, 4, 4) and cond == {}
-    images = torch.stack([model.dataset("test")[int(i)] for i in torch.randperm(300, generator=torch.Generator()
-                                                                                .manual_seed(0))[:4]])
-    assert torch.allclose(x0, model.latents.encode(images), atol=1e-5)  # the encoded test split
+    rows = torch.randperm(300, generator=torch.Generator().manual_seed(0))[:4]
+    images = torch.stack([model.image_dataset("test")[int(i)] for i in rows])
+    assert torch.allclose(x0, model.latents.encode(images), atol=1e-5)  # the encoded test split (cached)
+    given, _ = data_batch(model, "test", 4, seed=0, data="digits")  # images given: encoded here
+    assert torch.allclose(given, x0, atol=1e-5)
     ok("lipschitz", latent_run, "--t-start", 200, "--t-max", 203, "--samples", 4, "--seeds", 0, "--no-progress",
        "--out", tmp_path / "k")
     curve = json.loads((tmp_path / "k" / "lipschitz.json").read_text())["curves"][0]
@@ -352,3 +354,39 @@ def test_lipschitz_inside_one_shared_interval_is_zero_and_plots(sr_run, tmp_path
     res = ok("lipschitz", sr_run, "--t-max", 3, "--samples", 2, "--seeds", 0, "--no-progress", "--out", tmp_path)
     assert json.loads((tmp_path / "lipschitz.json").read_text())["curves"][0]["K"] == [0.0] * 4
     assert "y axis is linear" in res.output and (tmp_path / "lipschitz.png").is_file()
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("features") / "digits.safetensors"
+    ok("features", "--epochs", 1, "--out", out)
+    return out
+
+
+@needs_cond
+@pytest.mark.parametrize("run_name", ["cond_run", "latent_run"])
+def test_evaluate_a_run_samples_decodes_and_reports_fid(request, run_name, features, tmp_path):
+    """`etsdm evaluate RUN`: a class-conditional run sampled over its classes, a latent run decoded;
+    FID in the digits features of the (decoded) images."""
+    run = request.getfixturevalue(run_name)
+    res = ok("evaluate", run, "--num", 12, "--n", 10, "--seeds", 0, "--features", features, "--out", tmp_path)
+    fid = json.loads((tmp_path / "evaluate.json").read_text())["fid-digits"]
+    assert fid["n"] == 10 and np.isfinite(fid["fid"]) and "FID-10" in res.output
+    with np.load(tmp_path / "samples.npz") as f:
+        assert f["samples"].shape == (12, 1, 8, 8) and np.abs(f["samples"]).max() <= 1
+        assert ("labels" in f.files) == (run_name == "cond_run")
+
+
+@needs_cond
+def test_sample_with_no_other_argument(cond_run, tmp_path):
+    """`etsdm sample RUN` alone on a class-conditional run: 100 samples, DDIM-50, every class in turn,
+    into RUN/samples/ (of a copy, so the module's run stays clean). A latent run takes the same path
+    (test_latent_run_samples_decoded_images)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(cond_run, run)
+    ok("sample", run)
+    with np.load(run / "samples" / "ddim-50-seed0.npz") as f:
+        assert f["samples"].shape == (100, 1, 8, 8) and f["labels"].tolist() == [i % 10 for i in range(100)]
+    assert (run / "samples" / "ddim-50-seed0.png").is_file()

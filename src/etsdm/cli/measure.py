@@ -752,7 +752,7 @@ def _run_samples(run: Path, num: int | None, out: Path) -> tuple[torch.Tensor, t
     """Samples of a RUN drawn now as `etsdm sample RUN` draws them (its default sampler and NFE,
     seed 0), saved as OUT/samples.npz; their targets (super-resolution) and the run's reference."""
     from ..runs import default_sampler, generate
-    from ..train.outputs import save_samples_npz
+    from ..train.outputs import write_atomic
     from .run import generation_inputs, run_reference
 
     model = _load(str(run), ema=True)
@@ -761,7 +761,9 @@ def _run_samples(run: Path, num: int | None, out: Path) -> tuple[torch.Tensor, t
     click.echo(f"sampling {inputs.num} from {run} ({sampler}, {nfe} NFE, seed 0)", err=True)
     x = generate(model, inputs.num, sampler=sampler, nfe=nfe, seed=0, cond=inputs.cond, progress=True)
     x = x.clamp(-1, 1) if x.ndim == 4 else x
-    save_samples_npz(x, out / "samples.npz")
+    arrays = {k: v.numpy() for k, v in (inputs.cond or {}).items()}  # labels / lowres beside the samples
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "samples.npz", lambda p: np.savez_compressed(p, samples=x.numpy(), **arrays))
     return x, inputs.targets, run_reference(model, inputs.targets)
 
 

@@ -437,11 +437,11 @@ def _folder_reference(cfg):
 
     from ..data import stack_images
     from ..metrics.evaluate import MAX_REFERENCE_IMAGES, ImageSet
-    from ..runs import build_dataset
+    from ..runs import build_image_dataset
 
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, hflip=False))
-    images = stack_images(build_dataset(cfg, "train"), MAX_REFERENCE_IMAGES)
-    held = stack_images(build_dataset(cfg, "test"), MAX_REFERENCE_IMAGES) if cfg.data.holdout else None
+    images = stack_images(build_image_dataset(cfg, "train"), MAX_REFERENCE_IMAGES)  # a latent run's images too
+    held = stack_images(build_image_dataset(cfg, "test"), MAX_REFERENCE_IMAGES) if cfg.data.holdout else None
     source = f"{len(images)} training images of {cfg.data.root}"
     if held is None:
         source += " (data.holdout = 0: the floor splits them)"
