@@ -35,6 +35,12 @@ Conventions:
   is the next t, because x_t is redrawn from q(x_t | x_0) at every t (x_{t+1} ≠ x_t). So a curve
   over M times with N samples costs 2·N·M example-evaluations, packed into ⌈2NM / B⌉ network
   calls of batch B (all full except the last); :class:`LipschitzCurve` records both counts.
+* Per curve, not per call (issue 11): α_t, σ_t, the network's conditions at every t and t′ (one
+  condition-map call on all 2M times) and the coefficients of a conversion (:meth:`Denoiser.linear`
+  at each time) are made once; a network call then costs the network and a few gathers, so that a
+  curve costs ~the bare forwards it needs (bench/lipschitz.py). A conversion is evaluated in float64
+  as f = a_τ x + b_τ out (the Denoiser at a fixed time is linear in (x, out)); a Denoiser subclass
+  that overrides an output method (``net_output``, ``estimate``, ...) is called through it instead.
 * Conditional models (issue 10): ``cond`` holds the network's keyword inputs (class labels, the
   low-resolution image) with one row per x_0 row; each (t, sample) pair gets its sample's row, at
   t and at t′ alike, so K differentiates in time only.
@@ -56,7 +62,7 @@ from torch import Tensor
 
 from ..analytic import Float64Denoiser, time_from_net
 from ..conditioning import TimestepSharing
-from ..denoiser import Cond, Denoiser, check_cond, cond_rows, repeat_cond
+from ..denoiser import Cond, Denoiser, Linear, check_cond, cond_rows
 from ..schedules import Schedule
 
 EpsFn = Callable[..., Tensor]  # fn(x, t, **cond) at physical time t
@@ -268,6 +274,133 @@ class LipschitzCurve:
         }
 
 
+# The methods a Denoiser subclass may override that the plan below replaces by its precomputed
+# coefficients; a subclass overriding any of them is measured through its own methods instead
+# (only ``net_condition`` is honoured by the plan itself).
+_PLANNED_METHODS: tuple[str, ...] = ("net_output", "estimate", "coefficients", "linear", "eps", "v", "x0", "forward")
+
+
+@dataclass(frozen=True)
+class _CurvePlan:
+    """All of a curve that depends on its M times only, made once per curve (issue 11): a network
+    call then costs the network and a few gathers, no schedule or condition-map call.
+
+    The differentiated quantity at a time τ ∈ {t, t′} is f = a_τ x + b_τ · net(s_τ x, c_τ, **cond)
+    (a Denoiser at fixed τ is linear in (x, out): :meth:`Denoiser.linear`).
+
+    Attributes:
+        net: called as ``net(x, c, **cond)``: the raw network of a Denoiser, or a function of
+            physical time (a plain ε-callable; a Denoiser subclass's own output method).
+        c: (2, M): what ``net`` gets as c at t (row 0) and t′ = t + Δt (row 1): the network's
+            condition net_time(f(τ)) (the condition map applied here, once), or τ itself.
+        scale: (2, M) network-input scale s_τ in x0's dtype (EDM's c_in/α); None: s = 1.
+        x_coef: (M,) float64 a_t − a_{t′}; None (``out_coef`` too): f is the network's output.
+        out_coef: (2, M) float64 b_t, b_{t′}; None: b = 1 (no conversion).
+        output: the quantity differentiated ("eps", "v", "x0", "edm" or "flow").
+        native: True if that is the network's own output.
+    """
+
+    net: Callable[..., Tensor]
+    c: Tensor
+    scale: Tensor | None
+    x_coef: Tensor | None
+    out_coef: Tensor | None
+    output: str
+    native: bool
+
+
+def _planned_denoiser(model: Any) -> Denoiser | None:
+    """The model's Denoiser if none of :data:`_PLANNED_METHODS` is overridden (the plan is exact)."""
+    den = _denoiser(model)
+    if den is None or any(getattr(type(den), name) is not getattr(Denoiser, name) for name in _PLANNED_METHODS):
+        return None
+    return den
+
+
+def _curve_plan(model: Any, schedule: Schedule, times: Tensor, dt: float, output: str, like: Tensor) -> _CurvePlan:
+    """The :class:`_CurvePlan` of K(t, t + Δt) at ``times`` (float64, on ``like``'s device; ``like``:
+    a tensor with x0's dtype and device).
+
+    Raises:
+        ValueError: an unknown ``output``, a plain callable converted without its schedule, or a
+            conversion dividing by α = 0 or σ = 0 at one of the times.
+    """
+    both = torch.stack([times, times + dt])  # (2, M): t and t′
+    fn, name, native = as_output_fn(model, output, schedule)
+    plain_eps = _denoiser(model) is None and native  # a plain ε-callable, measured as it is
+    den = None if plain_eps else _planned_denoiser(as_denoiser(model, schedule))
+    if den is None:  # a function of physical time: gets t and t′ themselves
+        return _CurvePlan(fn, both, None, None, None, name, native)
+    # one condition-map call on all 2M times (the times double as the x that gives only device and batch)
+    c = den.net_condition(both.flatten(), both.flatten()).reshape(2, -1)
+    if den.prediction != "edm" and native:
+        return _CurvePlan(den.net, c, None, None, None, name, native)
+    coef = _schedule_coefficients(den, both.flatten())
+    maps = [den.linear(*v) for v in coef]
+    scale = torch.tensor([lin.scale for lin in maps], dtype=like.dtype, device=like.device).reshape(2, -1)
+    scale = scale if den.prediction == "edm" else None  # EDM's c_in/α; 1 otherwise
+    if native:
+        return _CurvePlan(den.net, c, scale, None, None, name, native)
+    ab = [_output_coefficients(lin, v[0], v[1], name) for lin, v in zip(maps, coef, strict=True)]
+    a, b = torch.tensor(ab, dtype=torch.float64, device=like.device).reshape(2, -1, 2).unbind(-1)
+    return _CurvePlan(den.net, c, scale, a[0] - a[1], b, name, native)
+
+
+def _schedule_coefficients(den: Denoiser, t: Tensor) -> list[tuple[float, ...]]:
+    """(α, σ), or (α, σ, α', σ') for ``"flow"``, at each time of ``t``: :meth:`Denoiser.linear`'s arguments."""
+    sched = den.schedule
+    coef = [sched.alpha(t), sched.sigma(t)]
+    if den.prediction == "flow":
+        coef += [sched.dalpha_dt(t), sched.dsigma_dt(t)]
+    return list(zip(*(v.tolist() for v in coef), strict=True))
+
+
+def _output_coefficients(lin: Linear, alpha: float, sigma: float, name: str) -> tuple[float, float]:
+    """(a, b) with the quantity ``name`` = a x + b out at one time: ε̂ and x̂0 as :meth:`Denoiser.linear`
+    gives them, v = α ε̂ − σ x̂0 (Salimans & Ho)."""
+    if name == "eps":
+        return lin.eps_x, lin.eps_out
+    if name == "x0":
+        return lin.x0_x, lin.x0_out
+    return alpha * lin.eps_x - sigma * lin.x0_x, alpha * lin.eps_out - sigma * lin.x0_out
+
+
+class _Pairs:
+    """A :class:`_CurvePlan` spread over the curve's N·M (time, sample) pairs, pair p = (time p // N,
+    sample p % N): one network call evaluates a slice of pairs at t and at t′ with a few gathers."""
+
+    def __init__(self, plan: _CurvePlan, schedule: Schedule, times: Tensor, n: int, like: Tensor):
+        self.plan = plan
+        index = torch.arange(n * len(times), device=like.device)
+        ti, self.sample = index // n, index % n
+        bshape = (-1, *([1] * (like.ndim - 1)))  # (pairs,) broadcast over an example
+        # α_t, σ_t of Eq. (1) as schedule.diffuse makes them (float64, then x0's dtype)
+        self.alpha = schedule.alpha(times).to(like.dtype)[ti].reshape(bshape)
+        self.sigma = schedule.sigma(times).to(like.dtype)[ti].reshape(bshape)
+        self.c = plan.c[:, ti]
+        self.scale = None if plan.scale is None else plan.scale[:, ti].reshape(2, *bshape)
+        self.x_coef = None if plan.x_coef is None else plan.x_coef[ti].reshape(bshape)
+        self.out_coef = None if plan.out_coef is None else plan.out_coef[:, ti].reshape(2, *bshape)
+
+    def diffuse(self, rows: slice, x0: Tensor, noise: Tensor) -> Tensor:
+        """x_t = α_t x0 + σ_t ε (Eq. 1) of the pairs ``rows`` (x0, noise: their rows)."""
+        return self.alpha[rows] * x0 + self.sigma[rows] * noise
+
+    def distance(self, rows: slice, x_t: Tensor, cond: Cond) -> Tensor:
+        """‖f(x_t, t) − f(x_t, t′)‖₂ of the pairs ``rows`` (float64): one network call on the SAME
+        x_t at t (first half) and t′ (second half); cond rows of the pairs' samples, at both."""
+        plan, k = self.plan, x_t.shape[0]
+        x = torch.cat([x_t, x_t]) if self.scale is None else (self.scale[:, rows] * x_t).flatten(0, 1)
+        net_cond = cond_rows(cond, self.sample[rows].repeat(2)) if cond else {}
+        out = plan.net(x, self.c[:, rows].reshape(-1), **net_cond).to(torch.float64)
+        if self.out_coef is None:
+            diff = out[:k] - out[k:]
+        else:  # f(t) − f(t′) = (a_t − a_t′) x + b_t out(t) − b_t′ out(t′)
+            b = self.out_coef[:, rows]
+            diff = self.x_coef[rows] * x_t.to(torch.float64) + b[0] * out[:k] - b[1] * out[k:]
+        return diff.flatten(1).norm(dim=1)
+
+
 @torch.no_grad()
 def lipschitz_curve(
     model: Any,
@@ -305,7 +438,8 @@ def lipschitz_curve(
         cond: the network's keyword inputs, one row per x0 row (module docstring); None: none.
 
     Raises:
-        ValueError: batch_size < 2, an unknown ``output`` or ``scale``, cond rows not matching x0.
+        ValueError: batch_size < 2, an unknown ``output`` or ``scale``, cond rows not matching x0, a
+            conversion (``output``) dividing by α = 0 or σ = 0 at one of the times.
     """
     dt = default_dt(schedule) if dt is None else float(dt)
     times = lipschitz_times(schedule, dt=dt) if times is None else torch.as_tensor(times, dtype=torch.float64)
@@ -314,36 +448,30 @@ def lipschitz_curve(
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
     cond = check_cond(cond, x0.shape[0], "lipschitz_curve")
-    fn, name, native = as_output_fn(model, output, schedule)
     per = steps_per_unit(schedule) if scale == "step" else 1.0
     device, n, m = x0.device, x0.shape[0], len(times)
     times = times.to(device)
+    plan = _curve_plan(model, schedule, times, dt, output, x0)
+    pairs = _Pairs(plan, schedule, times, n, x0)
     base_noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=device) if shared_noise else None
-    total = torch.zeros(m, dtype=torch.float64, device=device)
-    total_sq = torch.zeros(m, dtype=torch.float64, device=device)
+    dist = torch.empty(n * m, dtype=torch.float64, device=device)  # ‖f(x_t, t) − f(x_t, t′)‖₂ of pair p
     half = batch_size // 2
     starts = range(0, n * m, half)
-    calls = 0
     for start in _maybe_progress(starts, progress, desc):
-        pair = torch.arange(start, min(start + half, n * m), device=device)
-        ti, si = pair // n, pair % n  # pair p = (time index p // N, sample p % N)
-        t = times[ti]
+        rows = slice(start, min(start + half, n * m))
+        si = pairs.sample[rows]
         noise = (
             base_noise[si]
             if base_noise is not None
-            else torch.randn((len(pair), *x0.shape[1:]), generator=generator, dtype=x0.dtype, device=device)
+            else torch.randn((len(si), *x0.shape[1:]), generator=generator, dtype=x0.dtype, device=device)
         )
-        x_t = schedule.diffuse(x0[si], t, noise)  # Eq. (1); the SAME x_t at t and t′
-        out = fn(torch.cat([x_t, x_t]), torch.cat([t, t + dt]), **repeat_cond(cond_rows(cond, si), 2))
-        calls += 1
-        k = len(pair)
-        # Eq. (8): ‖f(x_t, t) − f(x_t, t′)‖₂ / Δt, with Δt counted in discrete-equivalent steps (× per)
-        dist = (out[:k].to(torch.float64) - out[k:].to(torch.float64)).flatten(1).norm(dim=1) / (dt * per)
-        total.index_add_(0, ti, dist)
-        total_sq.index_add_(0, ti, dist**2)
-    mean = total / n
-    var = (total_sq / n - mean**2).clamp(min=0) * (n / max(n - 1, 1))
-    evaluations, _ = lipschitz_cost(n, m, batch_size)
+        dist[rows] = pairs.distance(rows, pairs.diffuse(rows, x0[si], noise), cond)
+    # Eq. (8): the mean over samples of ‖Δf‖ / Δt, Δt in discrete-equivalent steps (× per);
+    # pair p = (time p // N, sample p % N)
+    dist = dist.view(m, n) / (dt * per)
+    mean = dist.sum(1) / n
+    var = ((dist**2).sum(1) / n - mean**2).clamp(min=0) * (n / max(n - 1, 1))
+    evaluations, calls = lipschitz_cost(n, m, batch_size)
     return LipschitzCurve(
         t=times.cpu(),
         dt=dt,
@@ -352,8 +480,8 @@ def lipschitz_curve(
         n_samples=n,
         evaluations=evaluations,
         calls=calls,
-        output=name,
-        network_output=native,
+        output=plan.output,
+        network_output=plan.native,
         scale=scale,
         steps_per_unit=per,
         unit=k_unit(schedule, scale),
@@ -373,18 +501,18 @@ def time_one_call(
     cond: Cond | None = None,
 ) -> float:
     """Seconds of the first network call :func:`lipschitz_curve` would make (the same times,
-    x0 in place of x_t, cond rows matched): the unit of a cost estimate. The first call of a
-    process may include one-off warm-up, so the estimate errs on the long side."""
+    x0 in place of x_t, cond rows matched; the curve's once-per-curve plan made beforehand, untimed):
+    the unit of a cost estimate. The first call of a process may include one-off warm-up, so the
+    estimate errs on the long side."""
     cond = check_cond(cond, x0.shape[0], "time_one_call")
     dt = default_dt(schedule) if dt is None else float(dt)
-    fn, _, _ = as_output_fn(model, output, schedule)
-    n, half = x0.shape[0], batch_size // 2
-    pair = torch.arange(min(half, n * len(times)), device=x0.device)
-    t = torch.as_tensor(times, dtype=torch.float64).to(x0.device)[pair // n]
-    x, rows = x0[pair % n], repeat_cond(cond_rows(cond, pair % n), 2)
+    times = torch.as_tensor(times, dtype=torch.float64).to(x0.device)
+    pairs = _Pairs(_curve_plan(model, schedule, times, dt, output, x0), schedule, times, x0.shape[0], x0)
+    rows = slice(0, min(batch_size // 2, x0.shape[0] * len(times)))
+    x = x0[pairs.sample[rows]]
     _synchronize(x0.device)
     start = time.perf_counter()
-    fn(torch.cat([x, x]), torch.cat([t, t + dt]), **rows)
+    pairs.distance(rows, x, cond)
     _synchronize(x0.device)
     return time.perf_counter() - start
 
