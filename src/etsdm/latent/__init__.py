@@ -8,7 +8,8 @@
 * :class:`Latents`: the autoencoder and its scaling factor (encode = posterior mode × factor,
   decode to [-1, 1]); :func:`fit_scaling_factor` (1/std, LDM).
 * :func:`cached_latents`: every image encoded once, in safetensors shards keyed by the
-  autoencoder's weights and a key; :class:`LatentDataset`: scaled latents as training items.
+  autoencoder's weights and a key (:func:`data_key`); :class:`LatentDataset`: scaled latents as
+  training items; :func:`latent_training_set`: the three in one call.
 
 See docs/latent.md.
 """
@@ -16,7 +17,7 @@ See docs/latent.md.
 from .autoencoder import build_autoencoder, read_sidecar, reconstruction_error, train_autoencoder
 from .cache import cached_latents, latent_cache_dir
 from .config import AutoencoderConfig, autoencoder_config, is_autoencoder_config, load_autoencoder_config
-from .dataset import LatentDataset
+from .dataset import LatentDataset, data_key, dataset_labels, latent_training_set
 from .folders import SIDECAR, autoencoder_folder, cache_root, is_autoencoder_folder
 from .latents import LatentError, Latents, fit_scaling_factor, folder_scaling_factor
 from .resolve import resolve_autoencoder
@@ -31,12 +32,15 @@ __all__ = [
     "autoencoder_folder",
     "build_autoencoder",
     "cache_root",
+    "data_key",
+    "dataset_labels",
     "cached_latents",
     "fit_scaling_factor",
     "folder_scaling_factor",
     "is_autoencoder_config",
     "is_autoencoder_folder",
     "latent_cache_dir",
+    "latent_training_set",
     "load_autoencoder_config",
     "read_sidecar",
     "reconstruction_error",
