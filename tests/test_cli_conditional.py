@@ -133,9 +133,10 @@ def test_evaluate_psnr_of_pairs_itself_and_of_upsampled_lowres(pairs, tmp_path):
     assert same["mean"] == float("inf") and same["identical_images"] == 6 and "identical" in res.output
     with np.load(pairs / "pairs.npz") as f:
         lo, hi = torch.as_tensor(f["lowres"]), torch.as_tensor(f["highres"])
-    up = upsample(lo, (8, 8), "bicubic")
-    np.savez(tmp_path / "up.npz", samples=up.numpy())
-    ok("evaluate", tmp_path / "up.npz", "--metric", "psnr", "--metric", "ssim", "--targets", pairs,
+    with np.load(pairs / "bicubic.npz") as f:  # sr-pairs' baseline output: the inputs as the network sees them
+        up = torch.as_tensor(f["samples"])
+    assert torch.allclose(up, upsample(lo, (8, 8), "bicubic").clamp(-1, 1), atol=1e-6)
+    ok("evaluate", pairs / "bicubic.npz", "--metric", "psnr", "--metric", "ssim", "--targets", pairs,
        "--out", tmp_path / "b")
     got = json.loads((tmp_path / "b" / "evaluate.json").read_text())
     assert got["psnr"]["mean"] == pytest.approx(float(psnr(up, hi).mean()), rel=1e-9)
@@ -168,6 +169,17 @@ def test_sample_lowres_errors_name_the_option(sr_run, cond_run, tmp_path):
     assert res.exit_code == 2 and "no array 'lowres'" in res.output
     res = invoke("sample", cond_run, *SAMPLE, "--lowres", tmp_path / "bad.npz", "--out", tmp_path / "o.npz")
     assert res.exit_code == 2 and "not a super-resolution run" in res.output
+
+
+@needs_cond
+def test_sample_lowres_png_folder_in_name_order(sr_run, pairs, tmp_path):
+    """--lowres a plain PNG folder: one output per file in sorted-name order; it has no targets, so
+    --evaluate points to `etsdm evaluate --targets`."""
+    ok("sample", sr_run, *SAMPLE, "--lowres", pairs / "lowres", "--out", tmp_path / "png.npz")
+    with np.load(tmp_path / "png.npz") as f:
+        assert f["samples"].shape == (6, 1, 8, 8) and "targets" not in f.files and f["lowres"].shape == (6, 1, 4, 4)
+    res = invoke("sample", sr_run, *SAMPLE, "--lowres", pairs / "lowres", "--out", tmp_path / "e.npz", "--evaluate")
+    assert res.exit_code == 2 and "--targets" in res.output and not (tmp_path / "e.npz").exists()  # before sampling
 
 
 @needs_cond

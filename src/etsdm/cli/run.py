@@ -374,6 +374,7 @@ def sample_cmd(run: str, sampler: str | None, nfe: int | None, num: int | None, 
     nfe = nfe if nfe is not None else CLI_NFE
     inputs = generation_inputs(model, num, lowres, labels)
     _check_guidance(model, guidance)
+    reference = run_reference(model, inputs.targets) if evaluate else None  # known before sampling
     out = _sample_out(run, out, sampler, nfe, seed)
     pngs = out.with_suffix("") if model.data_name == "sr" else None  # one PNG per SR output
     _claim_outputs([out, out.with_suffix(".png"), out.with_suffix(".eval.json"), *([pngs] if pngs else [])], force)
@@ -408,7 +409,7 @@ def sample_cmd(run: str, sampler: str | None, nfe: int | None, num: int | None, 
         click.echo(f"warning: {diverged} of {inputs.num} samples contain NaN or inf (the model or sampler diverged)",
                    err=True)
     if evaluate:
-        _evaluate_now(model, x, out, seeds, sampling, inputs.targets)
+        _evaluate_now(x, reference, out, seeds, sampling)
 
 
 def _check_guidance(model: Any, guidance: float | None) -> None:
@@ -470,15 +471,13 @@ def run_reference(model: Any, targets: Tensor | None = None) -> Any:
     )
 
 
-def _evaluate_now(model, x, out: Path, seeds: list[int], sampling: dict | None = None,
-                  targets: Tensor | None = None) -> None:
+def _evaluate_now(x: Tensor, reference: Any, out: Path, seeds: list[int], sampling: dict | None = None) -> None:
     """The metrics of ``etsdm evaluate`` against the run's own reference (:func:`run_reference`)."""
     import json
 
     from ..metrics.evaluate import evaluate_samples, format_results
     from ..train.checkpoint import atomic_write_text
 
-    reference = run_reference(model, targets)
     try:
         results = evaluate_samples(x, reference, seeds=seeds)
     except ValueError as err:  # SampleError (NaN / inf samples) or a metric that does not fit
@@ -496,6 +495,7 @@ def _evaluate_now(model, x, out: Path, seeds: list[int], sampling: dict | None =
 # --------------------------------------------------------------------------------------------
 SR_INPUT_KEYS = ("lowres", "samples", "images", "x")  # arrays --lowres reads from an .npz, in this order
 TARGET_KEYS = ("highres", "targets", "samples", "images", "x")  # arrays --targets reads, in this order
+BICUBIC_FILE = "bicubic.npz"  # `etsdm sr-pairs`: the upsampled inputs as samples (the baseline to beat)
 
 
 @dataclass
@@ -620,7 +620,8 @@ def sr_pairs_cmd(source: Path, out: Path, num: int | None, force: bool) -> None:
     """Write the held-out low-/high-resolution pairs of a super-resolution RUN_OR_CONFIG (a run
     folder or an sr config YAML): the test split in order, as OUT/lowres/NNNNN.png (h x w),
     OUT/highres/NNNNN.png (H x W) and OUT/pairs.npz (arrays lowres, highres: float32 in [-1, 1];
-    the PNGs are 8-bit copies).
+    the PNGs are 8-bit copies); OUT/bicubic.npz holds the inputs upsampled (bicubic) as the network
+    sees them: the baseline output every SR model should beat, for `etsdm evaluate`.
 
     The Fig. A12 comparison in three commands: `etsdm sr-pairs RUN --out P`, `etsdm sample RUN
     --lowres P` (one output per input, in order) and `etsdm evaluate OUTPUT --metric psnr,ssim
@@ -634,8 +635,8 @@ def sr_pairs_cmd(source: Path, out: Path, num: int | None, force: bool) -> None:
     from ..train.outputs import write_atomic
 
     cfg = _sr_config(source)
-    lowres, highres = _test_pairs(cfg, num)
-    parts = [out / "lowres", out / "highres", out / PAIRS_FILE]
+    lowres, highres, upsampled = _test_pairs(cfg, num)
+    parts = [out / "lowres", out / "highres", out / PAIRS_FILE, out / BICUBIC_FILE]
     if any(p.exists() for p in parts):
         if not force:
             raise click.UsageError(f"{out} already holds SR pairs; pass --force to replace them, or another --out")
@@ -648,8 +649,10 @@ def sr_pairs_cmd(source: Path, out: Path, num: int | None, force: bool) -> None:
     write_png_folder(highres, out / "highres")
     write_atomic(out / PAIRS_FILE, lambda p: np.savez_compressed(
         p, lowres=lowres.numpy(), highres=highres.numpy(), sr_factor=cfg.data.sr_factor or 4, config=cfg.name))
+    write_atomic(out / BICUBIC_FILE, lambda p: np.savez_compressed(p, samples=upsampled.numpy()))
     click.echo(f"{len(lowres)} test pairs {tuple(lowres.shape[1:])} -> {tuple(highres.shape[1:])}: "
-               f"{out / 'lowres'}, {out / 'highres'}, {out / PAIRS_FILE}")
+               f"{out / 'lowres'}, {out / 'highres'}, {out / PAIRS_FILE}; the upsampled inputs (the baseline "
+               f"to beat): {out / BICUBIC_FILE}")
 
 
 def _sr_config(source: Path):
@@ -671,8 +674,9 @@ def _sr_config(source: Path):
     return cfg
 
 
-def _test_pairs(cfg, num: int | None) -> tuple[Tensor, Tensor]:
-    """(low-res (N, C, h, w), high-res (N, C, H, W)) of the first ``num`` test rows, in order."""
+def _test_pairs(cfg, num: int | None) -> tuple[Tensor, Tensor, Tensor]:
+    """(low-res (N, C, h, w), high-res (N, C, H, W), low-res upsampled to (N, C, H, W) as the network
+    sees it) of the first ``num`` test rows, in order."""
     from ..runs import build_dataset
 
     try:
@@ -681,7 +685,8 @@ def _test_pairs(cfg, num: int | None) -> tuple[Tensor, Tensor]:
         raise click.ClickException(f"cannot build the test split of {cfg.name}: {err}") from None
     rows = range(len(test) if num is None else min(num, len(test)))
     items = [test[i] for i in rows]
-    return torch.stack([it["lowres_small"] for it in items]), torch.stack([it["x0"] for it in items])
+    return (torch.stack([it["lowres_small"] for it in items]), torch.stack([it["x0"] for it in items]),
+            torch.stack([it["cond"]["lowres"] for it in items]))
 
 
 @click.command("export")
