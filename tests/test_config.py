@@ -10,8 +10,11 @@ import yaml
 
 from etsdm.conditioning import Identity, Remap, TimestepSharing, default_sharing
 from etsdm.config import ConfigError, RunConfig, configs_dir, dump_config, from_dict, load_config, to_dict
+from etsdm.latent import is_autoencoder_config, load_autoencoder_config
 
-CONFIGS = sorted(configs_dir().rglob("*.yaml"))
+ALL_CONFIGS = sorted(configs_dir().rglob("*.yaml"))
+CONFIGS = [p for p in ALL_CONFIGS if not is_autoencoder_config(p)]  # diffusion runs
+AUTOENCODER_CONFIGS = [p for p in ALL_CONFIGS if is_autoencoder_config(p)]
 
 
 def test_defaults_and_round_trip(tmp_path):
@@ -132,13 +135,14 @@ def test_baseline_and_etsdm_differ_only_in_the_condition_map(etsdm_path: Path):
     cfg = load_config(etsdm_path)
     cond, sched = cfg.build_condition(), cfg.build_schedule()
     t_tilde = default_sharing(sched)[1] if sched.kind != "vp" else (0.1 if e["schedule"]["continuous"] else 100)
-    assert cond.n == 5 and cond.t_tilde == pytest.approx(t_tilde, rel=1e-12)
+    n = 20 if cfg.latent.autoencoder is not None else 5  # Appendix D.4: n = 20 for LDM
+    assert cond.n == n and cond.t_tilde == pytest.approx(t_tilde, rel=1e-12)
 
 
 def test_paper_configs_follow_table_a1():
     for p in CONFIGS:
-        if "paper/" not in p.as_posix() or "edm_cifar10" in p.name:  # Appendix D.4: EDM's own settings
-            continue
+        if "paper/" not in p.as_posix() or "edm_cifar10" in p.name or "paper/ldm/" in p.as_posix():
+            continue  # Appendix D.4: EDM's and LDM's own settings
         cfg = load_config(p)
         large = cfg.model.preset == "large"
         assert cfg.model.preset in ("normal", "large")
@@ -219,3 +223,20 @@ def test_conditional_fields_are_checked_against_the_run():
             load_config(None, sets)
     cfg = load_config(None, ["data.labels=true", "sample.guidance=3"])
     assert cfg.data.labels and cfg.sample.guidance == 3.0
+
+
+def test_autoencoder_configs_load_as_such_and_not_as_runs():
+    assert [p.name for p in AUTOENCODER_CONFIGS] == ["ae_digits.yaml"]
+    for path in AUTOENCODER_CONFIGS:
+        assert load_autoencoder_config(path).autoencoder.latent_channels >= 1
+        with pytest.raises(ConfigError, match="an autoencoder config"):
+            load_config(path)
+
+
+def test_latent_configs_name_an_autoencoder_next_to_them():
+    latent = [p for p in CONFIGS if load_config(p).latent.autoencoder is not None]
+    assert {"ldm_digits_etsdm.yaml", "ldm_digits_baseline.yaml", "ldm_ffhq_etsdm.yaml"} <= {p.name for p in latent}
+    for p in latent:
+        spec = load_config(p).latent.autoencoder
+        if "paper/" not in p.as_posix():  # paper configs point at the user's own VAE folder
+            assert (p.parent / spec).is_file() and is_autoencoder_config(p.parent / spec)

@@ -633,6 +633,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     """
     p = default_config_path() if path is None else Path(path)
     data = _read_yaml(p)
+    if "autoencoder" in data:  # etsdm.latent.AutoencoderConfig's own section
+        raise ConfigError(f"{p}: an autoencoder config (its `autoencoder:` section); `etsdm train {p.name}` trains "
+                          "it, or name it in a diffusion config's latent.autoencoder")
     for item in overrides:
         set_path(data, item)
     try:
