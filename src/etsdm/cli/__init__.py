@@ -1,5 +1,5 @@
-"""The ``etsdm`` command line: train | sample | export | import | lipschitz | stability | schedules | evaluate |
-reproduce.
+"""The ``etsdm`` command line: train | sample | sr-pairs | export | import | lipschitz | stability | schedules |
+evaluate | features | reproduce.
 
 Each group of commands lives in its own module and registers itself on :data:`main`.
 """

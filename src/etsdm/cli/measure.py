@@ -759,7 +759,10 @@ def _run_samples(run: Path, num: int | None, out: Path) -> tuple[torch.Tensor, t
     sampler, nfe = default_sampler(model)
     inputs = generation_inputs(model, num)
     click.echo(f"sampling {inputs.num} from {run} ({sampler}, {nfe} NFE, seed 0)", err=True)
-    x = generate(model, inputs.num, sampler=sampler, nfe=nfe, seed=0, cond=inputs.cond, progress=True)
+    try:
+        x = generate(model, inputs.num, sampler=sampler, nfe=nfe, seed=0, cond=inputs.cond, progress=True)
+    except ValueError as err:
+        raise click.ClickException(f"cannot sample {run}: {err}") from None
     x = x.clamp(-1, 1) if x.ndim == 4 else x
     arrays = {k: v.numpy() for k, v in (inputs.cond or {}).items()}  # labels / lowres beside the samples
     out.mkdir(parents=True, exist_ok=True)

@@ -610,7 +610,7 @@ def _dataset(model: Any, split: str):
         raise click.ClickException(f"{model.name}: cannot rebuild its {split} split ({err})") from None
 
 
-@click.command("sr-pairs")
+@click.command("sr-pairs", short_help="The held-out LR/HR test pairs of a super-resolution run (PNGs + pairs.npz).")
 @click.argument("source", metavar="RUN_OR_CONFIG", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write: lowres/NNNNN.png, highres/NNNNN.png, pairs.npz.")
