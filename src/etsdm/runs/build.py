@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from ..config import ConfigError, RunConfig, class_conditional
 from ..data import data_shape, infer_format, make_dataset
 from ..denoiser import Denoiser
+from ..latent import LatentDataset, Latents, resolve_autoencoder
+from ..latent.dataset import data_key, latent_training_set
 from ..nets import make_net
 from ..schedules import Schedule
 
@@ -33,8 +37,9 @@ def resolve_data(cfg: RunConfig) -> tuple[RunConfig, str]:
     return dataclasses.replace(cfg, data=data), fmt.note
 
 
-def build_dataset(cfg: RunConfig, split: str = "train"):
-    """The run's data set for ``split`` (``etsdm.data.make_dataset``)."""
+def build_image_dataset(cfg: RunConfig, split: str = "train") -> Dataset:
+    """The run's data itself for ``split`` (``etsdm.data.make_dataset``): images or vectors, also for
+    a latent run (whose images are what :func:`build_dataset` encodes; FID references)."""
     d = cfg.data
     extra: dict[str, Any] = {}
     if d.sr_base is not None:
@@ -46,6 +51,53 @@ def build_dataset(cfg: RunConfig, split: str = "train"):
         hflip=d.hflip if split == "train" else False, skip_bad=d.skip_bad, sr_factor=d.sr_factor, gmm=d.gmm,
         num_samples=d.num_samples, seed=cfg.train.seed, labels=d.labels, **extra,
     )
+
+
+def build_dataset(cfg: RunConfig, split: str = "train", *, latents: Latents | None = None,
+                  base_dir: Path | None = None) -> Dataset:
+    """What the run's network models, for ``split``: the data (:func:`build_image_dataset`), or
+    for a latent run (``latent.autoencoder``) the scaled latents of its images
+    (:func:`build_latent_dataset`; ``latents`` / ``base_dir`` as there)."""
+    if cfg.latent.autoencoder is None:
+        return build_image_dataset(cfg, split)
+    return build_latent_dataset(cfg, split, latents=latents, base_dir=base_dir)[1]
+
+
+def run_latents(cfg: RunConfig, base_dir: Path | None = None) -> Latents | None:
+    """The autoencoder of a latent run (None for a run on the data itself): ``latent.autoencoder``
+    resolved relative to ``base_dir`` (the config file's folder; an autoencoder YAML is trained once
+    into the cache), with ``latent.scaling_factor`` (None: the folder's own, else fitted later)."""
+    spec = cfg.latent.autoencoder
+    if spec is None:
+        return None
+    folder = resolve_autoencoder(spec, base_dir, cache_dir=cfg.latent.cache)
+    return Latents.load(folder, cfg.latent.scaling_factor)
+
+
+def build_latent_dataset(cfg: RunConfig, split: str = "train", *, latents: Latents | None = None,
+                         base_dir: Path | None = None) -> tuple[Latents, LatentDataset]:
+    """A latent run's training data for ``split``: its images encoded once (the latent cache,
+    ``latent.cache``), scaled by the scaling factor — ``latents``' own (a loaded run's), else
+    ``latent.scaling_factor``, else 1/std of these latents (LDM) — with the images' class labels when
+    ``data.labels``. Returns (the autoencoder with its resolved factor, the data set).
+
+    Args:
+        latents: the autoencoder to encode with (default: :func:`run_latents` of ``cfg``).
+        base_dir: the config file's folder, for a relative ``latent.autoencoder``.
+    """
+    if latents is None:
+        latents = run_latents(cfg, base_dir)
+    if latents is None:
+        raise ConfigError("latent.autoencoder: not set, so the run has no latents (build_image_dataset)")
+    images = build_image_dataset(cfg, split)
+    return latent_training_set(latents, images, key=data_key(cfg.data, split, images), cache_dir=cfg.latent.cache,
+                               labels=cfg.data.labels)
+
+
+def resolve_latents(cfg: RunConfig, latents: Latents) -> RunConfig:
+    """``cfg`` with ``latent.scaling_factor`` set to the one ``latents`` uses (the trainer writes it
+    into the run's saved config.yaml, so the run samples and decodes with the factor it trained on)."""
+    return dataclasses.replace(cfg, latent=dataclasses.replace(cfg.latent, scaling_factor=latents.scaling_factor))
 
 
 def dataset_shape(ds: Any) -> tuple[int, ...]:

@@ -22,10 +22,18 @@ from ..conditioning import Identity, make_condition_map
 from ..config import to_dict
 from ..diffusers_unet import ETSDMUNet2DModel
 from ..schedules import schedule_from_config
-from .diffusers_parts import _export_scheduler, export_axis, export_scheduler, find_unet, has_ddpm_scheduler
+from .diffusers_parts import (
+    _export_scheduler,
+    export_axis,
+    export_scheduler,
+    exports_pipeline,
+    find_unet,
+    has_ddpm_scheduler,
+)
 from .model_card import write_model_card
 from .store import (
     SIDECAR,
+    VAE_DIR,
     LoadedModel,
     diffusers_unet_dir,
     load_model,
@@ -64,7 +72,9 @@ def export_diffusers(spec: str | Path, out_dir: str | Path, *, ema: bool = True,
     if model.config is None:
         raise ValueError(f"{spec}: not an etsdm run")
     if model.config.data.name == "sr":
-        raise ValueError("super-resolution runs take a low-resolution input: export is for unconditional UNets")
+        raise ValueError(f"{spec}: a super-resolution run is not exported: its UNet takes the low-resolution image "
+                         "as extra input channels, which no diffusers pipeline or scheduler loop feeds; sample it "
+                         "with `etsdm sample RUN` (low-resolution inputs from a folder or .npz)")
     unet, time_scale = find_unet(model.denoiser.net)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.*"):  # temporaries of an export killed earlier
@@ -99,7 +109,11 @@ def _swap_into_place(new: Path, out: Path) -> None:
 def _save_pipeline(folder: Path, model: LoadedModel, unet: nn.Module, time_scale: float) -> None:
     """``DDPMPipeline(unet, scheduler).save_pretrained``; an ETSDMUNet2DModel unless the map is the
     identity (and the time scale 1); no pipeline for continuous time: ``unet/``, and for EDM / flow
-    runs the diffusers scheduler of their process in ``scheduler/`` (:func:`export_scheduler`)."""
+    runs the diffusers scheduler of their process in ``scheduler/`` (:func:`export_scheduler`); a
+    class-conditional or latent run gets ``unet/`` and ``scheduler/`` without a pipeline
+    (:func:`exports_pipeline`), a latent run its autoencoder in ``vae/`` too."""
+    if model.latents is not None:
+        model.latents.save(folder / VAE_DIR)  # config.json holds the scaling factor (and the sidecar says it)
     cond, sched = model.denoiser.condition, model.schedule
     axis_cond, unet_scale = export_axis(model, time_scale)
     if not isinstance(cond, Identity) or unet_scale != 1.0:
@@ -110,6 +124,10 @@ def _save_pipeline(folder: Path, model: LoadedModel, unet: nn.Module, time_scale
         scheduler = export_scheduler(model)
         if scheduler is not None:
             scheduler.save_pretrained(str(folder / "scheduler"))
+        return
+    if not exports_pipeline(model):  # class labels or latents: DDPMPipeline would pass / decode neither
+        unet.save_pretrained(str(folder / "unet"))
+        _export_scheduler(model).save_pretrained(str(folder / "scheduler"))
         return
     DDPMPipeline(unet=unet, scheduler=_export_scheduler(model)).save_pretrained(str(folder))
 
@@ -144,6 +162,11 @@ def _write_sidecar(out: Path, model: LoadedModel, time_scale: float) -> None:
         "note": "unet/ applies the condition map itself (ETSDMUNet2DModel; `import etsdm` before loading with "
                 "diffusers) unless it is a plain UNet2DModel (identity map, time_scale 1)",
     }
+    if model.num_classes:
+        side |= {"num_classes": model.num_classes, "null_label_index": model.num_classes,
+                 "guidance": model.config.sample.guidance if model.config is not None else 1.0}
+    if model.latents is not None:
+        side["scaling_factor"] = model.latents.scaling_factor
     if sched.kind != "vp":
         side["unet_timestep"] = ("c_noise = 1/4 ln sigma (diffusers' EDM schedulers' timesteps)" if sched.kind == "edm"
                                  else f"{sched.T} t (diffusers' flow-matching schedulers' timesteps)")
@@ -201,6 +224,8 @@ def _write_import(src: Path, unet_dir: Path, out: Path, *, condition: dict[str, 
                   prediction: str | None, name: str | None) -> None:
     dest = out / "diffusers"
     shutil.copytree(unet_dir, dest)
+    if (unet_dir.parent / VAE_DIR).is_dir():  # a latent export's autoencoder follows
+        shutil.copytree(unet_dir.parent / VAE_DIR, out / VAE_DIR)
     sched_cfg = scheduler_config(src)
     if sched_cfg is not None:
         (dest / "scheduler_config.json").write_text(json.dumps(sched_cfg, indent=2))

@@ -31,6 +31,13 @@ def has_ddpm_scheduler(model: LoadedModel) -> bool:
     return not model.schedule.continuous and model.denoiser.prediction in PRED_TO_DIFFUSERS
 
 
+def exports_pipeline(model: LoadedModel) -> bool:
+    """Whether an export is a ``DDPMPipeline`` folder: a discrete run with a DDPMScheduler
+    (:func:`has_ddpm_scheduler`) that is unconditional and on the data itself (DDPMPipeline calls
+    the UNet without class labels and returns what it samples, undecoded)."""
+    return has_ddpm_scheduler(model) and not model.num_classes and model.latents is None
+
+
 def _export_scheduler(model: LoadedModel) -> Any:
     """The run's discrete schedule as a DDPMScheduler that samples as ``etsdm sample`` does.
 

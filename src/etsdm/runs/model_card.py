@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import dump_config
-from .diffusers_parts import export_axis, export_scheduler, export_spacing, find_unet, has_ddpm_scheduler
+from .diffusers_parts import (
+    export_axis,
+    export_scheduler,
+    export_spacing,
+    exports_pipeline,
+    find_unet,
+    has_ddpm_scheduler,
+)
 from .generation import default_sampler, resolve_clip
 from .store import LoadedModel
 
@@ -29,7 +36,7 @@ def model_card(model: LoadedModel, command: str) -> str:
     applies = cond.get("kind", "identity") != "identity" or unet_scale != 1.0
     cls = "ETSDMUNet2DModel" if applies else "UNet2DModel"
     steps = "unknown" if model.step is None else str(model.step)
-    pipe = has_ddpm_scheduler(model)
+    pipe = exports_pipeline(model)
     lines = [
         "---", "library_name: diffusers", "tags:", "- etsdm", "- unconditional-image-generation",
         *(["- e-tsdm"] if cond.get("kind") == "etsdm" else []), "---", "",
@@ -45,6 +52,8 @@ def model_card(model: LoadedModel, command: str) -> str:
     ]
     if pipe:
         lines += _use_with_diffusers(model, applies)
+    elif has_ddpm_scheduler(model):  # class labels or latents: the DDPMScheduler loop by hand
+        lines += _use_components(model, cls)
     elif (scheduler := export_scheduler(model)) is not None:
         lines += _use_process_scheduler(model, type(scheduler).__name__)
     else:
@@ -126,6 +135,41 @@ def _use_process_scheduler(model: LoadedModel, scheduler: str) -> list[str]:
             + " gives the same samples from the same initial noise"
             + (" (start from σ_max·noise: diffusers' `init_noise_sigma` is sqrt(σ_max² + 1))." if edm else "."),
             f"- The run's own sampler (`etsdm sample <this folder>`): {_run_sampler(model)}.", ""]
+
+
+def _use_components(model: LoadedModel, cls: str) -> list[str]:
+    """How to sample a class-conditional or latent export with diffusers' components (``unet/``,
+    ``scheduler/``, ``vae/``): no diffusers pipeline passes class labels to a UNet2DModel or decodes
+    a DDPM's latents."""
+    k, latent = model.num_classes, model.latents is not None
+    guidance = model.config.sample.guidance if model.config is not None else 1.0
+    shape = model.shape or ("C", "H", "W")
+    call = "unet(x, t, class_labels=y).sample" if k else "unet(x, t).sample"
+    lines = ["## Use with diffusers", ""]
+    if k:
+        lines += [f"Class-conditional: `class_labels` in 0..{k - 1}; index {k} is the null label (classifier-free "
+                  f"guidance's unconditional input). The run samples at guidance scale {guidance:g}: "
+                  "out = out_u + s·(out_c − out_u).", ""]
+    if latent:
+        lines += [f"Latent diffusion: the UNet samples scaled latents {tuple(shape)}; `vae/` (an AutoencoderKL, "
+                  f"scaling factor {model.latents.scaling_factor:.6g}) decodes them: images = vae.decode(x / "
+                  "scaling_factor).sample.", ""]
+    lines += ["```python", *(["import etsdm  # registers ETSDMUNet2DModel"] if cls == "ETSDMUNet2DModel" else []),
+              "import torch", f"from diffusers import DDPMScheduler, {'AutoencoderKL, ' if latent else ''}"
+              + ("UNet2DModel" if cls == "UNet2DModel" else "UNet2DModel  # ETSDMUNet2DModel via etsdm"), "",
+              f'unet = {cls if cls == "UNet2DModel" else "etsdm.ETSDMUNet2DModel"}.from_pretrained('
+              '"<this folder>", subfolder="unet")',
+              'scheduler = DDPMScheduler.from_pretrained("<this folder>", subfolder="scheduler")',
+              "scheduler.set_timesteps(50)", f"x = torch.randn(4, {', '.join(map(str, shape))})",
+              *([f"y = torch.arange(4) % {k}"] if k else []),
+              "for t in scheduler.timesteps:", f"    out = {call}",
+              "    x = scheduler.step(out, t, x).prev_sample"]
+    if latent:
+        lines += ['vae = AutoencoderKL.from_pretrained("<this folder>", subfolder="vae")',
+                  "images = vae.decode(x / vae.config.scaling_factor).sample.clamp(-1, 1)"]
+    lines += ["```", "", f"- The run's own sampler (`etsdm sample <this folder>`): {_run_sampler(model)}"
+              + (f", guidance {guidance:g}" if k else "") + (", decoded" if latent else "") + ".", ""]
+    return lines
 
 
 def _run_sampler(model: LoadedModel) -> str:

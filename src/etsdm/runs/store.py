@@ -20,11 +20,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from ..analytic import GaussianMixture, exact_denoiser
 from ..conditioning import make_condition_map, process_sharing
@@ -32,14 +33,15 @@ from ..config import ConfigError, RunConfig, from_dict, load_config
 from ..data.gmm import make_mixture
 from ..denoiser import Denoiser
 from ..diffusers_unet import ETSDMUNet2DModel, unet_at_condition
+from ..guidance import NULL_LABEL
+from ..latent import Latents
 from ..schedules import DiscreteSchedule, Schedule, schedule_from_config
 from ..train.checkpoint import CheckpointError, checkpoint_problem, fallback_note, load_weights, read_meta, step_dirs
-
-if TYPE_CHECKING:  # until etsdm.latent lands
-    from ..latent import Latents
-from .build import build_dataset, build_denoiser, build_net, dataset_shape
+from .build import build_dataset, build_denoiser, build_image_dataset, build_net, dataset_shape
 
 SIDECAR = "etsdm.json"
+AUTOENCODER_DIR = "autoencoder"  # a latent run's copy of its autoencoder: <run>/autoencoder/
+VAE_DIR = "vae"  # ... and in a diffusers export, beside unet/ (diffusers' name)
 UNET_CLASSES = ("UNet2DModel", "ETSDMUNet2DModel")  # the latter applies its condition map itself
 GMM_SPECS = ("gmm", "gmm:etsdm", "gmm:continuous", "gmm:etsdm:continuous")
 PRED_FROM_DIFFUSERS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
@@ -78,11 +80,19 @@ class LoadedModel:
     num_classes: int = 0
     latents: Latents | None = None
 
-    def dataset(self, split: str = "test"):
-        """Rebuild the run's data set (``split``: "train" or "test")."""
+    def dataset(self, split: str = "test") -> Dataset:
+        """Rebuild what the run models for ``split`` ("train" or "test"): its data, or for a latent
+        run its images' latents, scaled as in training (encoded by the run's own autoencoder)."""
+        return build_dataset(self._config(), split, latents=self.latents)
+
+    def image_dataset(self, split: str = "test") -> Dataset:
+        """Rebuild the run's data itself (a latent run's images; FID references)."""
+        return build_image_dataset(self._config(), split)
+
+    def _config(self) -> RunConfig:
         if self.config is None:
             raise ValueError(f"{self.name}: no etsdm config, so no data set to rebuild")
-        return build_dataset(self.config, split)
+        return self.config
 
 
 def is_run_dir(path: Path) -> bool:
@@ -181,26 +191,56 @@ def _load_checkpoint(ckpt: Path, *, ema: bool, device: str | torch.device) -> Lo
     except ConfigError as err:
         raise CheckpointError(f"{ckpt / 'config.yaml'}: unreadable ({err})") from None
     meta = read_meta(ckpt)
-    shape = tuple(meta["data_shape"]) if "data_shape" in meta else dataset_shape(build_dataset(cfg, "train"))
+    run_dir = ckpt.parent.parent
+    latents = run_autoencoder(run_dir, cfg, device)
+    shape = (tuple(meta["data_shape"]) if "data_shape" in meta
+             else dataset_shape(build_dataset(cfg, "train", latents=latents)))
     net = build_net(cfg, shape)
     net.load_state_dict(load_weights(ckpt, ema=ema))
     net.to(device).eval().requires_grad_(False)
     den = build_denoiser(cfg, net).eval()
-    run_dir = ckpt.parent.parent
     return LoadedModel(den, den.schedule, cfg, cfg.name if cfg.name != "run" else run_dir.name, cfg.data.name,
-                       source=str(ckpt), step=int(meta["step"]), shape=shape, num_classes=cfg.model.num_classes or 0)
+                       source=str(ckpt), step=int(meta["step"]), shape=shape, num_classes=cfg.model.num_classes or 0,
+                       latents=latents)
+
+
+def run_autoencoder(run_dir: Path, cfg: RunConfig, device: str | torch.device = "cpu") -> Latents | None:
+    """A latent run's autoencoder, ``<run>/autoencoder/`` (copied there by the trainer), with the
+    scaling factor of its saved config; None for a run on the data itself.
+
+    Raises:
+        CheckpointError: a latent run without its autoencoder folder (named).
+    """
+    if cfg.latent.autoencoder is None:
+        return None
+    folder = run_dir / AUTOENCODER_DIR
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: missing; a latent run (latent.autoencoder) keeps its autoencoder there")
+    return Latents.load(folder, cfg.latent.scaling_factor, device=device)
 
 
 class DiffusersNet(nn.Module):
-    """A diffusers UNet2DModel as etsdm's net(x, c): timestep = c · time_scale."""
+    """A diffusers UNet2DModel as etsdm's net(x, c, labels=None): timestep = c · time_scale; a
+    class-conditional UNet (``num_class_embeds`` = K + 1, as etsdm exports it) takes labels in
+    0..K-1 or NULL_LABEL, which is its last embedding, K."""
 
     def __init__(self, unet: nn.Module, time_scale: float = 1.0):
         super().__init__()
         self.unet = unet
         self.time_scale = time_scale
+        self.num_classes = max(0, (unet.config.num_class_embeds or 0) - 1)  # the null label is extra
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        return unet_at_condition(self.unet, x, c * self.time_scale if self.time_scale != 1.0 else c)
+    def forward(self, x: Tensor, c: Tensor, labels: Tensor | None = None) -> Tensor:
+        c = c * self.time_scale if self.time_scale != 1.0 else c
+        if labels is None and not self.num_classes:
+            return unet_at_condition(self.unet, x, c)
+        if labels is None or not self.num_classes:
+            raise ValueError(f"{type(self.unet).__name__}: labels= {'missing' if labels is None else 'given'}, but the "
+                             f"UNet takes {self.num_classes or 'no'} classes")
+        index = torch.where(labels == NULL_LABEL, torch.full_like(labels, self.num_classes), labels)
+        if isinstance(self.unet, ETSDMUNet2DModel):  # its own map skipped: the Denoiser applied it
+            return self.unet.forward_at_condition(x, c, index)
+        return self.unet(x, c, class_labels=index).sample
 
 
 def scheduler_config(path: Path) -> dict[str, Any] | None:
@@ -257,6 +297,8 @@ def _load_diffusers(path: Path, unet_dir: Path, *, device: str | torch.device) -
     den = Denoiser(net, schedule, prediction=prediction, condition=condition, sigma_data=sigma_data).eval()
     size = unet.config.sample_size
     size = size if isinstance(size, int) else size[0]
+    vae = unet_dir.parent / VAE_DIR
+    latents = Latents.load(vae, side.get("scaling_factor"), device=device) if vae.is_dir() else None
     return LoadedModel(den, schedule, cfg, side.get("name", path.name), cfg.data.name if cfg else None,
-                       source=str(path), shape=(unet.config.in_channels, size, size),
-                       num_classes=max(0, (unet.config.num_class_embeds or 0) - 1))  # the null label is extra
+                       source=str(path), shape=(unet.config.in_channels, size, size), num_classes=net.num_classes,
+                       latents=latents)

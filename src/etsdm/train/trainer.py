@@ -192,6 +192,7 @@ class Trainer:
         run_dir: output folder (config.yaml, metrics.jsonl, checkpoints/, samples/, tb/).
         resume: continue from the run's latest checkpoint (error if there is none).
         net, dataset: inject a network / data set instead of building them from ``cfg``.
+        base_dir: the config file's folder: a relative ``latent.autoencoder`` is resolved there.
         accelerator: an existing Accelerator (default: one built from ``cfg.train``).
         progress: show a tqdm bar (main process only).
     """
@@ -206,15 +207,25 @@ class Trainer:
         dataset: Any = None,
         accelerator: Accelerator | None = None,
         progress: bool = True,
+        base_dir: str | Path | None = None,
     ):
         self.run_dir = Path(run_dir)
         tc = cfg.train
         self.acc = accelerator or Accelerator(mixed_precision=tc.mixed_precision,
                                               gradient_accumulation_steps=tc.grad_accum)
         self.progress = progress and self.acc.is_main_process
-        self.dataset = dataset if dataset is not None else _maybe_in_memory(runs.build_dataset(cfg, "train"), cfg)
-        self.shape = (runs.dataset_shape(self.dataset) if dataset is None
-                      else tuple(split_batch(self.dataset[0])[0].shape))
+        # a latent run: its autoencoder (copied into <run>/autoencoder/), latents scaled by the saved factor
+        self.latents = runs.run_latents(cfg, Path(base_dir) if base_dir is not None else None)
+        if dataset is not None:
+            self.dataset, self.shape = dataset, tuple(split_batch(dataset[0])[0].shape)
+        else:
+            if self.latents is not None:
+                self.latents, dataset = runs.build_latent_dataset(cfg, "train", latents=self.latents)
+                cfg = runs.resolve_latents(cfg, self.latents)
+            else:
+                dataset = runs.build_dataset(cfg, "train")
+            self.dataset = _maybe_in_memory(dataset, cfg)
+            self.shape = runs.dataset_shape(self.dataset)
         # model.num_classes from the data (data.labels): the saved config.yaml holds the resolved number
         self.cfg = cfg = runs.resolve_classes(cfg, self.dataset)
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
@@ -296,6 +307,8 @@ class Trainer:
             shutil.rmtree(ckpt, ignore_errors=True)
         self._truncate_metrics()
         atomic_write_text(self.run_dir / "config.yaml", dump_config(self.cfg))
+        if self.latents is not None and not (self.run_dir / runs.AUTOENCODER_DIR).is_dir():
+            self.latents.save(self.run_dir / runs.AUTOENCODER_DIR)  # the run decodes with its own copy
 
     def _truncate_metrics(self) -> None:
         """Keep the metrics.jsonl lines up to the current step: a killed run's later lines (and a
@@ -459,11 +472,11 @@ class Trainer:
     def preview(self) -> Path | None:
         """A sample grid (images) or scatter plot (vectors) from the EMA weights: samples/step_K.png.
         Class-conditional runs: one class per row, at the run's ``sample.guidance``; super-resolution
-        runs: from the first low-resolution inputs of the test split."""
+        runs: from the first low-resolution inputs of the test split; latent runs: decoded."""
         sc = self.cfg.sample
         den = runs.build_denoiser(self.cfg, self.ema.module, self.schedule).eval()
         model = runs.LoadedModel(den, self.schedule, self.cfg, self.cfg.name, self.cfg.data.name, shape=self.shape,
-                                 num_classes=self.cfg.model.num_classes or 0)
+                                 num_classes=self.cfg.model.num_classes or 0, latents=self.latents)
         cond, nrow = self._preview_cond(model)
         num = len(next(iter(cond.values()))) if cond else sc.num
         x = runs.generate(model, num, sampler=sc.sampler, nfe=sc.nfe, seed=self.cfg.train.seed, batch=sc.batch,
