@@ -319,11 +319,8 @@ def ae_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def latent_run(tmp_path_factory, ae_run) -> Path:
-    return _train(tmp_path_factory, "digits_etsdm.yaml", "ldm", "--set", f"latent.autoencoder={ae_run}",
-                  "--set", "latent.cache=" + str(tmp_path_factory.mktemp("cache")),
-                  "--set", ("model.overrides={base_channels: 16, channel_mult: [1, 2], layers_per_block: 1, "
-                            "attention_resolutions: [2], attention_head_dim: 16, time_embedding_dim: 32, "
-                            "norm_num_groups: 8}"))
+    return _train(tmp_path_factory, "ldm_digits_etsdm.yaml", "ldm", "--set", f"latent.autoencoder={ae_run}",
+                  "--set", "latent.cache=" + str(tmp_path_factory.mktemp("cache")))
 
 
 def test_train_autoencoder_writes_a_diffusers_folder(ae_run):

@@ -225,22 +225,17 @@ def _train_autoencoder(config: Path, overrides: tuple[str, ...], out: Path | Non
                        print_config: bool) -> None:
     """``etsdm train AE_CONFIG``: train the autoencoder (``etsdm.latent.train_autoencoder``) into
     OUT (default runs/<config name>); --set and --print-config as for diffusion configs."""
-    import yaml
-
     from ..config import ConfigError
-    from ..latent import autoencoder_config, train_autoencoder
+    from ..latent import load_autoencoder_config, train_autoencoder
     from ..latent.config import dump_autoencoder_config
 
     if resume:
         raise click.UsageError(f"--resume: {config} is an autoencoder config, trained in one go (no checkpoints to "
                                "continue); train it again into a new --out")
     try:
-        data = yaml.safe_load(config.read_text()) or {}
-        for item in overrides:
-            _set_plain(data, item)
-        cfg = autoencoder_config(data)
-    except (ConfigError, yaml.YAMLError) as err:
-        raise click.BadParameter(f"{config}: {err}", param_hint="CONFIG / --set") from None
+        cfg = load_autoencoder_config(config, overrides)
+    except ConfigError as err:
+        raise click.BadParameter(str(err), param_hint="CONFIG / --set") from None
     if print_config:
         click.echo(dump_autoencoder_config(cfg), nl=False)
         return
@@ -252,28 +247,6 @@ def _train_autoencoder(config: Path, overrides: tuple[str, ...], out: Path | Non
         raise _fail(err) from None
     click.echo(f"trained the autoencoder of {config} ({cfg.train.steps} steps) in {time.perf_counter() - t0:.0f} s: "
                f"{path}; use it with latent.autoencoder: {path}")
-
-
-def _set_plain(data: dict, item: str) -> None:
-    """One ``a.b=value`` override (value parsed as YAML) on an autoencoder config's plain data; the
-    fields are checked when the config is built (``etsdm.latent.autoencoder_config``)."""
-    import yaml
-
-    from ..config import ConfigError
-
-    key, sep, raw = item.partition("=")
-    parts = key.strip().split(".")
-    if not sep or not all(parts):
-        raise ConfigError(f"override {item!r}: expected key=value, e.g. train.steps=100")
-    node = data
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {item!r}: {part} is not a section")
-    try:
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        node[parts[-1]] = raw
 
 
 @click.command("sample")
