@@ -249,3 +249,51 @@ def test_in_memory_batches_equal_the_data_set_items(tmp_path):
     batches = iter(trainer._loader())
     for k in range(200):  # crosses an epoch boundary (187 batches of 8)
         assert torch.equal(next(batches), torch.stack([ds[i] for i in sampler.indices(k)]))
+
+
+def test_in_memory_labelled_batches_equal_the_data_set_items(tmp_path):
+    from etsdm.data import split_batch
+    from etsdm.runs import build_dataset
+    from etsdm.train.trainer import InMemory
+
+    cfg = tiny_cfg(1, **{"data.labels": "true"})
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    assert isinstance(trainer.dataset, InMemory) and trainer.dataset.num_classes == 10
+    ds = build_dataset(cfg)
+    sampler = StepBatchSampler(len(ds), 8, seed=cfg.train.seed)
+    batches = iter(trainer._loader())
+    for k in range(3):
+        x0, cond = split_batch(next(batches))
+        items = [split_batch(ds[i]) for i in sampler.indices(k)]
+        assert torch.equal(x0, torch.stack([x for x, _ in items]))
+        assert torch.equal(cond["labels"], torch.stack([c["labels"] for _, c in items]))
+
+
+def test_compile_wraps_the_training_net_only(tmp_path, monkeypatch):
+    """train.compile: torch.compile gets the network the optimiser trains; the EMA copy, the
+    checkpointed weights (no _orig_mod prefix) and the sampling nets stay the eager module."""
+    compiled: list[torch.nn.Module] = []
+
+    class Wrapped(torch.nn.Module):  # stands in for torch.compile's OptimizedModule (no slow compile here)
+        def __init__(self, inner):
+            super().__init__()
+            self._orig_mod = inner
+            self.calls = 0
+
+        def forward(self, *args, **kwargs):
+            self.calls += 1
+            return self._orig_mod(*args, **kwargs)
+
+    def fake_compile(module):
+        compiled.append(module)
+        return Wrapped(module)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    trainer = Trainer(tiny_cfg(1, **{"train.compile": "true"}), tmp_path, progress=False)
+    assert compiled == [trainer.raw_net] and isinstance(trainer.net, Wrapped)
+    assert trainer.ema.module is not trainer.raw_net and not isinstance(trainer.ema.module, Wrapped)
+    trainer.train()
+    assert trainer.net.calls > 0  # the loss ran through the compiled net
+    keys = weights(latest_checkpoint(tmp_path) / "model.safetensors").keys()
+    assert keys == trainer.raw_net.state_dict().keys() and not any("_orig_mod" in k for k in keys)
+    assert Trainer(tiny_cfg(1), tmp_path / "eager", progress=False).net.__class__ is not Wrapped
