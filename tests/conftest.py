@@ -5,6 +5,8 @@
 * ``ring``: the 8-mode 2-D Gaussian mixture used as analytic ground truth.
 * ``single_thread``: run a test module's many tiny tensor ops on one intra-op thread (on a busy
   2-core machine torch's thread pool makes each small op 10-100x slower); restored afterwards.
+* etsdm's cache (trained autoencoders, cached latents: $ETSDM_CACHE) is a temporary folder per
+  test session, never the user's ~/.cache/etsdm.
 """
 
 from __future__ import annotations
@@ -34,3 +36,12 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_etsdm_cache(tmp_path_factory):
+    """$ETSDM_CACHE -> a fresh temporary folder for the session."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("ETSDM_CACHE", str(tmp_path_factory.mktemp("etsdm-cache")))
+    yield
+    patch.undo()

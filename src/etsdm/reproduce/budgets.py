@@ -63,6 +63,7 @@ class Budget:
     sample_nfe_s: float = 1.3e-4  # seconds per sample per network evaluation (batch ~300, same net)
     train_only: bool = False  # full: runs come from `accelerate launch` (printed), not trained here
     analytic: tuple[int, int, int] = (3, 20, 200)  # analytic reference: noise seeds, test images, mixture components
+    autoencoder_steps: int | None = None  # latent arms: train the autoencoder this many steps (None: its config's)
 
     def plan(self, spec: str, T: int) -> str:
         """The plan actually sampled for a claim's plan (``ddpm:T`` resolved, NFE mapped)."""
@@ -85,7 +86,8 @@ class Budget:
         return {"name": self.name, "families": {k: vars(v) for k, v in self.families.items()},
                 "measure_samples": self.measure_samples, "feature_epochs": self.feature_epochs,
                 "nfe_map": self.nfe_map, "ddpm_nfe": self.ddpm_nfe, "max_rows": self.max_rows,
-                "analytic": dict(zip(("seeds", "samples", "components"), self.analytic, strict=True))}
+                "analytic": dict(zip(("seeds", "samples", "components"), self.analytic, strict=True)),
+                "autoencoder_steps": self.autoencoder_steps}
 
 
 BUDGETS: dict[str, Budget] = {
@@ -93,7 +95,7 @@ BUDGETS: dict[str, Budget] = {
         "quick",
         {"main": FamilyBudget(2, 2, 8, 12, 6, 2, (TINY_NET,)), "sweep": FamilyBudget(2, 2, 8, 12, 6, 2, (TINY_NET,))},
         measure_samples=4, feature_epochs=1, nfe_map={20: 4, 50: 6, 200: 8}, ddpm_nfe=10,
-        max_rows={"main": 2, "sweep": 1}, analytic=(2, 2, 10),
+        max_rows={"main": 2, "sweep": 1}, analytic=(2, 2, 10), autoencoder_steps=2,
     ),
     "toy": Budget(
         "toy",

@@ -28,8 +28,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from ..config import ConfigError, RunConfig, load_config, packaged_configs
+from ..latent.folders import cache_root
 from ..train.outputs import write_atomic
 from .budgets import Budget
 from .claims import CLAIMS, STAB_SCALES, Arm, Claim, Family
@@ -112,7 +114,29 @@ def data_overrides(data: str | None) -> tuple[str, ...]:
 
 
 def arm_overrides(arm: Arm, budget: Budget, family: Family, seed: int, data: str | None) -> tuple[str, ...]:
-    return (*data_overrides(data), *budget.families[family].train_overrides(), *arm.overrides, f"train.seed={seed}")
+    sets = (*data_overrides(data), *budget.families[family].train_overrides(), *arm.overrides, f"train.seed={seed}")
+    return tuple(_autoencoder_override(item, budget) for item in sets)
+
+
+LATENT_KEY = "latent.autoencoder="
+
+
+def _autoencoder_override(item: str, budget: Budget) -> str:
+    """A latent arm's autoencoder config (named beside the packaged configs) as an absolute path; at a
+    budget with ``autoencoder_steps`` a copy trained that many steps (written once into etsdm's cache)."""
+    if not item.startswith(LATENT_KEY):
+        return item
+    source = packaged_configs() / item[len(LATENT_KEY):]
+    if budget.autoencoder_steps is None:
+        return LATENT_KEY + str(source)
+    data = yaml.safe_load(source.read_text())
+    data.setdefault("train", {})["steps"] = budget.autoencoder_steps
+    text = yaml.safe_dump(data, sort_keys=False)
+    derived = cache_root() / "reproduce" / f"{source.stem}-steps{budget.autoencoder_steps}.yaml"
+    if not derived.is_file() or derived.read_text() != text:
+        derived.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(derived, lambda p: p.write_text(text))
+    return LATENT_KEY + str(derived)
 
 
 def run_config(spec: RunSpec) -> RunConfig:
@@ -395,11 +419,14 @@ def eval_stability(spec: RunSpec, ctx: Context, model: Callable[[], Any]) -> dic
 
 
 def measure_images(model: Any, num: int) -> torch.Tensor:
-    """The first ``num`` held-out images of the run's data (digits: the test split)."""
+    """The first ``num`` held-out images of the run's data (digits: the test split); for a latent run
+    their scaled latents (the space the network lives in: K and stability are measured there, Fig. A10)."""
     from ..data import stack_images
 
     split = "test" if model.data_name == "digits" or model.config.data.holdout else "train"
-    return stack_images(model.dataset(split))[:num]
+    images = stack_images(model.dataset(split))[:num]
+    latents = getattr(model, "latents", None)
+    return images if latents is None else latents.encode(images)
 
 
 def pending(spec: RunSpec, out: Path, budget: Budget) -> list[str]:
