@@ -118,6 +118,15 @@ def test_class_conditional_export_and_import_sample_as_the_run(cond_run, tmp_pat
     assert imported.num_classes == 10
 
 
+def test_guidance_with_a_diffusers_scheduler():
+    model, net = recording_model(num_classes=10)
+    generate(model, 2, sampler="diffusers:DDIMScheduler", nfe=1, cond={"labels": torch.tensor([4, 5])}, guidance=2.0)
+    assert [c["labels"].tolist() for c in net.calls] == [[4, 5, -1, -1]]  # guided: both halves in one call
+    net.calls.clear()
+    generate(model, 2, sampler="diffusers:DDIMScheduler", nfe=1, cond={"labels": torch.tensor([4, 5])}, guidance=1.0)
+    assert [c["labels"].tolist() for c in net.calls] == [[4, 5]]
+
+
 def test_sr_export_is_refused_with_the_reason(tmp_path):
     cfg = load_config(None, [*BASE, "data.name=sr", "data.sr_base=digits", "data.sr_factor=2", "train.steps=1",
                              "train.checkpoint_every=1", "sample.num=1", "sample.nfe=1"])

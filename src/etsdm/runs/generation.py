@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -161,10 +162,8 @@ def generate(
     den = sampling_denoiser(model, guidance)
     g = torch.Generator(device=device).manual_seed(seed)
     if is_diffusers_sampler(sampler):  # any diffusers scheduler, the condition map applied by the Denoiser
-        if den is not model.denoiser:
-            raise ValueError(f"--sampler {sampler}: diffusers schedulers sample without guidance here; "
-                             "use an etsdm sampler (e.g. ddim) or guidance 1")
-        x = generate_diffusers(model, num, sampler, nfe, generator=g, batch=batch, progress=progress,
+        guided_model = model if den is model.denoiser else dataclasses.replace(model, denoiser=den)
+        x = generate_diffusers(guided_model, num, sampler, nfe, generator=g, batch=batch, progress=progress,
                                cond=cond or None, **sampler_kwargs)
         return decoded(model, x, decode)
     sampler_kwargs = sample_settings(model, sampler, nfe, **sampler_kwargs)
