@@ -78,8 +78,8 @@ def test_sr_pairs_are_the_test_split_in_order(sr_run, pairs):
     from etsdm.runs import load_model
 
     with np.load(pairs / "pairs.npz") as f:
-        lo, hi = torch.as_tensor(f["lowres"]), torch.as_tensor(f["highres"])
-    assert lo.shape == (6, 1, 4, 4) and hi.shape == (6, 1, 8, 8)
+        lo, hi, factor = torch.as_tensor(f["lowres"]), torch.as_tensor(f["highres"]), int(f["sr_factor"])
+    assert lo.shape == (6, 1, 4, 4) and hi.shape == (6, 1, 8, 8) and factor == 2
     test = load_model(sr_run).dataset("test")
     assert torch.equal(hi, torch.stack([test[i]["x0"] for i in range(6)]))  # rows 0..5, in order
     assert torch.allclose(lo, area_downsample(hi, 2))  # each LR is its own HR, downsampled by 2

@@ -550,11 +550,10 @@ def _check_lowres(model: Any, inputs: Tensor, where: str) -> None:
     """Low-resolution inputs fit the run: (N, C, h, w) with the run's channels, h = H / sr_factor
     (or H: already upsampled), values in [-1, 1]."""
     c, h, _ = model.shape
-    factor = model.config.data.sr_factor if model.config is not None and model.config.data.sr_factor else None
-    sizes = sorted({h, h // factor} if factor else {h})
+    factor = (model.config.data.sr_factor or 4) if model.config is not None else None  # 4: make_dataset's default
+    sizes = sorted({h // factor, h}) if factor else [s for s in range(1, h + 1) if h % s == 0]
     allowed = " or ".join(f"({c}, {s}, {s})" for s in sizes)
-    if inputs.ndim != 4 or inputs.shape[1] != c or inputs.shape[2] != inputs.shape[3] or (
-            factor and inputs.shape[2] not in sizes):
+    if inputs.ndim != 4 or inputs.shape[1] != c or inputs.shape[2] != inputs.shape[3] or inputs.shape[2] not in sizes:
         raise click.BadParameter(f"{where}: images of shape {tuple(inputs.shape[1:])}; {model.name} takes "
                                  f"low-resolution inputs {allowed}", param_hint="--lowres")
     if not torch.isfinite(inputs).all() or inputs.abs().max() > 1.0 + 1e-4:
@@ -621,7 +620,8 @@ def sr_pairs_cmd(source: Path, out: Path, num: int | None, force: bool) -> None:
     write_png_folder(lowres, out / "lowres")
     write_png_folder(highres, out / "highres")
     write_atomic(out / PAIRS_FILE, lambda p: np.savez_compressed(
-        p, lowres=lowres.numpy(), highres=highres.numpy(), sr_factor=cfg.data.sr_factor or 4, config=cfg.name))
+        p, lowres=lowres.numpy(), highres=highres.numpy(), sr_factor=highres.shape[-1] // lowres.shape[-1],
+        config=cfg.name))
     write_atomic(out / BICUBIC_FILE, lambda p: np.savez_compressed(p, samples=upsampled.numpy()))
     click.echo(f"{len(lowres)} test pairs {tuple(lowres.shape[1:])} -> {tuple(highres.shape[1:])}: "
                f"{out / 'lowres'}, {out / 'highres'}, {out / PAIRS_FILE}; the upsampled inputs (the baseline "
