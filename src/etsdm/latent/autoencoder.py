@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
+from accelerate import PartialState
 from diffusers import AutoencoderKL
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -110,14 +110,19 @@ def posterior_spread(vae: AutoencoderKL, images: Tensor) -> float:
     return float(post.std.mean() / post.mean.std())
 
 
-def train_autoencoder(config: str | Path | AutoencoderConfig, out_dir: str | Path, *, device: str = "cpu",
-                      progress: bool = False) -> Path:
+def training_device(device: str | torch.device) -> torch.device:
+    """"auto": accelerate's device for this process (a GPU when there is one); else ``device``."""
+    return PartialState().device if device == "auto" else torch.device(device)
+
+
+def train_autoencoder(config: str | Path | AutoencoderConfig, out_dir: str | Path, *,
+                      device: str | torch.device = "cpu", progress: bool = False) -> Path:
     """Train the config's autoencoder and write it to ``out_dir`` (see the module docstring).
 
     Args:
         config: an autoencoder YAML path or an :class:`AutoencoderConfig`.
         out_dir: the output folder; must not exist or be empty.
-        device: "cpu", or "auto" for accelerate's choice (a GPU when there is one).
+        device: "cpu", "auto" (accelerate's choice: a GPU when there is one) or a torch device.
         progress: a tqdm bar.
 
     Raises:
@@ -130,22 +135,21 @@ def train_autoencoder(config: str | Path | AutoencoderConfig, out_dir: str | Pat
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"autoencoder output {out}: exists and is not empty (choose a new folder)")
     start = time.time()
-    acc = Accelerator(cpu=device == "cpu")
+    dev = training_device(device)
     torch.manual_seed(cfg.train.seed)
     train_set = image_dataset(cfg.data, "train")
     channels, resolution = image_of(train_set[0]).shape[0], image_of(train_set[0]).shape[-1]
-    vae = build_autoencoder(cfg.autoencoder, channels, resolution)
+    vae = build_autoencoder(cfg.autoencoder, channels, resolution).to(dev)
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.train.lr)
-    vae, opt = acc.prepare(vae, opt)
-    metrics = _optimise(cfg, vae, opt, acc, _batches(train_set, cfg.train.batch_size, cfg.train.seed), progress)
-    vae = acc.unwrap_model(vae).eval()
+    metrics = _optimise(cfg, vae, opt, _batches(train_set, cfg.train.batch_size, cfg.train.seed), progress)
+    vae.eval()
     record = _evaluate(cfg, vae, train_set)
     record.update(train_seconds=time.time() - start, steps=cfg.train.steps, final_loss=metrics[-1]["loss"])
     _write(cfg, vae, record, metrics, out)
     return out
 
 
-def _optimise(cfg: AutoencoderConfig, vae: AutoencoderKL, opt: torch.optim.Optimizer, acc: Accelerator, batches,
+def _optimise(cfg: AutoencoderConfig, vae: AutoencoderKL, opt: torch.optim.Optimizer, batches,
               progress: bool) -> list[dict[str, float]]:
     """The training loop; returns the metrics lines (every ``log_every`` steps and the last)."""
     a, t = cfg.autoencoder, cfg.train
@@ -153,7 +157,7 @@ def _optimise(cfg: AutoencoderConfig, vae: AutoencoderKL, opt: torch.optim.Optim
     vae.train()
     start = time.time()
     for step in tqdm(range(1, t.steps + 1), disable=not progress, desc="autoencoder"):
-        x = next(batches).to(acc.device)
+        x = next(batches).to(next(vae.parameters()).device)
         posterior = vae.encode(x).latent_dist
         rec = vae.decode(posterior.sample()).sample
         rec_loss = reconstruction_loss(x, rec, a.reconstruction)
@@ -163,7 +167,7 @@ def _optimise(cfg: AutoencoderConfig, vae: AutoencoderKL, opt: torch.optim.Optim
             raise RuntimeError(f"autoencoder training: non-finite loss {loss.item()} at step {step} "
                                f"(try a smaller train.lr than {t.lr:g}); nothing was written")
         opt.zero_grad(set_to_none=True)
-        acc.backward(loss)
+        loss.backward()
         opt.step()
         if step % t.log_every == 0 or step == t.steps:
             metrics.append({"step": step, "loss": loss.item(), "rec": rec_loss.item(), "kl": kl.item(),

@@ -54,8 +54,9 @@ def _locked(lock: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def train_cached(path: str | Path, cache_dir: str | Path | None = None, *, progress: bool = False) -> Path:
-    """The cached autoencoder of YAML ``path``, trained now (on the CPU) if it is not there yet."""
+def train_cached(path: str | Path, cache_dir: str | Path | None = None, *, device: str = "cpu",
+                 progress: bool = False) -> Path:
+    """The cached autoencoder of YAML ``path``, trained now (on ``device``) if it is not there yet."""
     final = trained_folder(path, cache_dir)
     if is_autoencoder_folder(final):
         return final
@@ -63,13 +64,14 @@ def train_cached(path: str | Path, cache_dir: str | Path | None = None, *, progr
         if not is_autoencoder_folder(final):  # another process may have finished while we waited
             if final.exists():  # not ours to judge by name: keep it aside, never delete it
                 os.replace(final, final.with_name(f"{final.name}.broken{os.getpid()}"))
-            train_autoencoder(path, final, progress=progress)
+            train_autoencoder(path, final, device=device, progress=progress)
     return final
 
 
 def resolve_autoencoder(spec: str | Path, base_dir: Path | None = None, *, cache_dir: str | Path | None = None,
-                        progress: bool = False) -> Path:
-    """The AutoencoderKL folder ``spec`` names (see the module docstring).
+                        device: str = "cpu", progress: bool = False) -> Path:
+    """The AutoencoderKL folder ``spec`` names (see the module docstring); ``device`` and
+    ``progress`` apply when a YAML spec is trained (``train_autoencoder``).
 
     Raises:
         FileNotFoundError: nothing at the spec's path (the resolved path is named).
@@ -84,7 +86,7 @@ def resolve_autoencoder(spec: str | Path, base_dir: Path | None = None, *, cache
             raise ValueError(f"autoencoder {p}: a file, but not an autoencoder YAML (no top-level `autoencoder:` "
                              "section); give an autoencoder YAML, an etsdm autoencoder run or a diffusers "
                              "AutoencoderKL folder")
-        return train_cached(p, cache_dir, progress=progress)
+        return train_cached(p, cache_dir, device=device, progress=progress)
     if not p.exists():
         raise FileNotFoundError(f"autoencoder {p}: no such file or folder (latent.autoencoder {str(spec)!r}"
                                 + (f", relative to {base_dir}" if base_dir is not None else "") + ")")
