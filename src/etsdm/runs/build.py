@@ -63,15 +63,16 @@ def build_dataset(cfg: RunConfig, split: str = "train", *, latents: Latents | No
     return build_latent_dataset(cfg, split, latents=latents, base_dir=base_dir)[1]
 
 
-def run_latents(cfg: RunConfig, base_dir: Path | None = None) -> Latents | None:
+def run_latents(cfg: RunConfig, base_dir: Path | None = None, device: str | torch.device = "cpu") -> Latents | None:
     """The autoencoder of a latent run (None for a run on the data itself): ``latent.autoencoder``
     resolved relative to ``base_dir`` (the config file's folder; an autoencoder YAML is trained once
-    into the cache), with ``latent.scaling_factor`` (None: the folder's own, else fitted later)."""
+    into the cache), with ``latent.scaling_factor`` (None: the folder's own, else fitted later), on
+    ``device`` (where it encodes and decodes)."""
     spec = cfg.latent.autoencoder
     if spec is None:
         return None
     folder = resolve_autoencoder(spec, base_dir, cache_dir=cfg.latent.cache)
-    return Latents.load(folder, cfg.latent.scaling_factor)
+    return Latents.load(folder, cfg.latent.scaling_factor, device=device)
 
 
 def build_latent_dataset(cfg: RunConfig, split: str = "train", *, latents: Latents | None = None,

@@ -215,7 +215,7 @@ class Trainer:
                                               gradient_accumulation_steps=tc.grad_accum)
         self.progress = progress and self.acc.is_main_process
         # a latent run: its autoencoder (copied into <run>/autoencoder/), latents scaled by the saved factor
-        self.latents = runs.run_latents(cfg, Path(base_dir) if base_dir is not None else None)
+        self.latents = runs.run_latents(cfg, Path(base_dir) if base_dir is not None else None, self.acc.device)
         if dataset is not None:
             self.dataset, self.shape = dataset, tuple(split_batch(dataset[0])[0].shape)
         else:
