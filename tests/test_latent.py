@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,7 @@ from etsdm.latent import autoencoder as autoencoder_module
 from etsdm.latent import cache as cache_module
 from etsdm.latent import resolve as resolve_module
 from etsdm.latent.autoencoder import build_autoencoder, stack_x0
+from etsdm.latent.folders import remove_stale_temporaries, temporary_folder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -399,6 +402,36 @@ def test_resolve_yaml_trains_once_into_the_cache(tmp_path, monkeypatch):
     (tmp_path / "other.yaml").write_text(TINY_YAML.replace("steps: 5", "steps: 6"))
     other = resolve_module.trained_folder(tmp_path / "other.yaml", tmp_path / "cache")
     assert other != folder and other.name.startswith("tiny-")
+
+
+def test_concurrent_resolvers_train_once(tmp_path, monkeypatch):
+    (tmp_path / "ae.yaml").write_text(TINY_YAML)
+    trained: list[Path] = []
+
+    def counted(path, out, **kw):
+        trained.append(out)
+        return train_autoencoder(path, out, **kw)
+
+    monkeypatch.setattr(resolve_module, "train_autoencoder", counted)
+    with ThreadPoolExecutor(2) as pool:
+        folders = list(pool.map(lambda _: resolve_autoencoder("ae.yaml", tmp_path, cache_dir=tmp_path / "c"), [0, 1]))
+    assert folders[0] == folders[1] and len(trained) == 1
+    assert sorted(p.name for p in folders[0].parent.iterdir()) == sorted([folders[0].name, f".{folders[0].name}.lock"])
+
+
+def test_temporaries_of_killed_writers_are_removed(tmp_path):
+    final = tmp_path / "entry"
+    dead = _dead_pid()
+    stale, ours = tmp_path / f".entry.tmp{dead}", temporary_folder(final)
+    stale.mkdir()
+    ours.mkdir()
+    assert remove_stale_temporaries(final) == [stale] and ours.is_dir()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
 
 
 # --- LatentDataset -----------------------------------------------------------------------------

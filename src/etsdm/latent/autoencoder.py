@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from ..data import make_dataset
 from ..metrics.image import psnr
 from ..plotting import sample_grid
 from .config import AutoencoderArchConfig, AutoencoderConfig, dump_autoencoder_config, load_autoencoder_config
-from .folders import SIDECAR, publish_folder
+from .folders import SIDECAR, publish_folder, remove_stale_temporaries, temporary_folder
 from .latents import Latents, fit_scaling_factor
 
 SIDECAR_FORMAT = "etsdm-autoencoder/1"
@@ -201,9 +200,10 @@ def _write(cfg: AutoencoderConfig, vae: AutoencoderKL, record: dict[str, Any], m
            out: Path) -> None:
     """Write every file into a temporary folder beside ``out``, then rename it to ``out``."""
     grid = record.pop("grid")
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+    tmp = temporary_folder(out)
+    shutil.rmtree(tmp, ignore_errors=True)
     try:
         vae.save_pretrained(tmp, safe_serialization=True)
         sidecar = {"format": SIDECAR_FORMAT, "config": to_dict(cfg), **record}

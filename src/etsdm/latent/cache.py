@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -30,7 +29,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
 from .autoencoder import image_of
-from .folders import cache_root, publish_folder
+from .folders import cache_root, publish_folder, remove_stale_temporaries, temporary_folder
 from .latents import Latents
 
 CACHE_FORMAT = "etsdm-latent-cache/1"
@@ -81,7 +80,8 @@ def _encode_all(latents: Latents, dataset: Dataset, batch: int) -> Tensor:
 
 
 def _write(entry: Path, z: Tensor, meta: dict[str, Any], shard_items: int) -> None:
-    tmp = entry.with_name(f".{entry.name}.tmp{os.getpid()}")
+    remove_stale_temporaries(entry)
+    tmp = temporary_folder(entry)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:

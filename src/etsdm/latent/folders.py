@@ -87,6 +87,32 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def temporary_folder(final: Path) -> Path:
+    """The folder a writer of ``final`` fills before :func:`publish_folder` (one per process)."""
+    return final.with_name(f".{final.name}.tmp{os.getpid()}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(final: Path) -> list[Path]:
+    """Remove the temporary folders of ``final`` left by killed writers (their process is gone)."""
+    removed = []
+    for tmp in final.parent.glob(f".{final.name}.tmp*"):
+        pid = tmp.name.rsplit(".tmp", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
 def publish_folder(tmp: Path, final: Path, *, replace: bool) -> bool:
     """Rename the finished folder ``tmp`` to ``final`` in one step, so ``final`` is either absent or
     whole. ``replace``: an existing ``final`` is swapped out (and removed); else it is kept, ``tmp``

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch
 from diffusers import AutoencoderKL
 from torch import Tensor
 
-from .folders import SIDECAR, autoencoder_folder, load_vae, publish_folder
+from .folders import SIDECAR, autoencoder_folder, load_vae, publish_folder, temporary_folder
 
 # AutoencoderKL config keys that do not change E(x) or D(z) (left out of the weights fingerprint).
 NON_ARCHITECTURE_KEYS = ("scaling_factor", "shift_factor", "latents_mean", "latents_std", "force_upcast")
@@ -199,7 +198,7 @@ class Latents:
         out = Path(folder)
         vae_config_factor = self.vae.config.scaling_factor
         self.vae.register_to_config(scaling_factor=self.scaling_factor)
-        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+        tmp = temporary_folder(out)
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             self.vae.save_pretrained(tmp, safe_serialization=True)

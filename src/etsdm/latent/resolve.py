@@ -8,7 +8,7 @@ The spec is one of
 * an autoencoder YAML: trained once into ``<cache>/autoencoders/<name>-<hash>/`` (``<hash>``: the
   sha256 of the validated config, so comments, key order and spelled-out defaults do not matter)
   and reused after. A file lock makes concurrent resolvers train it once; the folder is renamed
-  into place when complete, so a killed run leaves none (its temporary folder is ignored).
+  into place when complete, so a killed run leaves none (the next writer removes its temporary folder).
 
 A relative spec is taken relative to ``base_dir`` (the config file's folder) when given.
 """
