@@ -398,7 +398,7 @@ class _Pairs:
         else:  # f(t) − f(t′) = (a_t − a_t′) x + b_t out(t) − b_t′ out(t′)
             b = self.out_coef[:, rows]
             diff = self.x_coef[rows] * x_t.to(torch.float64) + b[0] * out[:k] - b[1] * out[k:]
-        return diff.flatten(1).norm(dim=1)
+        return torch.linalg.vector_norm(diff.flatten(1), dim=1)
 
 
 @torch.no_grad()
