@@ -38,7 +38,9 @@ def model_card(model: LoadedModel, command: str) -> str:
     steps = "unknown" if model.step is None else str(model.step)
     pipe = exports_pipeline(model)
     lines = [
-        "---", "library_name: diffusers", "tags:", "- etsdm", "- unconditional-image-generation",
+        "---", "library_name: diffusers", "tags:", "- etsdm",
+        "- class-conditional" if model.num_classes else "- unconditional-image-generation",
+        *(["- latent-diffusion"] if model.latents is not None else []),
         *(["- e-tsdm"] if cond.get("kind") == "etsdm" else []), "---", "",
         f"# {model.name}", "",
         "A diffusion model trained with etsdm (\"Lipschitz Singularities in Diffusion "
@@ -154,11 +156,12 @@ def _use_components(model: LoadedModel, cls: str) -> list[str]:
         lines += [f"Latent diffusion: the UNet samples scaled latents {tuple(shape)}; `vae/` (an AutoencoderKL, "
                   f"scaling factor {model.latents.scaling_factor:.6g}) decodes them: images = vae.decode(x / "
                   "scaling_factor).sample.", ""]
-    lines += ["```python", *(["import etsdm  # registers ETSDMUNet2DModel"] if cls == "ETSDMUNet2DModel" else []),
-              "import torch", f"from diffusers import DDPMScheduler, {'AutoencoderKL, ' if latent else ''}"
-              + ("UNet2DModel" if cls == "UNet2DModel" else "UNet2DModel  # ETSDMUNet2DModel via etsdm"), "",
-              f'unet = {cls if cls == "UNet2DModel" else "etsdm.ETSDMUNet2DModel"}.from_pretrained('
-              '"<this folder>", subfolder="unet")',
+    own = cls == "ETSDMUNet2DModel"
+    lines += ["```python", *(["import etsdm  # registers ETSDMUNet2DModel"] if own else []), "import torch",
+              f"from diffusers import {'AutoencoderKL, ' if latent else ''}DDPMScheduler"
+              + ("" if own else ", UNet2DModel"),
+              *(["from etsdm.diffusers_model import ETSDMUNet2DModel"] if own else []), "",
+              f'unet = {cls}.from_pretrained("<this folder>", subfolder="unet")',
               'scheduler = DDPMScheduler.from_pretrained("<this folder>", subfolder="scheduler")',
               "scheduler.set_timesteps(50)", f"x = torch.randn(4, {', '.join(map(str, shape))})",
               *([f"y = torch.arange(4) % {k}"] if k else []),
