@@ -228,7 +228,7 @@ def test_a_folder_holding_another_run_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--claims", "1,11"], "unknown claim(s) 11"),
+    (["--claims", "1,99"], "unknown claim(s) 99"),
     (["--seeds", "1"], "--seeds"),
     (["--data", "/no/such/folder"], "neither 'digits' nor an image folder"),
     (["--budget", "huge"], "'huge' is not one of"),
