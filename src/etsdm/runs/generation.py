@@ -38,7 +38,7 @@ def auto_clip(model: LoadedModel) -> str:
     """x̂0 clipping per data kind: ``static`` ([-1, 1]) for image data, as the DDPM / ADM code the
     paper builds on does at every step (``clip_denoised=True``); ``none`` for gmm / vector data
     and latents, which are unbounded."""
-    if model.latents is not None:  # latents are not bounded like pixels
+    if model.config is not None and model.config.latent.autoencoder is not None:  # latents: unbounded
         return "none"
     shape = model.shape
     image = model.data_name in IMAGE_DATA or (model.data_name is None and shape is not None and len(shape) == 3)
