@@ -166,3 +166,7 @@ def test_latent_run_trains_saves_its_autoencoder_and_decodes(tmp_path):
     exported = load_model(out)
     assert isinstance(exported.latents, Latents) and exported.latents.scaling_factor == factor
     torch.testing.assert_close(generate(exported, 3, sampler="ddim", nfe=2, seed=0), images, rtol=0, atol=1e-5)
+    longer = load_config(None, [*BASE, "latent.autoencoder=ae.yaml", f"latent.cache={tmp_path / 'cache'}",
+                                "model.overrides.attention_resolutions=[]", "data.num_samples=64", "train.steps=3"])
+    Trainer(longer, run, resume=True, progress=False).train()  # no base_dir: the run's own autoencoder copy
+    assert load_config(run / "config.yaml").latent.scaling_factor == factor and load_model(run).step == 3

@@ -214,8 +214,7 @@ class Trainer:
         self.acc = accelerator or Accelerator(mixed_precision=tc.mixed_precision,
                                               gradient_accumulation_steps=tc.grad_accum)
         self.progress = progress and self.acc.is_main_process
-        # a latent run: its autoencoder (copied into <run>/autoencoder/), latents scaled by the saved factor
-        self.latents = runs.run_latents(cfg, Path(base_dir) if base_dir is not None else None, self.acc.device)
+        self.latents = self._autoencoder(cfg, resume, base_dir)
         if dataset is not None:
             self.dataset, self.shape = dataset, tuple(split_batch(dataset[0])[0].shape)
         else:
@@ -264,6 +263,14 @@ class Trainer:
         self.writer = None
 
     # --- pieces ---------------------------------------------------------------------------------
+    def _autoencoder(self, cfg: RunConfig, resume: bool, base_dir: str | Path | None) -> Any:
+        """A latent run's autoencoder (None otherwise): on resume the run's own copy
+        (``<run>/autoencoder/``, with the factor it trained with), else ``latent.autoencoder``
+        resolved relative to ``base_dir`` (copied into the run when training starts)."""
+        if resume and cfg.latent.autoencoder is not None and (self.run_dir / runs.AUTOENCODER_DIR).is_dir():
+            return runs.run_autoencoder(self.run_dir, cfg, self.acc.device)
+        return runs.run_latents(cfg, Path(base_dir) if base_dir is not None else None, self.acc.device)
+
     def _call_net(self, x: Tensor, c: Tensor, **cond: Tensor) -> Tensor:
         return self.net(x, c, **cond)
 
