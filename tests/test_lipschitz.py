@@ -503,7 +503,7 @@ def test_curve_values_frozen_before_the_per_curve_precomputation(name):
     curve = _frozen_curve(**_frozen_case(name))
     want_k, want_sem = (torch.tensor(v, dtype=torch.float64) for v in FROZEN[name])
     torch.testing.assert_close(curve.K, want_k, rtol=1e-9, atol=0)
-    torch.testing.assert_close(curve.K_sem, want_sem, rtol=1e-7, atol=0)
+    torch.testing.assert_close(curve.K_sem, want_sem, rtol=1e-8, atol=0)  # its sum of squares cancels more
     assert curve.calls == math.ceil(3 * 5 / (_frozen_case(name).get("batch_size", 4) // 2))
 
 
