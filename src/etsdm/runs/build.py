@@ -2,7 +2,10 @@
 
 :func:`build_dataset`, :func:`build_net` and :func:`build_denoiser` turn a
 :class:`~etsdm.config.RunConfig` into the data set, the raw network and the Denoiser (which applies
-the run's condition map: E-TSDM lives there and nowhere else).
+the run's condition map: E-TSDM lives there and nowhere else). What they depend on is resolved here
+too: a class-conditional run's ``model.num_classes`` from its data (:func:`resolve_classes`), a
+latent run's autoencoder, latents and scaling factor (:func:`run_latents`,
+:func:`build_latent_dataset`, :func:`resolve_latents`).
 """
 
 from __future__ import annotations
