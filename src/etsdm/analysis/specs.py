@@ -15,6 +15,10 @@ and, always, the analytic specs that need no training — each a base and an opt
 Each analytic spec is :func:`etsdm.analytic.exact_denoiser`: a real Denoiser whose network is the
 closed-form optimum for the condition it receives, so the condition map is applied exactly as for
 a trained model.
+
+:func:`data_batch` gives the x0 rows a measurement uses together with their conditions (a
+super-resolution run's low-resolution inputs, a class-conditional run's labels) and, for a latent
+run, the latents the network was trained on.
 """
 
 from __future__ import annotations

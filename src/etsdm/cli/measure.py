@@ -6,6 +6,11 @@ folder, a diffusers folder) or an analytic spec: ``gmm`` (exact ε*), ``gmm:etsd
 optimum), ``gmm:etsdm-uniform`` (Eq. A15 weighting), and each with ``:continuous`` (continuous-time
 linear VP), ``:edm`` or ``:flow`` (``etsdm.analysis.specs``) — these need no training, and are all
 ``etsdm.analytic.exact_denoiser``.
+
+Conditional runs are measured with each x0's own condition (a super-resolution run's
+low-resolution input, a class-conditional run's label; ``--guidance`` for the guided output), latent
+runs in latent space (``etsdm.analysis.specs.data_batch``); ``evaluate`` also takes a PNG folder or
+a RUN (sampled now) and paired ``--targets`` for PSNR / SSIM.
 """
 
 from __future__ import annotations
