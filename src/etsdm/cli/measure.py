@@ -78,7 +78,7 @@ def _guided(model: Any, guidance: float | None, spec: str) -> Any:
     if guidance is None or guidance == 1.0:
         return model
     if not getattr(model, "num_classes", 0):
-        raise click.BadParameter(f"--guidance {guidance:g}: {spec} is not class-conditional (it has no labels to "
+        raise click.BadParameter(f"{guidance:g}: {spec} is not class-conditional (it has no labels to "
                                  "guide); leave --guidance out", param_hint="--guidance")
     import copy
 
