@@ -122,13 +122,12 @@ LATENT_KEY = "latent.autoencoder="
 
 
 def _autoencoder_override(item: str, budget: Budget) -> str:
-    """A latent arm's autoencoder config (named beside the packaged configs) as an absolute path; at a
-    budget with ``autoencoder_steps`` a copy trained that many steps (written once into etsdm's cache)."""
-    if not item.startswith(LATENT_KEY):
+    """A latent arm's autoencoder config (named beside the packaged configs, where :func:`train_run`
+    resolves it); at a budget with ``autoencoder_steps`` a copy trained that many steps, written once
+    into etsdm's cache and named by its absolute path."""
+    if not item.startswith(LATENT_KEY) or budget.autoencoder_steps is None:
         return item
     source = packaged_configs() / item[len(LATENT_KEY):]
-    if budget.autoencoder_steps is None:
-        return LATENT_KEY + str(source)
     data = yaml.safe_load(source.read_text())
     data.setdefault("train", {})["steps"] = budget.autoencoder_steps
     text = yaml.safe_dump(data, sort_keys=False)
@@ -236,7 +235,7 @@ def train_run(spec: RunSpec, out: Path) -> bool:
     check_same_run(run, cfg)
     if run_finished(run, cfg.train.steps):
         return False
-    trainer = Trainer(cfg, run, resume=bool(step_dirs(run)), progress=False)
+    trainer = Trainer(cfg, run, resume=bool(step_dirs(run)), progress=False, base_dir=packaged_configs())
     try:
         trainer.train()
     finally:
@@ -420,13 +419,11 @@ def eval_stability(spec: RunSpec, ctx: Context, model: Callable[[], Any]) -> dic
 
 def measure_images(model: Any, num: int) -> torch.Tensor:
     """The first ``num`` held-out images of the run's data (digits: the test split); for a latent run
-    their scaled latents (the space the network lives in: K and stability are measured there, Fig. A10)."""
+    their scaled latents (what the run models: K and stability are measured in latent space, Fig. A10)."""
     from ..data import stack_images
 
     split = "test" if model.data_name == "digits" or model.config.data.holdout else "train"
-    images = stack_images(model.dataset(split))[:num]
-    latents = getattr(model, "latents", None)
-    return images if latents is None else latents.encode(images)
+    return stack_images(model.dataset(split))[:num]
 
 
 def pending(spec: RunSpec, out: Path, budget: Budget) -> list[str]:
