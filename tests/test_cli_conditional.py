@@ -399,3 +399,18 @@ def test_sample_with_no_other_argument(cond_run, tmp_path):
     with np.load(run / "samples" / "ddim-50-seed0.npz") as f:
         assert f["samples"].shape == (100, 1, 8, 8) and f["labels"].tolist() == [i % 10 for i in range(100)]
     assert (run / "samples" / "ddim-50-seed0.png").is_file()
+
+
+def test_train_resolves_a_relative_autoencoder_beside_the_config(tmp_path):
+    """latent.autoencoder: ae.yaml is relative to the config file, not to the working directory."""
+    ae = yaml.safe_load((CONFIGS / "ae_digits.yaml").read_text())
+    ae["autoencoder"] |= {"block_out_channels": [8, 16], "norm_num_groups": 4}
+    ae["train"] |= {"steps": 2, "batch_size": 8}
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "ae_tiny.yaml").write_text(yaml.safe_dump(ae))
+    ldm = yaml.safe_load((CONFIGS / "ldm_digits_etsdm.yaml").read_text())
+    ldm["latent"] |= {"autoencoder": "ae_tiny.yaml", "cache": str(tmp_path / "cache")}
+    (folder / "ldm.yaml").write_text(yaml.safe_dump(ldm))
+    ok("train", folder / "ldm.yaml", *FAST, "--out", tmp_path / "run")
+    assert (tmp_path / "run" / "autoencoder").is_dir()

@@ -191,7 +191,9 @@ def train_cmd(config: Path | None, overrides: tuple[str, ...], out: Path | None,
     _set_threads(threads)
     t0 = time.perf_counter()
     try:
-        trainer = Trainer(cfg, out, resume=resume, progress=progress)
+        # base_dir: a relative latent.autoencoder (e.g. ae_digits.yaml) is found beside the config file
+        trainer = Trainer(cfg, out, resume=resume, progress=progress,
+                          base_dir=config.parent if config is not None else None)
         for note in trainer.notes:  # e.g. a resume that falls back past an incomplete checkpoint
             click.echo(f"note: {note}", err=True)
         click.echo(_set_threads(threads, trainer.net))  # now that the model's size is known
