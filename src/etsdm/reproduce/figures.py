@@ -184,8 +184,8 @@ def draw_all(results: dict[str, Any], folder: Path) -> dict[str, list[str]]:
     made: dict[str, list[str]] = {}
     for cid, claim in results["claims"].items():
         figs = [forest(claim, folder / f"claim{cid}_rows.png", cid)]
-        if cid == "1":
-            figs.append(k_curves(claim_runs(results, claim), folder / "claim1_k_curves.png"))
+        if cid in ("1", "11"):  # Fig. 1b / A1; Fig. A10 (LDM, latent space)
+            figs.append(k_curves(claim_runs(results, claim), folder / f"claim{cid}_k_curves.png"))
         if cid == "2":
             figs.append(stability_bars(claim, folder / "claim2_stability.png"))
         if cid == "5":
