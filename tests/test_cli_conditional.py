@@ -6,7 +6,6 @@ two steps on a tiny UNet (the numbers mean nothing; shapes, order, pairing and w
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 
@@ -24,15 +23,6 @@ FAST = ["--set", "train.steps=2", "--set", "train.batch_size=8", "--set", "train
         "--set", "train.checkpoint_every=2", "--set", "sample.sampler=ddim", "--set", "sample.nfe=2",
         "--set", "sample.num=4", "--no-progress"]
 SAMPLE = ["--sampler", "ddim", "--nfe", "2", "--batch", "64"]
-
-
-def _generate_takes_cond() -> bool:
-    from etsdm.runs import generate
-
-    return "cond" in inspect.signature(generate).parameters
-
-
-needs_cond = pytest.mark.skipif(not _generate_takes_cond(), reason="etsdm.runs.generate(..., cond=) not landed yet")
 
 
 def invoke(*args) -> object:
@@ -95,7 +85,6 @@ def test_sr_pairs_refuses_other_data(tmp_path):
     assert res.exit_code == 2 and "data.name is 'digits'" in res.output and "sr" in res.output
 
 
-@needs_cond
 def test_sr_three_commands(sr_run, pairs, tmp_path):
     """sr-pairs -> sample --lowres -> evaluate --targets: one output per input in input order,
     PSNR / SSIM as the library computes them."""
@@ -159,7 +148,6 @@ def test_evaluate_pairs_that_do_not_match_name_both_files(pairs, tmp_path):
     assert res.exit_code == 2 and "--ref" in res.output and "--targets" in res.output
 
 
-@needs_cond
 def test_sample_lowres_errors_name_the_option(sr_run, cond_run, tmp_path):
     np.savez(tmp_path / "bad.npz", lowres=np.zeros((2, 1, 3, 3), np.float32))
     res = invoke("sample", sr_run, *SAMPLE, "--lowres", tmp_path / "bad.npz", "--out", tmp_path / "o.npz")
@@ -171,7 +159,6 @@ def test_sample_lowres_errors_name_the_option(sr_run, cond_run, tmp_path):
     assert res.exit_code == 2 and "not a super-resolution run" in res.output
 
 
-@needs_cond
 def test_sample_lowres_png_folder_in_name_order(sr_run, pairs, tmp_path):
     """--lowres a plain PNG folder: one output per file in sorted-name order; it has no targets, so
     --evaluate points to `etsdm evaluate --targets`."""
@@ -182,7 +169,6 @@ def test_sample_lowres_png_folder_in_name_order(sr_run, pairs, tmp_path):
     assert res.exit_code == 2 and "--targets" in res.output and not (tmp_path / "e.npz").exists()  # before sampling
 
 
-@needs_cond
 def test_sample_evaluate_on_sr_reports_psnr(sr_run, tmp_path):
     out = tmp_path / "s.npz"
     res = ok("sample", sr_run, *SAMPLE, "--num", 4, "--out", out, "--evaluate", "--eval-seeds", "0")
@@ -190,7 +176,6 @@ def test_sample_evaluate_on_sr_reports_psnr(sr_run, tmp_path):
     assert record["psnr"]["n"] == 4 and "PSNR" in res.output and "ssim" in record
 
 
-@needs_cond
 def test_evaluate_a_sr_run_samples_it(sr_run, tmp_path):
     ok("evaluate", sr_run, "--num", 3, "--out", tmp_path / "e")
     res = json.loads((tmp_path / "e" / "evaluate.json").read_text())
@@ -261,7 +246,6 @@ def test_stability_guidance(cond_run, sr_run, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Class-conditional sampling
 # ---------------------------------------------------------------------------------------------
-@needs_cond
 @pytest.mark.parametrize("labels, expected", [(None, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]), ("3", [3] * 12),
                                               ("0,1,2", [0, 1, 2] * 4)])
 def test_sample_class_conditional_labels(cond_run, tmp_path, labels, expected):
@@ -272,7 +256,6 @@ def test_sample_class_conditional_labels(cond_run, tmp_path, labels, expected):
         assert json.loads(str(f["sampling"]))["guidance"] == 1.0  # the run's sample.guidance
 
 
-@needs_cond
 def test_sample_guidance_changes_the_samples_and_bad_labels_are_refused(cond_run, tmp_path):
     draws = {}
     for scale in ("0", "1", "4"):
@@ -329,7 +312,6 @@ def test_train_autoencoder_writes_a_diffusers_folder(ae_run):
     assert is_autoencoder_folder(ae_run)
 
 
-@needs_cond
 def test_latent_run_samples_decoded_images(latent_run, tmp_path):
     out = tmp_path / "l.npz"
     ok("sample", latent_run, *SAMPLE, "--num", 5, "--out", out)
@@ -372,7 +354,6 @@ def features(tmp_path_factory) -> Path:
     return out
 
 
-@needs_cond
 @pytest.mark.parametrize("run_name", ["cond_run", "latent_run"])
 def test_evaluate_a_run_samples_decodes_and_reports_fid(request, run_name, features, tmp_path):
     """`etsdm evaluate RUN`: a class-conditional run sampled over its classes, a latent run decoded;
@@ -386,7 +367,6 @@ def test_evaluate_a_run_samples_decodes_and_reports_fid(request, run_name, featu
         assert ("labels" in f.files) == (run_name == "cond_run")
 
 
-@needs_cond
 def test_sample_with_no_other_argument(cond_run, tmp_path):
     """`etsdm sample RUN` alone on a class-conditional run: 100 samples, DDIM-50, every class in turn,
     into RUN/samples/ (of a copy, so the module's run stays clean). A latent run takes the same path
