@@ -14,6 +14,7 @@ import click
 import torch
 from torch import Tensor
 
+from ..data import DEFAULT_SR_FACTOR
 from ..samplers import SAMPLERS, SPACINGS
 
 
@@ -552,7 +553,7 @@ def _check_lowres(model: Any, inputs: Tensor, where: str) -> None:
     """Low-resolution inputs fit the run: (N, C, h, w) with the run's channels, h = H / sr_factor
     (or H: already upsampled), values in [-1, 1]."""
     c, h, _ = model.shape
-    factor = (model.config.data.sr_factor or 4) if model.config is not None else None  # 4: make_dataset's default
+    factor = (model.config.data.sr_factor or DEFAULT_SR_FACTOR) if model.config is not None else None
     sizes = sorted({h // factor, h}) if factor else [s for s in range(1, h + 1) if h % s == 0]
     allowed = " or ".join(f"({c}, {s}, {s})" for s in sizes)
     if inputs.ndim != 4 or inputs.shape[1] != c or inputs.shape[2] != inputs.shape[3] or inputs.shape[2] not in sizes:

@@ -11,11 +11,12 @@ from .factory import DATASETS, data_shape, make_dataset, stack_images
 from .folder import IMAGE_EXTENSIONS, BadImageError, FolderFormat, ImageFolderDataset, infer_format, scan_images
 from .gmm import GMMDataset, make_mixture
 from .items import labelled, split_batch
-from .sr import SuperResolutionDataset
+from .sr import DEFAULT_SR_FACTOR, SuperResolutionDataset
 from .transforms import area_downsample, denormalize, resize_center_crop, upsample
 
 __all__ = [
     "DATASETS",
+    "DEFAULT_SR_FACTOR",
     "IMAGE_EXTENSIONS",
     "BadImageError",
     "DigitsDataset",

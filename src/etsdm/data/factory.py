@@ -19,7 +19,7 @@ from .digits import DigitsDataset
 from .folder import ImageFolderDataset, Verify
 from .gmm import GMMDataset
 from .items import split_batch
-from .sr import SuperResolutionDataset
+from .sr import DEFAULT_SR_FACTOR, SuperResolutionDataset
 from .transforms import UpsampleMode
 
 DATASETS: tuple[str, ...] = ("digits", "gmm", "folder", "sr")
@@ -119,7 +119,8 @@ def make_dataset(
         )
     ds = _limit(ds, num_samples)
     if name == "sr":
-        return SuperResolutionDataset(ds, 4 if sr_factor is None else sr_factor, upsample_mode=sr_upsample)
+        factor = DEFAULT_SR_FACTOR if sr_factor is None else sr_factor
+        return SuperResolutionDataset(ds, factor, upsample_mode=sr_upsample)
     return ds
 
 

@@ -23,6 +23,8 @@ from torch.utils.data import Dataset
 from .items import split_batch
 from .transforms import UPSAMPLE_MODES, UpsampleMode, area_downsample, upsample
 
+DEFAULT_SR_FACTOR = 4  # the paper's 64 -> 256 (Section 5.5)
+
 
 class SuperResolutionDataset(Dataset):
     """(low-res, high-res) pairs from an image data set whose items are (C, H, W) tensors.
@@ -33,7 +35,7 @@ class SuperResolutionDataset(Dataset):
         upsample_mode: how ``"lowres"`` is brought back to full size: bicubic | bilinear | nearest.
     """
 
-    def __init__(self, base: Dataset, factor: int = 4, *, upsample_mode: UpsampleMode = "bicubic"):
+    def __init__(self, base: Dataset, factor: int = DEFAULT_SR_FACTOR, *, upsample_mode: UpsampleMode = "bicubic"):
         if not isinstance(factor, int) or factor < 2:
             raise ValueError(f"sr: sr_factor must be an integer >= 2, got {factor!r}")
         if upsample_mode not in UPSAMPLE_MODES:

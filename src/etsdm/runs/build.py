@@ -69,12 +69,12 @@ def build_dataset(cfg: RunConfig, split: str = "train", *, latents: Latents | No
 def run_latents(cfg: RunConfig, base_dir: Path | None = None, device: str | torch.device = "cpu") -> Latents | None:
     """The autoencoder of a latent run (None for a run on the data itself): ``latent.autoencoder``
     resolved relative to ``base_dir`` (the config file's folder; an autoencoder YAML is trained once
-    into the cache), with ``latent.scaling_factor`` (None: the folder's own, else fitted later), on
-    ``device`` (where it encodes and decodes)."""
+    into etsdm's cache root — ``latent.cache`` holds latents only), with ``latent.scaling_factor``
+    (None: the folder's own, else fitted later), on ``device`` (where it encodes and decodes)."""
     spec = cfg.latent.autoencoder
     if spec is None:
         return None
-    folder = resolve_autoencoder(spec, base_dir, cache_dir=cfg.latent.cache)
+    folder = resolve_autoencoder(spec, base_dir)
     return Latents.load(folder, cfg.latent.scaling_factor, device=device)
 
 
