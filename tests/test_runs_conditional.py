@@ -127,14 +127,6 @@ def test_guidance_with_a_diffusers_scheduler():
     assert [c["labels"].tolist() for c in net.calls] == [[4, 5]]
 
 
-def test_sr_export_is_refused_with_the_reason(tmp_path):
-    cfg = load_config(None, [*BASE, "data.name=sr", "data.sr_base=digits", "data.sr_factor=2", "train.steps=1",
-                             "train.checkpoint_every=1", "sample.num=1", "sample.nfe=1"])
-    Trainer(cfg, tmp_path / "sr", progress=False).train()
-    with pytest.raises(ValueError, match="super-resolution run is not exported.*extra input channels"):
-        export_diffusers(tmp_path / "sr", tmp_path / "out")
-
-
 # --- latent runs --------------------------------------------------------------------------------------
 def test_latent_run_trains_saves_its_autoencoder_and_decodes(tmp_path):
     (tmp_path / "ae.yaml").write_text(TINY_AE)

@@ -29,6 +29,7 @@ from .diffusers_parts import (
     exports_pipeline,
     find_unet,
     has_ddpm_scheduler,
+    sr_sidecar,
 )
 from .model_card import write_model_card
 from .store import (
@@ -71,10 +72,6 @@ def export_diffusers(spec: str | Path, out_dir: str | Path, *, ema: bool = True,
     model = load_model(spec, ema=ema)
     if model.config is None:
         raise ValueError(f"{spec}: not an etsdm run")
-    if model.config.data.name == "sr":
-        raise ValueError(f"{spec}: a super-resolution run is not exported: its UNet takes the low-resolution image "
-                         "as extra input channels, which no diffusers pipeline or scheduler loop feeds; sample it "
-                         "with `etsdm sample RUN` (low-resolution inputs from a folder or .npz)")
     unet, time_scale = find_unet(model.denoiser.net)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.*"):  # temporaries of an export killed earlier
@@ -111,7 +108,9 @@ def _save_pipeline(folder: Path, model: LoadedModel, unet: nn.Module, time_scale
     identity (and the time scale 1); no pipeline for continuous time: ``unet/``, and for EDM / flow
     runs the diffusers scheduler of their process in ``scheduler/`` (:func:`export_scheduler`); a
     class-conditional or latent run gets ``unet/`` and ``scheduler/`` without a pipeline
-    (:func:`exports_pipeline`), a latent run its autoencoder in ``vae/`` too."""
+    (:func:`exports_pipeline`), a latent run its autoencoder in ``vae/`` too. A super-resolution
+    run likewise: its UNet (in_channels = C + cond_channels, as trained) takes x and the upsampled
+    low-resolution input concatenated, which no pipeline feeds; the sidecar says how (:func:`sr_sidecar`)."""
     if model.latents is not None:
         model.latents.save(folder / VAE_DIR)  # config.json holds the scaling factor (and the sidecar says it)
     cond, sched = model.denoiser.condition, model.schedule
@@ -125,7 +124,7 @@ def _save_pipeline(folder: Path, model: LoadedModel, unet: nn.Module, time_scale
         if scheduler is not None:
             scheduler.save_pretrained(str(folder / "scheduler"))
         return
-    if not exports_pipeline(model):  # class labels or latents: DDPMPipeline would pass / decode neither
+    if not exports_pipeline(model):  # labels, latents, SR input: DDPMPipeline passes / decodes none
         unet.save_pretrained(str(folder / "unet"))
         _export_scheduler(model).save_pretrained(str(folder / "scheduler"))
         return
@@ -167,6 +166,7 @@ def _write_sidecar(out: Path, model: LoadedModel, time_scale: float) -> None:
                  "guidance": model.config.sample.guidance if model.config is not None else 1.0}
     if model.latents is not None:
         side["scaling_factor"] = model.latents.scaling_factor
+    side |= sr_sidecar(model)  # super-resolution: cond_channels, lowres_upsample, sr_factor
     if sched.kind != "vp":
         side["unet_timestep"] = ("c_noise = 1/4 ln sigma (diffusers' EDM schedulers' timesteps)" if sched.kind == "edm"
                                  else f"{sched.T} t (diffusers' flow-matching schedulers' timesteps)")

@@ -11,6 +11,7 @@ from diffusers import DDPMScheduler, EDMEulerScheduler, FlowMatchEulerDiscreteSc
 from torch import nn
 
 from ..conditioning import ConditionMap, TimestepSharing
+from ..data import DEFAULT_SR_FACTOR
 from ..diffusers_sampling import clip_config
 from ..samplers import INTEGER_SPACINGS, default_spacing
 from ..schedules import Schedule
@@ -34,8 +35,27 @@ def has_ddpm_scheduler(model: LoadedModel) -> bool:
 def exports_pipeline(model: LoadedModel) -> bool:
     """Whether an export is a ``DDPMPipeline`` folder: a discrete run with a DDPMScheduler
     (:func:`has_ddpm_scheduler`) that is unconditional and on the data itself (DDPMPipeline calls
-    the UNet without class labels and returns what it samples, undecoded)."""
-    return has_ddpm_scheduler(model) and not model.num_classes and model.latents is None
+    the UNet without class labels or a low-resolution input and returns what it samples, undecoded)."""
+    return has_ddpm_scheduler(model) and not model.num_classes and model.latents is None and not lowres_channels(model)
+
+
+def lowres_channels(model: LoadedModel) -> int:
+    """Channels C of a super-resolution run's low-resolution input (its UNet takes x and the
+    upsampled input concatenated, in_channels = C + C); 0 for any other run."""
+    return int(getattr(model.denoiser.net, "cond_channels", 0) or 0)
+
+
+def sr_sidecar(model: LoadedModel) -> dict[str, Any]:
+    """What an export's ``etsdm.json`` records of a super-resolution run (empty for any other):
+    ``cond_channels`` (the low-resolution input's channels), ``lowres_upsample`` (how the input is
+    brought to full size before the concatenation: ``etsdm.data.transforms.upsample``'s mode, as
+    ``etsdm.nets.unet.UNet`` applies it) and ``sr_factor`` (full size / low-resolution size)."""
+    channels = lowres_channels(model)
+    if not channels:
+        return {}
+    factor = model.config.data.sr_factor if model.config is not None else None
+    return {"cond_channels": channels, "lowres_upsample": model.denoiser.net.lowres_upsample,
+            "sr_factor": factor or DEFAULT_SR_FACTOR}
 
 
 def _export_scheduler(model: LoadedModel) -> Any:

@@ -13,6 +13,8 @@ from .diffusers_parts import (
     exports_pipeline,
     find_unet,
     has_ddpm_scheduler,
+    lowres_channels,
+    sr_sidecar,
 )
 from .generation import default_sampler, resolve_clip
 from .store import LoadedModel
@@ -41,6 +43,7 @@ def model_card(model: LoadedModel, command: str) -> str:
         "---", "library_name: diffusers", "tags:", "- etsdm",
         "- class-conditional" if model.num_classes else "- unconditional-image-generation",
         *(["- latent-diffusion"] if model.latents is not None else []),
+        *(["- super-resolution"] if lowres_channels(model) else []),
         *(["- e-tsdm"] if cond.get("kind") == "etsdm" else []), "---", "",
         f"# {model.name}", "",
         "A diffusion model trained with etsdm (\"Lipschitz Singularities in Diffusion "
@@ -50,11 +53,12 @@ def model_card(model: LoadedModel, command: str) -> str:
         f"| UNet class | `{cls}`" + (" (applies the condition map in its forward)" if applies else "") + " |",
         f"| schedule | {model.schedule!r} |",
         f"| prediction | {model.denoiser.prediction} |",
-        f"| training steps | {steps} |", "",
+        f"| training steps | {steps} |",
+        *_sr_row(model), "",
     ]
     if pipe:
         lines += _use_with_diffusers(model, applies)
-    elif has_ddpm_scheduler(model):  # class labels or latents: the DDPMScheduler loop by hand
+    elif has_ddpm_scheduler(model):  # class labels, latents or a low-res input: the DDPMScheduler loop by hand
         lines += _use_components(model, cls)
     elif (scheduler := export_scheduler(model)) is not None:
         lines += _use_process_scheduler(model, type(scheduler).__name__)
@@ -124,13 +128,15 @@ def _use_process_scheduler(model: LoadedModel, scheduler: str) -> list[str]:
     return ["## Use with diffusers", "", f"The UNet takes timestep {timestep}; `scheduler/` is a `{scheduler}`. "
             "No pipeline class samples it; the loop is four lines:", "", "```python",
             "import etsdm  # registers ETSDMUNet2DModel", "import torch",
-            f"from diffusers import {scheduler}", "from etsdm.diffusers_model import ETSDMUNet2DModel", "",
+            f"from diffusers import {scheduler}", *_sr_import(model),
+            "from etsdm.diffusers_model import ETSDMUNet2DModel", "",
             'unet = ETSDMUNet2DModel.from_pretrained("<this folder>", subfolder="unet")  # or UNet2DModel if plain',
             f'scheduler = {scheduler}.from_pretrained("<this folder>", subfolder="scheduler")',
             "scheduler.set_timesteps(50)",
-            f"x = torch.randn(4, {model.shape[0] if model.shape else 'C'}, H, W) * {init}",
+            *_sr_lines(model),
+            f"x = torch.randn({_batch(model)}, {model.shape[0] if model.shape else 'C'}, H, W) * {init}",
             "for t in scheduler.timesteps:",
-            "    out = unet(scheduler.scale_model_input(x, t), t).sample",
+            f"    out = unet({_unet_input(model, 'scheduler.scale_model_input(x, t)')}, t).sample",
             "    x = scheduler.step(out, t, x).prev_sample", "```", "",
             "- This is Euler on the run's grid: `etsdm sample <this folder> --sampler euler --nfe 50 --clip none"
             + (" --timestep-spacing karras`" if edm else " --timestep-spacing time-uniform`")
@@ -140,13 +146,14 @@ def _use_process_scheduler(model: LoadedModel, scheduler: str) -> list[str]:
 
 
 def _use_components(model: LoadedModel, cls: str) -> list[str]:
-    """How to sample a class-conditional or latent export with diffusers' components (``unet/``,
-    ``scheduler/``, ``vae/``): no diffusers pipeline passes class labels to a UNet2DModel or decodes
-    a DDPM's latents."""
+    """How to sample a class-conditional, latent or super-resolution export with diffusers' components
+    (``unet/``, ``scheduler/``, ``vae/``): no diffusers pipeline passes class labels or a low-resolution
+    input to a UNet2DModel or decodes a DDPM's latents."""
     k, latent = model.num_classes, model.latents is not None
     guidance = model.config.sample.guidance if model.config is not None else 1.0
     shape = model.shape or ("C", "H", "W")
-    call = "unet(x, t, class_labels=y).sample" if k else "unet(x, t).sample"
+    x_in = _unet_input(model, "x")
+    call = f"unet({x_in}, t, class_labels=y).sample" if k else f"unet({x_in}, t).sample"
     lines = ["## Use with diffusers", ""]
     if k:
         lines += [f"Class-conditional: `class_labels` in 0..{k - 1}; index {k} is the null label (classifier-free "
@@ -160,19 +167,60 @@ def _use_components(model: LoadedModel, cls: str) -> list[str]:
     lines += ["```python", *(["import etsdm  # registers ETSDMUNet2DModel"] if own else []), "import torch",
               f"from diffusers import {'AutoencoderKL, ' if latent else ''}DDPMScheduler"
               + ("" if own else ", UNet2DModel"),
-              *(["from etsdm.diffusers_model import ETSDMUNet2DModel"] if own else []), "",
+              *_sr_import(model), *(["from etsdm.diffusers_model import ETSDMUNet2DModel"] if own else []), "",
               f'unet = {cls}.from_pretrained("<this folder>", subfolder="unet")',
               'scheduler = DDPMScheduler.from_pretrained("<this folder>", subfolder="scheduler")',
-              "scheduler.set_timesteps(50)", f"x = torch.randn(4, {', '.join(map(str, shape))})",
-              *([f"y = torch.arange(4) % {k}"] if k else []),
+              "scheduler.set_timesteps(50)", *_sr_lines(model),
+              f"x = torch.randn({_batch(model)}, {', '.join(map(str, shape))})",
+              *([f"y = torch.arange({_batch(model)}) % {k}"] if k else []),
               "for t in scheduler.timesteps:", f"    out = {call}",
               "    x = scheduler.step(out, t, x).prev_sample"]
     if latent:
         lines += ['vae = AutoencoderKL.from_pretrained("<this folder>", subfolder="vae")',
                   "images = vae.decode(x / vae.config.scaling_factor).sample.clamp(-1, 1)"]
-    lines += ["```", "", f"- The run's own sampler (`etsdm sample <this folder>`): {_run_sampler(model)}"
+    lines += ["```", ""]
+    if lowres_channels(model):
+        lines += ["- After `torch.manual_seed(S)` these are the samples of `etsdm sample <this folder> --lowres LOWRES "
+                  "--sampler diffusers:DDPMScheduler --nfe 50 --seed S` (LOWRES: an .npz or a folder of PNGs; "
+                  "etsdm clamps its outputs to [-1, 1])."]
+    lines += [f"- The run's own sampler (`etsdm sample <this folder>`): {_run_sampler(model)}"
               + (f", guidance {guidance:g}" if k else "") + (", decoded" if latent else "") + ".", ""]
     return lines
+
+
+def _sr_row(model: LoadedModel) -> list[str]:
+    """The model card's table row of a super-resolution run (none for other runs)."""
+    sr = sr_sidecar(model)
+    if not sr:
+        return []
+    c = sr["cond_channels"]
+    return [f"| super-resolution | ×{sr['sr_factor']}: the UNet's input is x and the low-resolution input upsampled "
+            f"({sr['lowres_upsample']}) to full size, concatenated on the channels: in_channels = {c} + {c} |"]
+
+
+def _sr_import(model: LoadedModel) -> list[str]:
+    return ["from etsdm.data.transforms import upsample"] if lowres_channels(model) else []
+
+
+def _sr_lines(model: LoadedModel) -> list[str]:
+    """The loop's preamble for a super-resolution run: the low-resolution input brought to full size
+    as etsdm.nets.unet.UNet does in training (none for other runs)."""
+    sr = sr_sidecar(model)
+    if not sr:
+        return []
+    _, h, w = model.shape or ("C", "H", "W")
+    lo = f"{h // sr['sr_factor']}, {w // sr['sr_factor']}" if isinstance(h, int) else "h, w"
+    return [f"# lowres: (B, {sr['cond_channels']}, {lo}) low-resolution images in [-1, 1], B = the batch",
+            f'up = upsample(lowres, ({h}, {w}), "{sr["lowres_upsample"]}")  # bicubic overshoot clamped to [-1, 1]']
+
+
+def _batch(model: LoadedModel) -> str:
+    return "len(lowres)" if lowres_channels(model) else "4"
+
+
+def _unet_input(model: LoadedModel, x: str) -> str:
+    """The UNet's input in the card's loop: x, and for super-resolution x with the upsampled low-res input."""
+    return f"torch.cat([{x}, up], 1)" if lowres_channels(model) else x
 
 
 def _run_sampler(model: LoadedModel) -> str:

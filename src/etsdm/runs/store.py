@@ -6,7 +6,8 @@
   The schedule comes from an ``etsdm.json`` sidecar if present, else from
   ``scheduler_config.json`` (diffusers' own table, so identical), else DDPM's linear schedule;
   the prediction type likewise; the condition map is the identity unless the sidecar (or an
-  ETSDMUNet2DModel's own config) says otherwise;
+  ETSDMUNet2DModel's own config) says otherwise; a super-resolution export (sidecar
+  ``cond_channels``) loads as etsdm's :class:`~etsdm.nets.unet.UNet`, which takes ``lowres=``;
 * ``"gmm"`` / ``"gmm:etsdm"``: the exact ε* of the analytic Gaussian mixture (8-mode ring), or
   the exact E-TSDM optimum (Theorem 4.1, t̃ = 100, n = 5), wrapped as a Denoiser, on the discrete
   linear schedule; with ``:continuous`` appended, on the continuous one (t̃ = 0.1).
@@ -32,9 +33,10 @@ from ..conditioning import make_condition_map, process_sharing
 from ..config import ConfigError, RunConfig, from_dict, load_config
 from ..data.gmm import make_mixture
 from ..denoiser import Denoiser
-from ..diffusers_unet import ETSDMUNet2DModel, unet_at_condition
+from ..diffusers_unet import ETSDM_KEYS, ETSDMUNet2DModel, unet_at_condition
 from ..guidance import NULL_LABEL
 from ..latent import Latents
+from ..nets.unet import UNet
 from ..schedules import DiscreteSchedule, Schedule, schedule_from_config
 from ..train.checkpoint import CheckpointError, checkpoint_problem, fallback_note, load_weights, read_meta, step_dirs
 from .build import build_dataset, build_denoiser, build_image_dataset, build_net, dataset_shape
@@ -286,7 +288,7 @@ def _load_diffusers(path: Path, unet_dir: Path, *, device: str | torch.device) -
     cond_cfg = dict(side.get("condition") or {"kind": "identity"})
     kind = cond_cfg.pop("kind", "identity")
     condition = make_condition_map(kind, T=None if schedule.continuous else schedule.T, schedule=schedule, **cond_cfg)
-    net = DiffusersNet(unet, float(side.get("time_scale", 1.0))).to(device).eval().requires_grad_(False)
+    net = exported_net(unet, side).to(device).eval().requires_grad_(False)
     cfg = None
     if "config" in side:
         try:
@@ -299,6 +301,32 @@ def _load_diffusers(path: Path, unet_dir: Path, *, device: str | torch.device) -
     size = size if isinstance(size, int) else size[0]
     vae = unet_dir.parent / VAE_DIR
     latents = Latents.load(vae, side.get("scaling_factor"), device=device) if vae.is_dir() else None
-    return LoadedModel(den, schedule, cfg, side.get("name", path.name), cfg.data.name if cfg else None,
-                       source=str(path), shape=(unet.config.in_channels, size, size), num_classes=net.num_classes,
-                       latents=latents)
+    channels = unet.config.in_channels - int(side.get("cond_channels") or 0)  # SR: x, then the low-res input
+    data_name = cfg.data.name if cfg else ("sr" if side.get("cond_channels") else None)
+    return LoadedModel(den, schedule, cfg, side.get("name", path.name), data_name, source=str(path),
+                       shape=(channels, size, size), num_classes=net.num_classes, latents=latents)
+
+
+def exported_net(unet: UNet2DModel, side: dict[str, Any]) -> nn.Module:
+    """etsdm's net(x, c, **cond) around an exported UNet: a super-resolution export (sidecar
+    ``cond_channels`` > 0) as :class:`~etsdm.nets.unet.UNet` (``lowres=`` upsampled by the sidecar's
+    ``lowres_upsample`` and concatenated as in training; its UNet2DModel plain, since the Denoiser
+    applies the condition map), any other as :class:`DiffusersNet`."""
+    time_scale = float(side.get("time_scale", 1.0))
+    cond_channels = int(side.get("cond_channels") or 0)
+    if not cond_channels:
+        return DiffusersNet(unet, time_scale)
+    return UNet(plain_unet(unet), time_scale=time_scale, cond_channels=cond_channels,
+                lowres_upsample=side.get("lowres_upsample", "bicubic"))
+
+
+def plain_unet(unet: UNet2DModel) -> UNet2DModel:
+    """An ETSDMUNet2DModel's weights as a plain UNet2DModel (the same tensors), which takes the
+    condition c as it is; a plain UNet2DModel unchanged."""
+    if not isinstance(unet, ETSDMUNet2DModel):
+        return unet
+    kwargs = {k: v for k, v in dict(unet.config).items() if not k.startswith("_") and k not in ETSDM_KEYS}
+    with torch.device("meta"):
+        plain = UNet2DModel(**kwargs)
+    plain.load_state_dict(unet.state_dict(keep_vars=True), assign=True)
+    return plain.train(unet.training)
