@@ -677,6 +677,10 @@ def export_cmd(run: Path, out_dir: Path, ema: bool, force: bool) -> None:
     An E-TSDM (or remap) run's UNet is an ETSDMUNet2DModel that applies the condition map itself:
     after `import etsdm`, DiffusionPipeline.from_pretrained(OUT_DIR) samples it correctly. A
     baseline run's UNet stays a plain UNet2DModel. `etsdm import` reads the folder back.
+
+    Class-conditional, latent (+ vae/) and super-resolution runs get unet/ + scheduler/ without
+    model_index.json (no diffusers pipeline feeds labels, decodes latents or takes a low-resolution
+    input); the model card shows their sampling loop.
     """
     from ..runs import export_diffusers
 
