@@ -113,6 +113,10 @@ def test_quick_end_to_end_and_kill_restart(tmp_path, monkeypatch):
     assert "Verdict rule" in report and "| 5b." in report and "timestep_spacing=fractional" in report
     data = json.loads((out / "report.json").read_text())
     assert data["claims"]["3"]["rows"][0]["floor"] > 0
+    sr = json.loads((out / "evals/claim12/sr-etsdm-s1/sr-ddpm_10.json").read_text())  # one output per test pair
+    assert sr["n"] == 12 and sr["settings"]["noise_seed"] == 1001 and 0 < sr["psnr:ddpm:10"] < 60
+    row = data["claims"]["12"]["rows"][0]
+    assert row["metric_a"] == "psnr:ddpm:10" and row["direction"] == "higher" and len(row["seeds"]) == 2
     assert (out / "figures" / "claim1_k_curves.png").stat().st_size > 0
     assert (out / "figures" / "claim2_stability.png").is_file()
     assert "Analytic reference" in report and (out / "evals/analytic/ideal-s1.json").is_file()
@@ -135,7 +139,7 @@ def test_toy_plan_sizes_sharing_and_dry_run(tmp_path):
     by_claim = {cid: [s for s in specs if cid in s.claims] for cid in CLAIM_IDS}
     for cid in ("1", "2", "3", "5"):
         assert {s.seed for s in by_claim[cid]} == set(range(5))
-    for cid in ("4", "6", "7", "8", "9", "10", "11"):
+    for cid in ("4", "6", "7", "8", "9", "10", "11", "12"):
         assert {s.seed for s in by_claim[cid]} == {0, 1, 2}
     main = [s for s in specs if s.group == "shared" and s.name == "etsdm"]
     assert len(main) == 5 and "fid:ddpm:1000" in main[0].metrics and "lipschitz" in main[0].metrics
@@ -143,10 +147,12 @@ def test_toy_plan_sizes_sharing_and_dry_run(tmp_path):
     sweep = [s for s in specs if s.name == "etsdm-sweep"]  # one shorter E-TSDM pair for claims 4, 6, 8
     assert len(sweep) == 3 and {"4", "6", "8"} <= set(sweep[0].claims) and "train.steps=1000" in sweep[0].overrides
     assert len({(s.group, s.name, s.seed) for s in specs}) == len(specs)  # no two runs share a folder
-    assert len(specs) == 163  # 145 for claims 1-8, + 18 for EDM, flow and LDM (2 arms x 3 seeds each)
+    assert len(specs) == 169  # 145 for claims 1-8, + 24 for EDM, flow, LDM and SR (2 arms x 3 seeds each)
     ldm = [s for s in specs if "11" in s.claims]
     assert {"fid:ddpm:1000", "lipschitz"} <= set(ldm[0].metrics)
     assert "latent.autoencoder=ae_digits.yaml" in ldm[0].overrides  # beside the packaged configs
+    sr = [s for s in specs if "12" in s.claims]
+    assert sr[0].metrics == ["sr:ddpm:1000", "sr:ddim:50"] and "data.name=sr" in sr[0].overrides
     text = reproduce(tmp_path / "o", budget="toy", dry_run=True, jobs=2)
     assert "estimated time" in text and "claim 8" in text and not (tmp_path / "o").exists()
     hours = float(text.split("estimated time: ")[1].split(" h")[0])
@@ -157,7 +163,7 @@ def test_toy_plan_sizes_sharing_and_dry_run(tmp_path):
     assert measured.steps_per_s > 0 and measured.sample_nfe_s > 0 and measured.max_rows == BUDGETS["quick"].max_rows
     full = reproduce(tmp_path / "o", budget="full", dry_run=True, data="/data/ffhq")
     cmds = [line for line in full.splitlines() if "accelerate launch" in line]
-    assert len(cmds) == 157 and "--set data.root=/data/ffhq" in cmds[0]
+    assert len(cmds) == 163 and "--set data.root=/data/ffhq" in cmds[0]
     for line in cmds:  # every printed paper config exists
         assert (REPO / line.split(" train ")[1].split()[0]).is_file(), line
 

@@ -19,7 +19,7 @@ from ..metrics.paired import VERDICT_RULE, paired_difference, verdict
 from ..metrics.stats import summarize
 from .budgets import Budget
 from .claims import CLAIMS, Claim, Row
-from .runner import RunSpec, _resolve_metric, arm_overrides, slug
+from .runner import SR_KEYS, RunSpec, _resolve_metric, arm_overrides, eval_file
 
 CLAIM_RULE = ("a claim is reproduced / reversed / not resolved when all its primary rows are; otherwise it is "
               "'mixed' and the counts are given; a row is 'failed' when a run of either arm diverged (NaN or "
@@ -31,15 +31,14 @@ def run_values(spec: RunSpec, out: Path) -> dict[str, Any]:
     vals: dict[str, Any] = {}
     folder = spec.eval_dir(out)
     for metric in spec.metrics:
-        if metric.startswith("fid:"):
-            rec = _read(folder / f"fid-{slug(metric[4:])}.json")
-            if rec is not None:
-                vals[metric] = rec
-        else:
-            rec = _read(folder / f"{metric}.json")
-            if rec is not None:
-                vals.update({k: v for k, v in rec.items() if k.startswith(("K_", "stab:"))})
-                vals[metric] = rec
+        rec = _read(folder / eval_file(metric))
+        if rec is None:
+            continue
+        if not metric.startswith("fid:"):  # lipschitz, stability, sr:<plan>: the values by row key
+            vals.update({k: v for k, v in rec.items() if k.startswith(("K_", "stab:", *SR_KEYS))})
+            if metric.startswith("sr:") and "diverged" in rec:
+                vals.update({f"{k}{metric[3:]}": rec for k in SR_KEYS})  # the rows see why (_diverged)
+        vals[metric] = rec
     return vals
 
 
@@ -99,7 +98,13 @@ def _diverged(vals: dict[str, Any], metric: str) -> str | None:
 
 
 def _resolve(metric: str, budget: Budget) -> str:
-    return _resolve_metric(metric, budget) if metric.startswith("fid:") else metric
+    """A row's measurement key at ``budget`` (its plan resolved: ``ddpm:T`` -> ``ddpm:1000``)."""
+    if metric.startswith("fid:"):
+        return _resolve_metric(metric, budget)
+    if metric.startswith(SR_KEYS):
+        kind, plan = metric.split(":", 1)
+        return f"{kind}:{budget.plan(plan, T=1000)}"
+    return metric
 
 
 def claim_verdict(rows: list[dict[str, Any]]) -> str:
@@ -169,13 +174,14 @@ def _sampling_line(claim: dict[str, Any], runs: list[dict[str, Any]]) -> str:
     """The sampler conventions of the claim's FID rows, from the first of its ``runs`` that has them."""
     seen: dict[str, str] = {}
     used = {r[m] for r in claim["rows"] for m in ("metric_a", "metric_b")}
+    used |= {f"sr:{m.split(':', 1)[1]}" for m in used if m.startswith(SR_KEYS)}  # their evaluation's record
     for run in runs:
         for k, v in run.items():
-            if k in used and k.startswith("fid:") and k not in seen and v.get("sampling"):
-                s = v["sampling"]
+            if k in used and k.startswith(("fid:", "sr:")) and k not in seen and v.get("sampling"):
+                s, plan = v["sampling"], k.split(":", 1)[1]
                 keys = ("timestep_spacing", "denoise_to_zero", "clip")
-                keys += ("order_plan", "orders") if k.startswith("fid:dpm") else ()  # DDPM/DDIM: first order
-                seen[k] = f"`{k[4:]}`: " + ", ".join(f"{x}={s[x]}" for x in keys if x in s and s[x] not in (None, []))
+                keys += ("order_plan", "orders") if plan.startswith("dpm") else ()  # DDPM/DDIM: first order
+                seen[k] = f"`{plan}`: " + ", ".join(f"{x}={s[x]}" for x in keys if x in s and s[x] not in (None, []))
     return "; ".join(seen.values())
 
 

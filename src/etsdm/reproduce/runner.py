@@ -177,9 +177,14 @@ def plan_runs(budget: Budget, claim_ids: Iterable[str], data: str | None = None)
     return [s for s in specs if s.metrics]
 
 
+SR_KEYS = ("psnr:", "ssim:")  # row metrics of one super-resolution evaluation ("sr:<plan>")
+
+
 def _resolve_metric(metric: str, budget: Budget) -> str:
     if metric.startswith("fid:"):
         return "fid:" + budget.plan(metric[4:], T=1000)  # ddpm:T: every arm here has T = 1000 steps
+    if metric.startswith(SR_KEYS):
+        return "sr:" + budget.plan(metric.split(":", 1)[1], T=1000)
     if metric.startswith("K_"):
         return "lipschitz"
     if metric.startswith("stab:"):
@@ -353,6 +358,39 @@ def eval_fid(spec: RunSpec, ctx: Context, plan: str, model: Callable[[], Any]) -
     return record
 
 
+def eval_sr(spec: RunSpec, ctx: Context, plan: str, model: Callable[[], Any]) -> dict[str, Any]:
+    """PSNR / SSIM (mean over images) of one output per held-out low-resolution input (the first
+    ``pool`` test pairs), drawn with ``plan`` from noise seed 1000 + training seed (Fig. A12)."""
+    from ..metrics import psnr, ssim
+    from ..runs import describe_sampling, generate
+
+    fam = ctx.budget.families[spec.family]
+    settings = {"plan": plan, "pairs": fam.pool, "noise_seed": NOISE_SEED_OFFSET + spec.seed}
+    path = spec.eval_dir(ctx.out) / eval_file(f"sr:{plan}")
+    hit = cached(path, settings)
+    if hit is not None:
+        return hit
+    m = model()
+    test = m.dataset("test")
+    items = [test[i] for i in range(min(fam.pool, len(test)))]
+    highres = torch.stack([it["x0"] for it in items])
+    lowres = torch.stack([it["cond"]["lowres"] for it in items])
+    sampler, nfe, options = parse_plan(plan)
+    record: dict[str, Any] = {"settings": settings, "n": len(items),
+                              "sampling": describe_sampling(m, sampler, nfe, **options)}
+    x = generate(m, len(items), sampler=sampler, nfe=nfe, seed=NOISE_SEED_OFFSET + spec.seed,
+                 batch=min(len(items), 500), device=ctx.device, cond={"lowres": lowres}, **options)
+    if not bool(torch.isfinite(x).all()):  # the run diverged: a failure of its arm (report.row_result)
+        record["diverged"] = f"{spec.name} seed {spec.seed} {plan}: non-finite outputs"
+    else:
+        x = x.clamp(-1.0, 1.0)
+        p, s = psnr(x, highres), ssim(x, highres)
+        record |= {f"psnr:{plan}": float(p.mean()), f"ssim:{plan}": float(s.mean()),
+                   "psnr_std": float(p.std()), "ssim_std": float(s.std())}
+    atomic_json(path, record)
+    return record
+
+
 def _times(schedule: Any, t_tilde: float) -> tuple[torch.Tensor, float]:
     from ..analysis.lipschitz import default_dt, steps_per_unit
 
@@ -426,12 +464,19 @@ def measure_images(model: Any, num: int) -> torch.Tensor:
     return stack_images(model.dataset(split))[:num]
 
 
+def eval_file(metric: str) -> str:
+    """The result file of one measurement key in a run's eval folder."""
+    if metric.startswith(("fid:", "sr:")):
+        kind, plan = metric.split(":", 1)
+        return f"{kind}-{slug(plan)}.json"
+    return f"{metric}.json"
+
+
 def pending(spec: RunSpec, out: Path, budget: Budget) -> list[str]:
     """The work not yet done for ``spec``: "train" and the evaluations without a result file."""
     todo = [] if run_finished(spec.run_dir(out), budget.families[spec.family].steps) else ["train"]
     for metric in spec.metrics:
-        name = f"fid-{slug(metric[4:])}.json" if metric.startswith("fid:") else f"{metric}.json"
-        if not (spec.eval_dir(out) / name).is_file():
+        if not (spec.eval_dir(out) / eval_file(metric)).is_file():
             todo.append(metric)
     return todo
 
@@ -441,8 +486,8 @@ def task_seconds(task: str, spec: RunSpec, budget: Budget) -> float:
     fam = budget.families[spec.family]
     if task == "train":
         return 2.0 + fam.steps / (budget.steps_per_s * 128 / fam.batch_size)
-    if task.startswith("fid:"):
-        return 0.5 * fam.eval_seeds + fam.pool * parse_plan(task[4:])[1] * budget.sample_nfe_s
+    if task.startswith(("fid:", "sr:")):
+        return 0.5 * fam.eval_seeds + fam.pool * parse_plan(task.split(":", 1)[1])[1] * budget.sample_nfe_s
     if task == "lipschitz":
         return 1.0 + 2 * 100 * budget.measure_samples * budget.sample_nfe_s
     return 1.0
@@ -473,6 +518,8 @@ def run_unit(spec: RunSpec, ctx: Context, say: Callable[[str], None] | None = No
         announce(metric)
         if metric.startswith("fid:"):
             results[metric] = eval_fid(spec, ctx, metric[4:], model)
+        elif metric.startswith("sr:"):
+            results[metric] = eval_sr(spec, ctx, metric[3:], model)
         elif metric == "lipschitz":
             results[metric] = eval_lipschitz(spec, ctx, model)
         else:
