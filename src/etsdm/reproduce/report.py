@@ -210,12 +210,25 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _evaluation(c: dict[str, Any], fam: dict[str, Any]) -> str:
+    """How the claim's rows are measured: FID-n from a pool, PSNR / SSIM over test pairs, or neither."""
+    metrics = {r["metric_a"].split(":")[0] for r in c["rows"]}
+    parts = []
+    if "fid" in metrics:
+        parts.append(f"FID-{fam['n']} from a pool of {fam['pool']} samples per run, mean over {fam['eval_seeds']} "
+                     "random subsets")
+    if metrics & {"psnr", "ssim"}:
+        parts.append(f"PSNR / SSIM of one output per held-out low-resolution input, the first {fam['pool']} test "
+                     "pairs, mean over images")
+    return "; ".join(parts) or "measured on held-out test images"
+
+
 def _claim_section(cid: str, c: dict[str, Any], budget: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
     fam = budget["families"][c["family"]]
     lines = [f"## Claim {cid}: {c['title']} ({c['paper_ref']})", "", f"Paper: {c['paper_numbers']}.", "",
              f"Verdict: **{c['verdict']}**. Seeds: {c['seeds']} training seeds per arm "
-             f"({fam['steps']} training steps, batch {fam['batch_size']}); FID-{fam['n']} from a pool of "
-             f"{fam['pool']} samples per run, mean over {fam['eval_seeds']} random subsets; noise seed 1000 + k.", ""]
+             f"({fam['steps']} training steps, batch {fam['batch_size']}); {_evaluation(c, fam)}; "
+             "noise seed 1000 + k.", ""]
     sampling = _sampling_line(c, runs)
     if sampling:
         lines += [f"Samplers: {sampling}.", ""]
