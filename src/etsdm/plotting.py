@@ -87,8 +87,10 @@ def plot_lipschitz(
     discrete-equivalent step: drawn at t·T on the discrete axis), ``output`` and
     ``output_is_network`` (named in the title). ``continuous`` overrides every curve's flag.
     With ``yscale="log"``, K = 0 (inside a shared sub-interval) cannot be drawn: those points
-    are marked on the bottom edge instead.
+    are marked on the bottom edge instead; when every K is 0 the axis is linear.
     """
+    if yscale == "log" and not any(np.any(np.asarray(c["K"], dtype=float) > 0) for c in curves):
+        yscale = "linear"  # nothing positive to put on a log axis (E-TSDM inside one sub-interval)
     fig, ax = plt.subplots(figsize=(7.0, 4.2))
     zero_marked = False
     kinds: set[str] = set()
