@@ -10,13 +10,14 @@ An etsdm autoencoder run (:func:`etsdm.latent.train_autoencoder`) is such a fold
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 from pathlib import Path
 
 from diffusers import AutoencoderKL
+
+from ..train.checkpoint import fsync_dir, fsync_file
 
 SIDECAR = "etsdm_autoencoder.json"  # etsdm's record beside an autoencoder it trained
 WEIGHTS_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -78,15 +79,6 @@ def load_vae(folder: str | Path) -> AutoencoderKL:
     return vae.float().eval()
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def temporary_folder(final: Path) -> Path:
     """The folder a writer of ``final`` fills before :func:`publish_folder` (one per process)."""
     return final.with_name(f".{final.name}.tmp{os.getpid()}")
@@ -119,8 +111,7 @@ def publish_folder(tmp: Path, final: Path, *, replace: bool) -> bool:
     removed, and False returned (another process published first)."""
     for f in tmp.rglob("*"):
         if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+            fsync_file(f)
     if final.exists() and replace:
         old = final.with_name(f".{final.name}.old{os.getpid()}")
         os.replace(final, old)
@@ -134,5 +125,5 @@ def publish_folder(tmp: Path, final: Path, *, replace: bool) -> bool:
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
             return False
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     return True

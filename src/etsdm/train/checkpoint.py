@@ -59,7 +59,8 @@ class CheckpointWriteError(RuntimeError):
     """Writing a checkpoint failed (e.g. the disk is full); the partial write was removed."""
 
 
-def _fsync(path: Path) -> None:
+def fsync_file(path: Path) -> None:
+    """Flush one file's data to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -67,9 +68,10 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk, where the file system allows it."""
     with contextlib.suppress(OSError):  # some file systems cannot fsync a directory
-        _fsync(path)
+        fsync_file(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -85,7 +87,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except Exception:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def state_dict_for_save(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -269,7 +271,7 @@ def remove_partial_writes(run_dir: str | Path) -> list[Path]:
 
 def _write_file(path: Path, write: Callable[[Path], object]) -> int:
     write(path)
-    _fsync(path)
+    fsync_file(path)
     return path.stat().st_size
 
 
@@ -286,7 +288,7 @@ def _write_files(tmp: Path, step: int, *, model: nn.Module, ema: nn.Module | Non
     files["config.yaml"] = _write_file(tmp / "config.yaml", lambda p: p.write_text(config_yaml))
     record = {"step": step, "ema_updates": ema_updates, **meta, "files": files}
     _write_file(tmp / "meta.json", lambda p: p.write_text(json.dumps(record)))
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
 
 
 def _publish(tmp: Path, final: Path) -> None:
@@ -298,7 +300,7 @@ def _publish(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
 
 def _point_latest(root: Path, name: str) -> None:
