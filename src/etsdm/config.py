@@ -644,8 +644,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         raise ConfigError(f"{p}: {err}") from None
 
 
-def set_path(data: dict[str, Any], item: str) -> None:
-    """Apply one ``a.b.c=value`` override to nested plain data (value parsed as YAML)."""
+def set_path(data: dict[str, Any], item: str, root: type = RunConfig) -> None:
+    """Apply one ``a.b.c=value`` override to nested plain data (value parsed as YAML); field names
+    are checked against the dataclass ``root`` (a run's config, or e.g. an autoencoder config)."""
     if "=" not in item:
         raise ConfigError(f"override {item!r}: expected key=value, e.g. train.steps=100")
     key, raw = item.split("=", 1)
@@ -656,7 +657,7 @@ def set_path(data: dict[str, Any], item: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
-    cls: Any = RunConfig
+    cls: Any = root
     node = data
     for i, part in enumerate(parts):
         path = ".".join(parts[: i + 1])

@@ -8,15 +8,13 @@ An autoencoder YAML is recognised by its top-level ``autoencoder:`` section
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from ..config import ConfigError, DataConfig, _from_dict, _h, _read_yaml, _rng, to_dict
+from ..config import ConfigError, DataConfig, _from_dict, _h, _read_yaml, _rng, set_path, to_dict
 
 LATENT_DATA = ("digits", "folder")  # image data sets an autoencoder can be trained on
 
@@ -91,36 +89,6 @@ def autoencoder_config(data: dict[str, Any] | AutoencoderConfig) -> AutoencoderC
     return _check(_from_dict(AutoencoderConfig, data))
 
 
-def set_field(data: dict[str, Any], item: str) -> None:
-    """Apply one ``a.b=value`` override (value parsed as YAML) to an autoencoder config's plain data;
-    an unknown field is a ConfigError naming it and the allowed ones."""
-    key, sep, raw = item.partition("=")
-    parts = key.strip().split(".")
-    if not sep or not all(parts):
-        raise ConfigError(f"override {item!r}: expected key=value, e.g. train.steps=100")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    cls: Any = AutoencoderConfig
-    node = data
-    for i, part in enumerate(parts):
-        names = [f.name for f in dataclasses.fields(cls)] if cls is not None else [part]
-        if part not in names:
-            raise ConfigError(f"unknown field {'.'.join(parts[: i + 1])}; allowed: {', '.join(names)}")
-        hint = typing.get_type_hints(cls)[part] if cls is not None else None
-        cls = hint if dataclasses.is_dataclass(hint) else None
-        if i == len(parts) - 1:
-            node[part] = value
-        else:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])} is not a section")
-            node = child
-
-
 def load_autoencoder_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> AutoencoderConfig:
     """Read and validate an autoencoder YAML, after ``a.b=value`` overrides. Raises ConfigError
     naming the file and the field."""
@@ -128,7 +96,7 @@ def load_autoencoder_config(path: str | Path, overrides: list[str] | tuple[str, 
     data = _read_yaml(p)
     try:
         for item in overrides:
-            set_field(data, item)
+            set_path(data, item, AutoencoderConfig)
         return autoencoder_config(data)
     except ConfigError as err:
         raise ConfigError(f"{p}: {err}") from None
