@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -279,9 +280,35 @@ def test_diffusers_ddim_scheduler_equals_our_ddim(exported):
 
 
 def test_one_list_of_integer_spacings():
-    from etsdm import diffusers_sampling, samplers
+    from etsdm import samplers
+    from etsdm.runs import diffusers_sampler
 
-    assert diffusers_sampling.INTEGER_SPACINGS is samplers.INTEGER_SPACINGS  # one concept in one place
+    assert diffusers_sampler.INTEGER_SPACINGS is samplers.INTEGER_SPACINGS  # one concept in one place
+
+
+def _imports(path: Path) -> tuple[list[str], list[str]]:
+    """(modules ``path`` imports at module level, ``file:line`` of imports inside a function)."""
+    tree = ast.parse(path.read_text())
+    inner = {node for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef)
+             for node in ast.walk(fn) if isinstance(node, ast.Import | ast.ImportFrom)}
+    top = [("." * node.level + (node.module or "")) if isinstance(node, ast.ImportFrom) else alias.name
+           for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom) and node not in inner
+           for alias in node.names]
+    return top, [f"{path.name}:{node.lineno}" for node in inner]
+
+
+def test_runs_and_diffusers_sampling_import_at_module_level_without_a_cycle():
+    """etsdm.runs never imports etsdm.diffusers_sampling (which re-exports etsdm.runs.diffusers_sampler),
+    so no module of either imports inside a function to dodge a cycle."""
+    src = Path(etsdm.__file__).parent
+    runs = sorted((src / "runs").glob("*.py"))
+    assert len(runs) >= 8 and _imports(src / "diffusers_sampling.py")[1] == []
+    assert [line for path in runs for line in _imports(path)[1]] == []
+    assert [(path.name, m) for path in runs for m in _imports(path)[0] if "diffusers_sampling" in m] == []
+    from etsdm import diffusers_sampling
+    from etsdm.runs import diffusers_sampler
+
+    assert diffusers_sampling.build_scheduler is diffusers_sampler.build_scheduler
 
 
 def test_a_scheduler_we_do_not_implement_runs_through_the_cli(exported, tmp_path):

@@ -5,8 +5,11 @@ export / import diffusers folders. One home per concern, imported in this order 
   :class:`~etsdm.config.RunConfig` (:func:`build_dataset`, :func:`build_net`, :func:`build_denoiser`);
 * :mod:`.store` — run folders, checkpoints and diffusers folders as a :class:`LoadedModel`
   (:func:`load_model`; which kind a path is);
-* :mod:`.generation` — the run's sampler defaults and conventions, :func:`generate`;
+* :mod:`.clipping` — the run's x̂0 clipping (:func:`resolve_clip`) and as diffusers settings;
 * :mod:`.diffusers_parts` — the UNet, timestep axis and scheduler an export maps a run onto;
+* :mod:`.diffusers_sampler` — any diffusers scheduler as a sampler (``--sampler diffusers:<Class>``,
+  re-exported by :mod:`etsdm.diffusers_sampling`);
+* :mod:`.generation` — the run's sampler defaults and conventions, :func:`generate`;
 * :mod:`.model_card` — the README.md of an export;
 * :mod:`.diffusers_io` — :func:`export_diffusers` / :func:`import_diffusers`.
 
@@ -27,6 +30,7 @@ from .build import (
     resolve_latents,
     run_latents,
 )
+from .clipping import IMAGE_DATA, auto_clip, clip_config, resolve_clip
 from .diffusers_io import export_diffusers, import_diffusers
 from .diffusers_parts import (
     _export_scheduler,
@@ -41,14 +45,11 @@ from .diffusers_parts import (
 from .generation import (
     CLI_NFE,
     CLI_SAMPLER,
-    IMAGE_DATA,
     SAMPLE_CONVENTIONS,
-    auto_clip,
     decoded,
     default_sampler,
     describe_sampling,
     generate,
-    resolve_clip,
     sample_settings,
     sampling_cond,
     sampling_denoiser,
@@ -69,7 +70,7 @@ from .store import (
 )
 
 __all__ = [
-    "_export_scheduler",  # etsdm.diffusers_sampling: the DDPMScheduler an export ships
+    "_export_scheduler",  # the DDPMScheduler an export ships
     "AUTOENCODER_DIR",
     "VAE_DIR",
     "CLI_NFE",
@@ -88,6 +89,7 @@ __all__ = [
     "build_image_dataset",
     "build_latent_dataset",
     "build_net",
+    "clip_config",
     "dataset_shape",
     "decoded",
     "default_sampler",

@@ -12,10 +12,9 @@ from torch import nn
 
 from ..conditioning import ConditionMap, TimestepSharing
 from ..data import DEFAULT_SR_FACTOR
-from ..diffusers_sampling import clip_config
 from ..samplers import INTEGER_SPACINGS, default_spacing
 from ..schedules import Schedule
-from .generation import resolve_clip
+from .clipping import clip_config, resolve_clip
 from .store import PRED_TO_DIFFUSERS, LoadedModel
 
 

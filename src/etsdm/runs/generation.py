@@ -8,17 +8,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import diffusers_sampling
 from ..conditioning import remap_lambda_plan
 from ..config import SampleConfig
 from ..denoiser import Cond, Denoiser, check_cond, cond_rows
-from ..diffusers_sampling import generate_diffusers, is_diffusers_sampler
 from ..guidance import guided
 from ..samplers import describe, init_noise_sigma, sample
+from .clipping import auto_clip
+from .diffusers_sampler import describe as describe_diffusers
+from .diffusers_sampler import generate_diffusers, is_diffusers_sampler
 from .store import LoadedModel
 
 SAMPLE_CONVENTIONS = ("timestep_spacing", "denoise_to_zero", "order_plan", "clip")
-IMAGE_DATA = ("digits", "folder", "sr")
 CLI_SAMPLER, CLI_NFE = "ddim", 50  # `etsdm sample` without --sampler / --nfe on VP runs (unchanged since 0.1)
 
 
@@ -32,24 +32,6 @@ def default_sampler(model: LoadedModel) -> tuple[str, int]:
     if model.config is not None and model.schedule.kind != "vp":
         return model.config.sample.sampler, model.config.sample.nfe
     return CLI_SAMPLER, CLI_NFE
-
-
-def auto_clip(model: LoadedModel) -> str:
-    """x̂0 clipping per data kind: ``static`` ([-1, 1]) for image data, as the DDPM / ADM code the
-    paper builds on does at every step (``clip_denoised=True``); ``none`` for gmm / vector data
-    and latents, which are unbounded."""
-    if model.config is not None and model.config.latent.autoencoder is not None:  # latents: unbounded
-        return "none"
-    shape = model.shape
-    image = model.data_name in IMAGE_DATA or (model.data_name is None and shape is not None and len(shape) == 3)
-    return "static" if image else "none"
-
-
-def resolve_clip(model: LoadedModel, clip: str | None = None) -> str:
-    """x̂0 clipping: ``clip``, else the run's ``sample.clip``; ``auto`` -> :func:`auto_clip`."""
-    if clip is None:
-        clip = model.config.sample.clip if model.config is not None else "auto"
-    return auto_clip(model) if clip == "auto" else clip
 
 
 def sample_settings(model: LoadedModel, sampler: str, nfe: int, **options: Any) -> dict[str, Any]:
@@ -82,9 +64,9 @@ def sample_settings(model: LoadedModel, sampler: str, nfe: int, **options: Any) 
 def describe_sampling(model: LoadedModel, sampler: str, nfe: int, **options: Any) -> dict[str, Any]:
     """What :func:`generate` with these arguments walks, for result tables and sample files: grid
     convention, NFE plan and orders, final-step option, clipping (``etsdm.samplers.describe``)."""
-    if is_diffusers_sampler(sampler):  # any diffusers scheduler (etsdm.diffusers_sampling)
-        return diffusers_sampling.describe(model, sampler, nfe, timestep_spacing=options.get("timestep_spacing"),
-                                           clip=options.get("clip"))
+    if is_diffusers_sampler(sampler):  # any diffusers scheduler (etsdm.runs.diffusers_sampler)
+        return describe_diffusers(model, sampler, nfe, timestep_spacing=options.get("timestep_spacing"),
+                                  clip=options.get("clip"))
     settings = sample_settings(model, sampler, nfe, **options)
     if "timesteps" in settings:  # an explicit (e.g. remap λ-grid) plan: recorded as walked
         orders = list(settings.get("orders") or [1] * (len(settings["timesteps"]) - 1))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import dump_config
+from .clipping import resolve_clip
 from .diffusers_parts import (
     export_axis,
     export_scheduler,
@@ -16,7 +17,7 @@ from .diffusers_parts import (
     lowres_channels,
     sr_sidecar,
 )
-from .generation import default_sampler, resolve_clip
+from .generation import default_sampler
 from .store import LoadedModel
 
 
