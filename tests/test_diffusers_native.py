@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -155,21 +157,23 @@ def test_export_of_a_remap_lambda_grid_run(tmp_path):
 def test_export_replaces_an_old_export_only_once_the_new_one_is_in_place(exported, tmp_path, monkeypatch):
     run, _ = exported
     out = export_diffusers(run, tmp_path / "hf")
-    stale = tmp_path / ".hf.killed123"  # the temporary folder of an export killed earlier
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f".hf.tmp{dead.pid}"  # the temporary folder of an export killed earlier
     stale.mkdir()
     (out / "marker").write_text("old")
-    real = Path.rename
+    real = os.replace
 
-    def failing(self, target):
-        if Path(target) == out and ".old" not in self.name:  # the new export's move into place
+    def failing(src, target):
+        if Path(target) == out and ".hf.tmp" in Path(src).name:  # the new export's move into place
             raise OSError("disk full")
-        return real(self, target)
+        return real(src, target)
 
-    monkeypatch.setattr(Path, "rename", failing)
+    monkeypatch.setattr(os, "replace", failing)
     with pytest.raises(OSError, match="disk full"):
         export_diffusers(run, out, overwrite=True)
     assert (out / "marker").read_text() == "old" and (out / "model_index.json").is_file()  # still the old one
-    monkeypatch.setattr(Path, "rename", real)
+    monkeypatch.setattr(os, "replace", real)
     export_diffusers(run, out, overwrite=True)
     assert not (out / "marker").exists() and (out / "model_index.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]  # no temporaries left, the stale one removed

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,7 +35,6 @@ from etsdm.latent import autoencoder as autoencoder_module
 from etsdm.latent import cache as cache_module
 from etsdm.latent import resolve as resolve_module
 from etsdm.latent.autoencoder import build_autoencoder, stack_x0
-from etsdm.latent.folders import remove_stale_temporaries, temporary_folder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -417,21 +415,6 @@ def test_concurrent_resolvers_train_once(tmp_path, monkeypatch):
         folders = list(pool.map(lambda _: resolve_autoencoder("ae.yaml", tmp_path, cache_dir=tmp_path / "c"), [0, 1]))
     assert folders[0] == folders[1] and len(trained) == 1
     assert sorted(p.name for p in folders[0].parent.iterdir()) == sorted([folders[0].name, f".{folders[0].name}.lock"])
-
-
-def test_temporaries_of_killed_writers_are_removed(tmp_path):
-    final = tmp_path / "entry"
-    dead = _dead_pid()
-    stale, ours = tmp_path / f".entry.tmp{dead}", temporary_folder(final)
-    stale.mkdir()
-    ours.mkdir()
-    assert remove_stale_temporaries(final) == [stale] and ours.is_dir()
-
-
-def _dead_pid() -> int:
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
 
 
 # --- LatentDataset -----------------------------------------------------------------------------

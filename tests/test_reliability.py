@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -348,7 +349,9 @@ def test_failed_import_leaves_nothing_and_the_retry_works(damage, diffusers_dir,
 
 
 def test_import_removes_a_killed_imports_leftover(diffusers_dir, tmp_path):
-    stale = tmp_path / ".imported.importing99999"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f".imported.tmp{dead.pid}"  # etsdm.folders.temporary_folder of a killed import
     (stale / "diffusers").mkdir(parents=True)
     import_diffusers(diffusers_dir, tmp_path / "imported")
     assert not stale.exists() and (tmp_path / "imported" / "etsdm.json").is_file()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -32,10 +31,11 @@ from tqdm.auto import tqdm
 
 from ..config import DataConfig, to_dict
 from ..data import make_dataset
+from ..folders import publish_folder, staged_folder
 from ..metrics.image import psnr
 from ..plotting import sample_grid
 from .config import AutoencoderArchConfig, AutoencoderConfig, dump_autoencoder_config, load_autoencoder_config
-from .folders import SIDECAR, publish_folder, remove_stale_temporaries, temporary_folder
+from .folders import SIDECAR
 from .latents import Latents, fit_scaling_factor
 
 SIDECAR_FORMAT = "etsdm-autoencoder/1"
@@ -200,11 +200,7 @@ def _write(cfg: AutoencoderConfig, vae: AutoencoderKL, record: dict[str, Any], m
            out: Path) -> None:
     """Write every file into a temporary folder beside ``out``, then rename it to ``out``."""
     grid = record.pop("grid")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
-    tmp = temporary_folder(out)
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with staged_folder(out) as tmp:
         vae.save_pretrained(tmp, safe_serialization=True)
         sidecar = {"format": SIDECAR_FORMAT, "config": to_dict(cfg), **record}
         (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=1) + "\n")
@@ -212,13 +208,8 @@ def _write(cfg: AutoencoderConfig, vae: AutoencoderKL, record: dict[str, Any], m
         (tmp / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
         if grid.shape[1] in (1, 3):
             sample_grid(_grid(Latents(vae, record["scaling_factor"]), grid), tmp / "reconstructions.png", nrow=8)
-        if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        if not publish_folder(tmp, out, replace=False):
+        if not publish_folder(tmp, out, replace=False):  # an empty `out` counts as absent
             raise FileExistsError(f"autoencoder output {out}: another process wrote it first")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def read_sidecar(folder: str | Path) -> dict[str, Any] | None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
+from ..folders import publish_folder, staged_folder
 from .autoencoder import image_of
-from .folders import cache_root, publish_folder, remove_stale_temporaries, temporary_folder
+from .folders import cache_root
 from .latents import Latents
 
 CACHE_FORMAT = "etsdm-latent-cache/1"
@@ -80,11 +80,7 @@ def _encode_all(latents: Latents, dataset: Dataset, batch: int) -> Tensor:
 
 
 def _write(entry: Path, z: Tensor, meta: dict[str, Any], shard_items: int) -> None:
-    remove_stale_temporaries(entry)
-    tmp = temporary_folder(entry)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_folder(entry) as tmp:
         shards = []
         for n, i in enumerate(range(0, z.shape[0], shard_items)):
             name = f"shard-{n:05d}.safetensors"
@@ -92,9 +88,6 @@ def _write(entry: Path, z: Tensor, meta: dict[str, Any], shard_items: int) -> No
             shards.append({"file": name, "count": int(min(shard_items, z.shape[0] - i))})
         (tmp / "meta.json").write_text(json.dumps({**meta, "shards": shards}, indent=1) + "\n")
         publish_folder(tmp, entry, replace=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def cached_latents(latents_or_path: Latents | str | Path, dataset: Dataset, *, key: str,

@@ -1,5 +1,5 @@
 """Autoencoder folders on disk: recognising a diffusers ``AutoencoderKL`` folder, loading it with no
-download, publishing a finished folder atomically, and where etsdm's cache lives.
+download, and where etsdm's cache lives (folders are published whole by :mod:`etsdm.folders`).
 
 A folder is an AutoencoderKL when its ``config.json`` has ``"_class_name": "AutoencoderKL"`` and a
 weights file beside it (``diffusion_pytorch_model.safetensors`` or ``.bin``). A diffusers pipeline
@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 from diffusers import AutoencoderKL
-
-from ..train.checkpoint import fsync_dir, fsync_file
 
 SIDECAR = "etsdm_autoencoder.json"  # etsdm's record beside an autoencoder it trained
 WEIGHTS_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -77,53 +74,3 @@ def load_vae(folder: str | Path) -> AutoencoderKL:
     folder = autoencoder_folder(folder)
     vae = AutoencoderKL.from_pretrained(folder, local_files_only=True)
     return vae.float().eval()
-
-
-def temporary_folder(final: Path) -> Path:
-    """The folder a writer of ``final`` fills before :func:`publish_folder` (one per process)."""
-    return final.with_name(f".{final.name}.tmp{os.getpid()}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temporaries(final: Path) -> list[Path]:
-    """Remove the temporary folders of ``final`` left by killed writers (their process is gone)."""
-    removed = []
-    for tmp in final.parent.glob(f".{final.name}.tmp*"):
-        pid = tmp.name.rsplit(".tmp", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
-            removed.append(tmp)
-    return removed
-
-
-def publish_folder(tmp: Path, final: Path, *, replace: bool) -> bool:
-    """Rename the finished folder ``tmp`` to ``final`` in one step, so ``final`` is either absent or
-    whole. ``replace``: an existing ``final`` is swapped out (and removed); else it is kept, ``tmp``
-    removed, and False returned (another process published first)."""
-    for f in tmp.rglob("*"):
-        if f.is_file():
-            fsync_file(f)
-    if final.exists() and replace:
-        old = final.with_name(f".{final.name}.old{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        try:
-            os.rename(tmp, final)  # fails on an existing non-empty folder: the first writer wins
-        except OSError:
-            if not final.is_dir():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-            return False
-    fsync_dir(final.parent)
-    return True

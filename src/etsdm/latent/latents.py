@@ -28,7 +28,8 @@ import torch
 from diffusers import AutoencoderKL
 from torch import Tensor
 
-from .folders import SIDECAR, autoencoder_folder, load_vae, publish_folder, temporary_folder
+from ..folders import publish_folder, staged_folder
+from .folders import SIDECAR, autoencoder_folder, load_vae
 
 # AutoencoderKL config keys that do not change E(x) or D(z) (left out of the weights fingerprint).
 NON_ARCHITECTURE_KEYS = ("scaling_factor", "shift_factor", "latents_mean", "latents_std", "force_upcast")
@@ -198,16 +199,12 @@ class Latents:
         out = Path(folder)
         vae_config_factor = self.vae.config.scaling_factor
         self.vae.register_to_config(scaling_factor=self.scaling_factor)
-        tmp = temporary_folder(out)
-        shutil.rmtree(tmp, ignore_errors=True)
         try:
-            self.vae.save_pretrained(tmp, safe_serialization=True)
-            if self.source is not None and (self.source / SIDECAR).is_file():
-                shutil.copy2(self.source / SIDECAR, tmp / SIDECAR)
-            publish_folder(tmp, out, replace=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            with staged_folder(out) as tmp:
+                self.vae.save_pretrained(tmp, safe_serialization=True)
+                if self.source is not None and (self.source / SIDECAR).is_file():
+                    shutil.copy2(self.source / SIDECAR, tmp / SIDECAR)
+                publish_folder(tmp, out, replace=True)
         finally:
             self.vae.register_to_config(scaling_factor=vae_config_factor)
         return out

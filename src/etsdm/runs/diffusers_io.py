@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from torch import nn
 from ..conditioning import Identity, make_condition_map
 from ..config import to_dict
 from ..diffusers_unet import ETSDMUNet2DModel
+from ..folders import publish_folder, staged_folder
 from ..schedules import schedule_from_config
 from .diffusers_parts import (
     _export_scheduler,
@@ -73,34 +73,13 @@ def export_diffusers(spec: str | Path, out_dir: str | Path, *, ema: bool = True,
     if model.config is None:
         raise ValueError(f"{spec}: not an etsdm run")
     unet, time_scale = find_unet(model.denoiser.net)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.*"):  # temporaries of an export killed earlier
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_folder(out) as tmp:  # temporaries of an export killed earlier are removed first
         _save_pipeline(tmp, model, unet, time_scale)
         _write_sidecar(tmp, model, time_scale)
         write_model_card(tmp, model, command or f"etsdm export {spec} {out}")
-        _ordinary_modes(tmp)  # safetensors and mkdtemp create 0600 / 0700
-        _swap_into_place(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _ordinary_modes(tmp)  # safetensors creates 0600
+        publish_folder(tmp, out, replace=True)  # the old export goes only once the new one is in place
     return out
-
-
-def _swap_into_place(new: Path, out: Path) -> None:
-    """Rename ``new`` to ``out``; an existing ``out`` is moved aside first and removed only once
-    ``new`` is in place (a failure puts it back), so ``out`` always holds a whole export."""
-    old = out.parent / f".{out.name}.old{os.getpid()}"
-    if out.exists():
-        out.rename(old)
-    try:
-        new.rename(out)
-    except BaseException:
-        if old.exists():
-            old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _save_pipeline(folder: Path, model: LoadedModel, unet: nn.Module, time_scale: float) -> None:
@@ -188,21 +167,14 @@ def import_diffusers(src: str | Path, out_run: str | Path, *, condition: dict[st
         _check_condition(src, unet_dir, condition)
     # Built in a temporary folder beside OUT and renamed at the end: a failure (or a kill: its
     # leftover is removed by the next import) never leaves a half-made run that blocks a retry.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.importing*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = out.parent / f".{out.name}.importing{os.getpid()}"
-    try:
+    with staged_folder(out) as tmp:
         _write_import(src, unet_dir, tmp, condition=condition, prediction=prediction, name=name)
         try:
             load_model(tmp)  # fail now, not later, if it does not load
         except Exception as err:  # diffusers raises OSError / SafetensorError / RuntimeError for bad weights
             raise ValueError(f"{src}: the UNet does not load, nothing was imported ({err})") from None
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not publish_folder(tmp, out, replace=False):  # an empty OUT counts as absent
+            raise FileExistsError(f"{out}: another process wrote it first")
     return out
 
 

@@ -24,7 +24,6 @@ still fails to load raises :class:`CheckpointError` naming it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
@@ -42,6 +41,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..folders import fsync_dir, fsync_file, publish_folder
+
 CKPT_DIR = "checkpoints"
 LATEST = "latest"
 PREFIX = "step_"
@@ -57,21 +58,6 @@ class CheckpointError(ValueError):
 
 class CheckpointWriteError(RuntimeError):
     """Writing a checkpoint failed (e.g. the disk is full); the partial write was removed."""
-
-
-def fsync_file(path: Path) -> None:
-    """Flush one file's data to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    """Flush a folder's entries (a rename into it) to disk, where the file system allows it."""
-    with contextlib.suppress(OSError):  # some file systems cannot fsync a directory
-        fsync_file(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -292,15 +278,9 @@ def _write_files(tmp: Path, step: int, *, model: nn.Module, ema: nn.Module | Non
 
 
 def _publish(tmp: Path, final: Path) -> None:
-    """Rename the finished ``tmp`` folder to ``final`` (replacing a checkpoint of the same step)."""
-    if final.exists():
-        old = final.with_name(f"{OLD_PREFIX}{final.name}_{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    fsync_dir(final.parent)
+    """Rename the finished ``tmp`` folder to ``final`` (replacing a checkpoint of the same step, which
+    waits in ``.old_<name>_<pid>`` between the two renames: :func:`remove_partial_writes` puts it back)."""
+    publish_folder(tmp, final, replace=True, aside=final.with_name(f"{OLD_PREFIX}{final.name}_{os.getpid()}"))
 
 
 def _point_latest(root: Path, name: str) -> None:
