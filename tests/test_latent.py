@@ -35,6 +35,7 @@ from etsdm.latent import autoencoder as autoencoder_module
 from etsdm.latent import cache as cache_module
 from etsdm.latent import resolve as resolve_module
 from etsdm.latent.autoencoder import build_autoencoder, stack_x0
+from etsdm.latent.folders import WEIGHTS_FILES
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -400,6 +401,45 @@ def test_resolve_yaml_trains_once_into_the_cache(tmp_path, monkeypatch):
     (tmp_path / "other.yaml").write_text(TINY_YAML.replace("steps: 5", "steps: 6"))
     other = resolve_module.trained_folder(tmp_path / "other.yaml", tmp_path / "cache")
     assert other != folder and other.name.startswith("tiny-")
+
+
+def test_a_folder_autoencoder_retrains_when_its_images_change(tmp_path, monkeypatch):
+    """The cache key of an autoencoder YAML sees the images under data.root: an edited, added or
+    removed image trains a new autoencoder; an unchanged folder (or a non-image file) reuses it."""
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    (root / "sub").mkdir(parents=True)
+    for i in range(3):
+        Image.new("L", (8, 8), color=i * 40).save(root / f"{i}.png")
+    (tmp_path / "ae.yaml").write_text(TINY_YAML.replace("{name: digits}", f"{{name: folder, root: {root}}}"))
+    trained: list[Path] = []
+
+    def fake_train(path, out, **kw):  # an AutoencoderKL folder as far as resolve can tell
+        trained.append(out)
+        out.mkdir(parents=True)
+        (out / "config.json").write_text('{"_class_name": "AutoencoderKL"}')
+        (out / WEIGHTS_FILES[0]).write_bytes(b"")
+
+    monkeypatch.setattr(resolve_module, "train_autoencoder", fake_train)
+    cache = tmp_path / "cache"
+
+    def resolved() -> Path:
+        return resolve_autoencoder("ae.yaml", tmp_path, cache_dir=cache)
+
+    first = resolved()
+    (root / "notes.txt").write_text("not an image")
+    assert resolved() == first and trained == [first]  # unchanged images: the same key, no training
+    noise = torch.randint(0, 256, (8, 8), generator=torch.Generator().manual_seed(0)).to(torch.uint8).numpy()
+    Image.fromarray(noise).save(root / "1.png")  # an edited image
+    edited = resolved()
+    Image.new("L", (8, 8)).save(root / "sub" / "3.png")  # an added one
+    added = resolved()
+    (root / "0.png").unlink()  # a removed one
+    removed = resolved()
+    assert len({first, edited, added, removed}) == 4 and trained == [first, edited, added, removed]
+    assert resolved() == removed and len(trained) == 4
+    assert all(p.name.startswith("tiny-") for p in trained)
 
 
 def test_concurrent_resolvers_train_once(tmp_path, monkeypatch):

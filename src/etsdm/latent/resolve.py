@@ -5,10 +5,12 @@ The spec is one of
 * an etsdm autoencoder run folder (:func:`etsdm.latent.train_autoencoder`'s output),
 * a local diffusers AutoencoderKL folder (or a pipeline folder with ``vae/``; nothing is
   downloaded),
-* an autoencoder YAML: trained once into ``<cache>/autoencoders/<name>-<hash>/`` (``<hash>``: the
-  sha256 of the validated config, so comments, key order and spelled-out defaults do not matter)
-  and reused after. A file lock makes concurrent resolvers train it once; the folder is renamed
-  into place when complete, so a killed run leaves none (the next writer removes its temporary folder).
+* an autoencoder YAML: trained once into ``<cache>/autoencoders/<name>-<hash>/`` and reused after.
+  ``<hash>`` (:func:`cache_hash`): the sha256 of the validated config, so comments, key order and
+  spelled-out defaults do not matter, and of the images it trains on (:func:`images_fingerprint`),
+  so an edited image folder trains a new autoencoder instead of reusing a stale one. A file lock
+  makes concurrent resolvers train it once; the folder is renamed into place when complete, so a
+  killed run leaves none (the next writer removes its temporary folder).
 
 A relative spec is taken relative to ``base_dir`` (the config file's folder) when given.
 """
@@ -24,23 +26,41 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..config import to_dict
+from ..config import DataConfig, to_dict
+from ..data import scan_images
 from .autoencoder import SIDECAR_FORMAT, train_autoencoder
 from .config import is_autoencoder_config, load_autoencoder_config
+from .dataset import files_digest
 from .folders import autoencoder_folder, cache_root, is_autoencoder_folder
 
 
-def config_hash(path: str | Path) -> str:
-    """16 hex digits of the sha256 of the validated autoencoder config (and the sidecar format)."""
+def images_fingerprint(data: DataConfig) -> str | None:
+    """What the autoencoder key knows of the images beyond the data section: for an image folder,
+    :func:`~etsdm.latent.dataset.files_digest` of every image under ``data.root`` (relative path,
+    size and modification time of each: one directory walk and one stat per file, milliseconds for
+    thousands of images, where hashing their contents would read the whole data set at every
+    resolve); None for the digits embedded in the package (its name and options fix the images)."""
+    if data.name != "folder":
+        return None
+    root = Path(data.root).expanduser()
+    return files_digest(scan_images(root), root=root)
+
+
+def cache_hash(path: str | Path) -> str:
+    """16 hex digits of the sha256 of the validated autoencoder config, the sidecar format and
+    :func:`images_fingerprint` of its data: a new hash (a new training) when any of them changes."""
     cfg = load_autoencoder_config(path)
-    text = json.dumps({"format": SIDECAR_FORMAT, "config": to_dict(cfg)}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    record = {"format": SIDECAR_FORMAT, "config": to_dict(cfg)}
+    images = images_fingerprint(cfg.data)
+    if images is not None:  # digits: the hash of earlier versions, whose cached autoencoders stay valid
+        record["images"] = images
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def trained_folder(path: str | Path, cache_dir: str | Path | None = None) -> Path:
     """Where the autoencoder of YAML ``path`` is (or will be) cached."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", load_autoencoder_config(path).name)
-    return cache_root(cache_dir) / "autoencoders" / f"{name}-{config_hash(path)}"
+    return cache_root(cache_dir) / "autoencoders" / f"{name}-{cache_hash(path)}"
 
 
 @contextlib.contextmanager
