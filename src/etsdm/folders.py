@@ -80,8 +80,10 @@ def remove_stale_temporaries(final: Path) -> list[Path]:
     between the two renames of a replacement goes back to ``final`` when ``final`` is absent (else
     it is removed), and their temporary folders are removed. Returns the removed paths."""
     final = Path(final)
+    if not final.parent.is_dir():
+        return []
     pattern = re.compile(rf"\.{re.escape(final.name)}\.({TMP}|{OLD})(\d+)")
-    stale = [(m.group(1), p) for p in final.parent.glob(f".{final.name}.*")
+    stale = [(m.group(1), p) for p in final.parent.iterdir()
              if (m := pattern.fullmatch(p.name)) and not _alive(int(m.group(2)))]
     removed = []
     for kind, p in sorted(stale, key=lambda s: s[0] != OLD):  # put an old folder back before anything else
@@ -90,9 +92,16 @@ def remove_stale_temporaries(final: Path) -> list[Path]:
                 os.replace(p, final)
                 fsync_dir(final.parent)
                 continue
-        shutil.rmtree(p, ignore_errors=True)
+        _remove(p)
         removed.append(p)
     return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def publish_folder(tmp: Path, final: Path, *, replace: bool, aside: Path | None = None) -> bool:
