@@ -8,20 +8,20 @@ wall clock):
 * ``bare-e``     — NFE bare ``net(x, c)`` calls (inputs prebuilt); ``bare-g`` — those captured;
 * with ``--compile`` (not for ``normal``): ``cmp`` — the graph path with the raw network in
   ``torch.compile(mode=--compile-mode, dynamic=False)``, and ``bare-cmp`` — the NFE compiled
-  forwards captured. The default mode compiles in tens of seconds; etsdm's own
-  ``CapturedSampler(compile=True)`` uses ``max-autotune-no-cudagraphs``, whose autotuning takes
-  minutes (``--compile-mode max-autotune-no-cudagraphs`` reproduces it). ``reduce-overhead`` brings
-  inductor's own CUDA graphs, which cannot be captured inside ours: not offered.
+  forwards captured. The default mode does no autotuning; etsdm's own
+  ``CapturedSampler(compile=True)`` uses ``max-autotune-no-cudagraphs``, whose autotuning did not
+  finish in the last GPU check's 150 s (``--compile-mode max-autotune-no-cudagraphs`` reproduces it).
+  ``reduce-overhead`` would nest inductor's own CUDA graphs inside ours: not offered.
 
 Prints ``graph/bare-g`` (goal: <= 1.02, the sampler costs what its forwards cost), ``eager/graph``
 (the end-to-end speed-up of the opt-in path) and the max |graph − eager| of the samples (same
 noise, identical plans) relative to max |eager|, checked against the dtype's tolerance (bf16 3e-2,
 fp32 1e-3: float32 convolutions may run in TF32) — ``ok`` or ``MISMATCH``; with ``--compile`` the
-same for ``cmp``. Peak memory: ``peak MB`` — the most one eager call allocates beyond the network and
-its inputs (CUDA: torch.cuda.max_memory_allocated; CPU: growth of the process's peak RSS, coarse),
-``graph MB`` — what a captured sampler keeps reserved (its private memory pool and static tensors;
-CUDA only). Networks: the tiny UNet (1x8x8) and small UNet (3x16x16) at batch 1 and 64 in float32,
-and Table A1's ``normal`` UNet (3x256x256, ``--normal-res``) at batch 16 under bf16 autocast.
+same for ``cmp``. Peak memory (CUDA only): ``peak MB`` — the most one warm eager call allocates
+beyond the network and its inputs (torch.cuda.max_memory_allocated), ``graph MB`` — what a captured
+sampler keeps reserved (its private memory pool and static tensors). Networks: the tiny UNet (1x8x8)
+and small UNet (3x16x16) at batch 1 and 64 in float32, and Table A1's ``normal`` UNet (3x256x256,
+``--normal-res``) at batch 16 under bf16 autocast.
 
     python bench/gpu_sampling.py                       # CUDA; about 2-4 minutes on an H200
     python bench/gpu_sampling.py --nets normal --samplers ddim:20 --repeats 3
@@ -32,7 +32,6 @@ and Table A1's ``normal`` UNet (3x256x256, ``--normal-res``) at batch 16 under b
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import sys
 import time
@@ -77,18 +76,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _peak_mb(fn: Callable[[], Any], device: torch.device) -> float:
-    """What one call allocates at its peak beyond what was allocated before (CPU: peak RSS growth)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def _peak_mb(fn: Callable[[], Any], device: torch.device) -> float | None:
+    """What one (warm: no cuDNN autotuning) call allocates at its peak beyond what was allocated before;
+    None off CUDA (a warm call no longer grows the process's peak RSS)."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
     fn()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024  # Linux: KiB
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
 def _held_mb(build: Callable[[], Any], device: torch.device) -> tuple[Any, float | None]:
@@ -132,9 +130,9 @@ def run_case(name: str, batch: int, res: int, sampler: str, nfe: int, args: argp
     row: dict[str, Any] = {"net": name, "batch": batch, "sampler": sampler, "nfe": nfe,
                            "dtype": "bf16" if autocast else "fp32"}
     eager = CapturedSampler(den, noise, schedule, sampler, nfe, graph=False, autocast=autocast)
-    row["peak_mb"] = _peak_mb(lambda: eager(noise), device)  # also the warm-up of the eager calls
-    row["eager"], x_eager = _time(lambda: eager(noise), args.repeats, device, warmup=False)
-    _progress(f"{tag} eager {row['eager']:.2f} ms, peak {row['peak_mb']:.1f} MB")
+    row["eager"], x_eager = _time(lambda: eager(noise), args.repeats, device)
+    row["peak_mb"] = _peak_mb(lambda: eager(noise), device)
+    _progress(f"{tag} eager {row['eager']:.2f} ms, peak {_mb(row['peak_mb'])} MB")
     t0 = time.perf_counter()  # warm-up calls and capture
     captured, row["graph_mb"] = _held_mb(
         lambda: CapturedSampler(den, noise, schedule, sampler, nfe, graph=graph, autocast=autocast), device)
@@ -167,12 +165,15 @@ def _verdict(diff: float, dtype: str) -> str:
     return "ok" if diff <= TOLERANCE[dtype] else "MISMATCH"
 
 
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def format_row(r: dict) -> str:
-    graph_mb = "-" if r["graph_mb"] is None else f"{r['graph_mb']:.1f}"
     line = (f"{r['net']:7}{r['batch']:>6} {r['sampler']:13}{r['nfe']:>4} {r['dtype']:5}{r['eager']:>10.2f}"
             f"{r['graph']:>10.2f}{r['bare_eager']:>10.2f}{r['bare_graph']:>10.2f}"
             f"{r['graph'] / r['bare_graph']:>13.3f}{r['eager'] / r['graph']:>12.2f}"
-            f"{r['diff']:>10.1e} {_verdict(r['diff'], r['dtype']):8}{r['peak_mb']:>9.1f}{graph_mb:>9}")
+            f"{r['diff']:>10.1e} {_verdict(r['diff'], r['dtype']):8}{_mb(r['peak_mb']):>9}{_mb(r['graph_mb']):>9}")
     if "cmp" in r:
         line += (f" | cmp {r['cmp']:.2f} ms, bare-cmp {r['bare_cmp']:.2f} ms, cmp/bare-cmp "
                  f"{r['cmp'] / r['bare_cmp']:.3f}, eager/cmp {r['eager'] / r['cmp']:.2f}, graph/cmp "
