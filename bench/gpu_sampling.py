@@ -8,9 +8,9 @@ wall clock):
 * ``bare-e``     — NFE bare ``net(x, c)`` calls (inputs prebuilt); ``bare-g`` — those captured;
 * with ``--compile`` (not for ``normal``): ``cmp`` — the graph path with the raw network in
   ``torch.compile(mode=--compile-mode, dynamic=False)``, and ``bare-cmp`` — the NFE compiled
-  forwards captured. The default mode does no autotuning; etsdm's own
-  ``CapturedSampler(compile=True)`` uses ``max-autotune-no-cudagraphs``, whose autotuning did not
-  finish in the last GPU check's 150 s (``--compile-mode max-autotune-no-cudagraphs`` reproduces it).
+  forwards captured. The default mode (``CapturedSampler(compile=True)``'s) does no autotuning;
+  ``max-autotune-no-cudagraphs`` (``compile="max-autotune-no-cudagraphs"``) did not finish its
+  autotuning in an earlier GPU check's 150 s.
   ``reduce-overhead`` would nest inductor's own CUDA graphs inside ours: not offered.
 
 Prints ``graph/bare-g`` (goal: <= 1.02, the sampler costs what its forwards cost), ``eager/graph``

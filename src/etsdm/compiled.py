@@ -16,8 +16,10 @@ network's keyword inputs; each call then passes its own cond of the same keys, s
 copied into the graph's static inputs like the noise (``captured(noise, cond={"labels": y2})``).
 A guided Denoiser (:func:`etsdm.guidance.guided`) is captured like any other.
 
-Options: ``compile=True`` also wraps the raw network in ``torch.compile`` (mode
-``max-autotune-no-cudagraphs``: kernel fusion; the graph is ours) before capture; ``autocast``
+Options: ``compile`` also wraps the raw network in ``torch.compile`` before capture (``True``:
+torch's default mode, kernel fusion that compiles in seconds; or a mode name such as
+``"max-autotune-no-cudagraphs"``, which autotunes for minutes; never a ``cudagraphs`` mode: the
+graph is ours), in a copy of the model (:meth:`~etsdm.denoiser.Denoiser.with_net`); ``autocast``
 (e.g. ``torch.bfloat16``) runs the network under ``torch.autocast``. Ancestral / η > 0 samplers
 draw their noise from the default CUDA generator (graph-safe: each replay draws fresh noise) or
 from a CUDA ``generator`` registered with the graph.
@@ -36,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .denoiser import Cond, check_cond
+from .denoiser import Cond, Denoiser, check_cond
 from .samplers import sample
 from .schedules import Schedule
 
@@ -59,7 +61,8 @@ class CapturedSampler:
         schedule, sampler, nfe, options: as for :func:`~etsdm.samplers.sample` (``progress`` and
             ``callback`` are not allowed: nothing host-side runs during a replay).
         graph: capture a CUDA graph (default: True on CUDA); False runs eagerly each call.
-        compile: wrap ``model.net`` in ``torch.compile`` before capture.
+        compile: wrap the raw network in ``torch.compile`` before capture (``True``: default mode;
+            a string: that mode); ``model`` itself is not changed.
         autocast: run under ``torch.autocast`` with this dtype (e.g. torch.bfloat16), or None.
         warmup: eager calls before capture (cuDNN / compile autotuning happens there).
         cond: example network keyword inputs (labels, lowres; one row per noise row): fixes the keys,
@@ -71,7 +74,7 @@ class CapturedSampler:
     """
 
     def __init__(self, model: Any, noise: Tensor, schedule: Schedule, sampler: str = "ddim", nfe: int = 50, *,
-                 graph: bool | None = None, compile: bool = False, autocast: torch.dtype | None = None,
+                 graph: bool | None = None, compile: bool | str = False, autocast: torch.dtype | None = None,
                  warmup: int = 2, cond: Cond | None = None, **options: Any):
         if options.get("progress") or options.get("callback") is not None:
             raise ValueError("CapturedSampler: progress and callback cannot run inside a captured graph")
@@ -79,7 +82,7 @@ class CapturedSampler:
         if self.graph_enabled and not noise.is_cuda:
             raise ValueError(f"CapturedSampler: graph=True needs a CUDA tensor, got noise on {noise.device}")
         if compile:
-            model.net = torch.compile(model.net, mode="max-autotune-no-cudagraphs")
+            model = _compiled(model, compile)
         self.model, self.schedule, self.sampler, self.nfe = model, schedule, sampler, nfe
         self.options, self.autocast = options, autocast
         cond = check_cond(cond, noise.shape[0], "CapturedSampler")
@@ -163,3 +166,18 @@ class CapturedForwards:
             return self._run()
         self._graph.replay()
         return self._out
+
+
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")  # torch.compile modes that leave CUDA graphs to us
+
+
+def _compiled(model: Any, compile: bool | str) -> Any:
+    """A copy of ``model`` around ``torch.compile(model.net, mode=...)`` (True: the default mode)."""
+    mode = "default" if compile is True else compile
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"CapturedSampler: compile must be True or one of {', '.join(COMPILE_MODES)} (the other "
+                         f"torch.compile modes capture CUDA graphs themselves), got {compile!r}")
+    if not isinstance(model, Denoiser):
+        raise ValueError(f"CapturedSampler: compile needs a Denoiser (its raw network is compiled), got "
+                         f"{type(model).__name__}")
+    return model.with_net(torch.compile(model.net, mode=mode))

@@ -39,6 +39,7 @@ condition-map or schedule call per step.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, NamedTuple, TypeAlias
@@ -147,6 +148,14 @@ class Denoiser(nn.Module):
         self.prediction = prediction
         self.condition = condition if condition is not None else Identity()
         self.sigma_data = float(sigma_data)
+
+    def with_net(self, net: nn.Module | Callable[..., Tensor]) -> Denoiser:
+        """A copy of this Denoiser (same class, schedule, prediction, condition map, σ_data) around
+        another raw network (a guided or compiled wrapper of this one, say); ``self`` is unchanged."""
+        out = copy.copy(self)
+        out._modules = dict(self._modules)  # the copy's own module table: setting .net leaves self's
+        out.net = net
+        return out
 
     # --- the one place the condition map is applied -----------------------------------------
     def net_condition(self, t: Tensor | float, x: Tensor) -> Tensor:

@@ -20,7 +20,6 @@ the labels are untouched by the condition map.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 
@@ -93,7 +92,4 @@ class GuidedNet(nn.Module):
 def guided(denoiser: Denoiser, scale: float) -> Denoiser:
     """A copy of ``denoiser`` (same class, schedule, prediction, condition map, σ_data) whose net is
     ``GuidedNet(denoiser.net, scale)``; ``denoiser`` itself is not changed."""
-    out = copy.copy(denoiser)
-    out._modules = dict(denoiser._modules)  # the copy's own module table: setting .net leaves the original's
-    out.net = GuidedNet(denoiser.net, scale)
-    return out
+    return denoiser.with_net(GuidedNet(denoiser.net, scale))
