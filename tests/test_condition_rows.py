@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from etsdm import Denoiser, make_schedule, sample
-from etsdm.conditioning import TimestepSharing
+from etsdm.conditioning import Identity, Remap, TimestepSharing
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -114,3 +114,60 @@ def test_large_condition_matrices_are_not_kept():
     assert c1[0] is not c2[0] and torch.equal(torch.stack(c1), torch.stack(c2))
     small = torch.zeros(4, 1)
     assert den.conditions([10.0, 20.0], small)[0] is den.conditions([10.0, 20.0], small)[0]
+
+
+def _counting(monkeypatch, cls) -> list[int]:
+    calls: list[int] = []
+    inner = cls.__call__
+
+    def counted(self, t):
+        calls.append(1)
+        return inner(self, t)
+
+    monkeypatch.setattr(cls, "__call__", counted)
+    return calls
+
+
+@pytest.mark.parametrize("condition", [TimestepSharing(100, 5), Identity(), Remap("inverse-sigmoid")])
+def test_a_map_that_states_its_parameters_is_not_called_again(monkeypatch, condition):
+    """Built-in maps have state_key(): the same plan, map state and schedule on the next call reuse
+    the rows without a map call; the samples are those of a Denoiser that never sampled."""
+    calls = _counting(monkeypatch, type(condition))
+    den, net, schedule = _setup(condition=condition)
+    noise = torch.randn(3, 2, generator=torch.Generator().manual_seed(5))
+    first = sample(den, noise, schedule, "dpm-solver-2", NFE)
+    rows, n_first = list(net.seen), len(calls)
+    net.seen.clear()
+    second = sample(den, noise, schedule, "dpm-solver-2", NFE)
+    assert n_first == 1 and len(calls) == 1
+    assert all(a is b for a, b in zip(rows, net.seen, strict=True))
+    torch.testing.assert_close(second, first, rtol=0, atol=0)
+
+
+def test_a_changed_map_parameter_calls_the_map_again():
+    """Setting t̃ on the map object changes its state_key: the next call maps the times again."""
+    sharing = TimestepSharing(100, 5)
+    den, net, schedule = _setup(condition=sharing)
+    noise = torch.randn(3, 2, generator=torch.Generator().manual_seed(6))
+    sample(den, noise, schedule, "ddim", NFE)
+    sharing.t_tilde = 500  # t in [80, 500) now maps to the last left endpoint, 80
+    net.seen.clear()
+    sample(den, noise, schedule, "ddim", NFE)
+    from etsdm.samplers import plan
+
+    times, _ = plan(schedule, "ddim", NFE)
+    want = schedule.net_time(sharing(torch.tensor(times[:NFE], dtype=torch.float64))).to(torch.float32)
+    assert [c[0].item() for c in net.seen] == want.tolist()
+    assert any(t >= 100 and c[0].item() == 80 for t, c in zip(times, net.seen, strict=False))
+
+
+def test_the_network_writing_its_condition_is_caught_on_the_fast_path():
+    """Even without a map call, rows the network wrote into are made again."""
+    den, net, schedule = _setup(condition=TimestepSharing(100, 5), write=3.0)
+    noise = torch.randn(3, 2, generator=torch.Generator().manual_seed(7))
+    sample(den, noise, schedule, "ddim", NFE)
+    net.write, clean = None, Recording()
+    net.seen.clear()
+    sample(den, noise, schedule, "ddim", NFE)
+    sample(Denoiser(clean, schedule, "eps", den.condition), noise, schedule, "ddim", NFE)
+    assert _values(net.seen) == _values(clean.seen)

@@ -68,6 +68,10 @@ class ConditionMap(Protocol):
 
     def config(self) -> dict[str, Any]: ...
 
+    # Optional: ``state_key() -> tuple``, everything the map's values depend on besides t (cheap,
+    # compared with ==). A map that has it lets a Denoiser reuse the condition tensors of its last
+    # sampler call without calling the map again when the key is unchanged (Denoiser.conditions).
+
 
 class Identity:
     """The baseline map c = t."""
@@ -77,6 +81,9 @@ class Identity:
 
     def config(self) -> dict[str, Any]:
         return {"kind": "identity"}
+
+    def state_key(self) -> tuple:
+        return ("identity",)
 
     def __repr__(self) -> str:
         return "Identity()"
@@ -130,7 +137,8 @@ class TimestepSharing:
 
     def _tables(self) -> None:
         """The boundaries as float64 tensors, made once (a map call then costs ~9 µs, not ~16)."""
-        self._all = torch.tensor(self.boundaries, dtype=torch.float64, device="cpu")  # not a meta-device context's
+        with torch.inference_mode(False):  # a normal tensor (with a version counter) in any mode
+            self._all = torch.tensor(self.boundaries, dtype=torch.float64, device="cpu")  # not a meta-device context's
         self._left = self._all[:-1]
 
     def _set_boundaries(self, b: list[float]) -> None:
@@ -169,6 +177,10 @@ class TimestepSharing:
         t64 = t.to(torch.float64)
         left = self._all.to(t.device)[self._index(t64)]
         return torch.where(t64 < self.t_tilde, left, t64).to(t.dtype)
+
+    def state_key(self) -> tuple:
+        """What __call__ reads besides t: t̃, n and the boundary table (by identity and version)."""
+        return "etsdm", self.t_tilde, self.n, id(self._all), self._all._version
 
     def cell_width(self, t: float) -> float:
         """Length t_{i+1} - t_i of the sub-interval holding t < t̃ (Δt itself in continuous time)."""
@@ -283,6 +295,9 @@ class Remap:
         if not math.isfinite(self.K) or self.K <= (1.0 if kind == "inverse" else 0.0):
             low = "1 (f(τ) = 1/τ >= 1)" if kind == "inverse" else "0"
             raise ValueError(f"Remap: K (remap_k) must be a finite number > {low}, got {K!r}")
+
+    def state_key(self) -> tuple:
+        return "remap", self.kind, self.T, self.K
 
     def normalised(self, t: Tensor | float) -> Tensor:
         t = torch.as_tensor(t, dtype=torch.float64)

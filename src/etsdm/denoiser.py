@@ -102,6 +102,31 @@ class Linear(NamedTuple):
     x0_out: float
 
 
+class _ConditionRows(NamedTuple):
+    """A Denoiser's condition tensors from its last CPU :meth:`Denoiser.conditions` call: the values
+    c (float32, one per time), one (batch,) row per value (views of one matrix) and what they were
+    made from (``source``: map, its state_key(), schedule, times tensor and its version; or None)."""
+
+    source: tuple | None
+    values: Tensor
+    matrix: Tensor  # (times, batch)
+    rows: tuple[Tensor, ...]  # its rows
+    inference: bool
+
+    def fits(self, batch: int, inference: bool) -> bool:
+        return self.inference == inference and self.matrix.shape[1] == batch
+
+    def same_source(self, source: tuple) -> bool:
+        """Identity for the objects (map, schedule, times), equality for the map's state and version."""
+        mine = self.source
+        return (mine is not None and mine[0] is source[0] and mine[1] == source[1] and mine[2] is source[2]
+                and mine[3] is source[3] and mine[4] == source[4])
+
+    def intact(self) -> bool:
+        """The rows still hold their values (a network may write into its input)."""
+        return torch.equal(self.matrix, self.values.reshape(-1, 1).expand_as(self.matrix))
+
+
 _ROWS_CACHE_MAX = 1 << 20  # float32 elements (4 MB) of condition rows a Denoiser keeps for its next call
 
 
@@ -169,36 +194,41 @@ class Denoiser(nn.Module):
         """:meth:`net_condition` at each of ``times`` (numbers, or a 1-D CPU float64 tensor), made at
         once: one condition-map call on all of them, then one (batch,) float32 tensor per time on x's
         device — what a sampler makes before its loop. A subclass with its own ``net_condition`` gets
-        it called per time."""
+        it called per time.
+
+        On a CPU the previous call's tensors are handed out again (:class:`_ConditionRows`; making
+        100 of them costs ~45 µs, a sampler step with a cheap network ~2 µs): without a map call when
+        the map states its parameters (``state_key``, as the built-in maps do) and the map, its
+        state, the schedule and the ``times`` tensor are the same as then; else when the map's values
+        are equal. Never when the network wrote into them, the batch size or the inference mode differ."""
         if type(self).net_condition is not Denoiser.net_condition:
             return [self.net_condition(float(t), x) for t in times]
         t64 = times if isinstance(times, Tensor) else torch.tensor([float(t) for t in times], dtype=torch.float64)
+        if x.device.type != "cpu":  # fills (no host-to-device copy, so a CUDA graph can capture them)
+            c = self.schedule.net_time(self.condition(t64)).to(torch.float32)
+            return [torch.full((x.shape[0],), v, dtype=torch.float32, device=x.device) for v in c.tolist()]
+        batch, inference = x.shape[0], torch.is_inference_mode_enabled()
+        source = self._condition_source(t64)
+        cached: _ConditionRows | None = self.__dict__.get("_rows_cache")
+        usable = cached is not None and cached.fits(batch, inference)
+        if usable and source is not None and cached.same_source(source) and cached.intact():
+            return list(cached.rows)
         c = self.schedule.net_time(self.condition(t64)).to(torch.float32)
-        if x.device.type == "cpu":
-            return self._condition_rows(c, x.shape[0])
-        # elsewhere fills (no host-to-device copy, so a CUDA graph can capture them)
-        return [torch.full((x.shape[0],), v, dtype=torch.float32, device=x.device) for v in c.tolist()]
-
-    def _condition_rows(self, c: Tensor, batch: int) -> list[Tensor]:
-        """One contiguous (batch,) CPU row per value of ``c``, as views of one matrix. The previous
-        call's rows are handed out again when that matrix still holds exactly these values at this
-        batch size (compared here, so a changed condition map, schedule, time grid or a network that
-        wrote into its input all make new ones) and the inference mode is the same: making 100 rows
-        costs ~45 µs on a CPU, a sampler step with a cheap network ~2 µs (bench/samplers.py)."""
-        if c.numel() == 0:
-            return []
-        inference = torch.is_inference_mode_enabled()
-        expected = c.reshape(-1, 1).expand(-1, batch)
-        cached = self.__dict__.get("_rows_cache")
-        if cached is not None:
-            matrix, rows, mode = cached
-            if mode == inference and matrix.shape == expected.shape and torch.equal(matrix, expected):
-                return list(rows)
-        matrix = expected.contiguous()
-        rows = matrix.unbind(0)
-        if matrix.numel() <= _ROWS_CACHE_MAX:  # kept outside nn.Module's registries
-            self.__dict__["_rows_cache"] = (matrix, rows, inference)
+        if usable and torch.equal(cached.values, c) and cached.intact():
+            matrix, rows = cached.matrix, cached.rows
+        else:
+            matrix = c.reshape(-1, 1).expand(-1, batch).contiguous()
+            rows = matrix.unbind(0)
+        if 0 < matrix.numel() <= _ROWS_CACHE_MAX:  # kept outside nn.Module's registries
+            self.__dict__["_rows_cache"] = _ConditionRows(source, c, matrix, rows, inference)
         return list(rows)
+
+    def _condition_source(self, t64: Tensor) -> tuple | None:
+        """What the condition map's values on ``t64`` depend on, when the map states its parameters."""
+        state_key = getattr(self.condition, "state_key", None)
+        if state_key is None or t64.is_inference():  # an inference tensor has no version counter
+            return None
+        return self.condition, state_key(), self.schedule, t64, t64._version
 
     def net_output(self, x: Tensor, t: Tensor | float, c: Tensor | None = None, **cond: Tensor) -> Tensor:
         """The raw network output at physical time t (ε, v, x0, EDM's F or the velocity); ``c``: the

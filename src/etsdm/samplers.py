@@ -1006,7 +1006,9 @@ def _build_plan(model: Any, mode: Mode, schedule: Schedule, sampler: str, timest
         j += spec.span(order)
     x0 = [_lin(f.dx, f.dy, f.dz) for f in raw]
     inputs = [None if scale == 1.0 else _lin(scale) for scale in scales]
-    return _Plan(steps, spans, times, torch.tensor(times, dtype=torch.float64), x0, inputs, exact,
+    with torch.inference_mode(False):  # a normal tensor even in inference mode: it has a version counter
+        times_f64 = torch.tensor(times, dtype=torch.float64)
+    return _Plan(steps, spans, times, times_f64, x0, inputs, exact,
                  _alpha_is_zero(schedule, pts[0].t))
 
 
