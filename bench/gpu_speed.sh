@@ -10,9 +10,9 @@
 #   setup          device, versions, commit                                                  25
 #   a_normal       Table A1 normal UNet, batch 16, bf16: CUDA graph vs eager vs bare       105
 #                  (graphed) forwards, rel diff vs eager, peak / graph memory
-#   b_compile      tiny UNet, batch 1 and 64, NFE 20: torch.compile (mode "default":
-#                  no autotuning, compiles in tens of s; etsdm's compile=True uses      115
-#                  "max-autotune-no-cudagraphs", which did not finish in 150 s) + CUDA
+#   b_compile      tiny UNet, batch 1 and 64, NFE 20: torch.compile (mode "default", as
+#                  etsdm's CapturedSampler(compile=True): no autotuning, compiles in    115
+#                  tens of s; "max-autotune-no-cudagraphs" did not finish in 150 s) + CUDA
 #                  graph, vs eager, graph and bare compiled forwards; peak memory
 #   c_train        Trainer vs plain loop, eager and torch.compile, E-TSDM on and off      185
 #                  (1 round x 60 steps; a phase <= 120 s, all <= 175 s (--budget): the
