@@ -32,7 +32,7 @@ Precomputation for samplers (issue 11): at fixed t every conversion above is lin
 the network input is a multiple of x, so a sampler computes once per plan :meth:`Denoiser.linear`
 (Python floats: input scale, ε̂ and x̂0 coefficients — these same formulas evaluated on unit inputs)
 and once per call :meth:`Denoiser.conditions` (one condition-map call for all its times; on a CPU
-the previous call's condition tensors are handed out again when they hold the same values), and
+the previous call's condition tensors are handed out again when nothing they depend on changed), and
 then evaluates ``net(scale · x, c, **cond)``: exactly ``net_output`` / ``estimate`` at those times, without a
 condition-map or schedule call per step.
 """
