@@ -171,3 +171,28 @@ def test_the_network_writing_its_condition_is_caught_on_the_fast_path():
     sample(den, noise, schedule, "ddim", NFE)
     sample(Denoiser(clean, schedule, "eps", den.condition), noise, schedule, "ddim", NFE)
     assert _values(net.seen) == _values(clean.seen)
+
+
+class Shifted(TimestepSharing):
+    """A subclass whose __call__ reads state its parent's state_key does not name."""
+
+    shift = 0.0
+
+    def __call__(self, t):
+        return super().__call__(t) + self.shift
+
+
+def test_a_subclass_overriding_call_only_is_called_every_time(monkeypatch):
+    """state_key is trusted only when the class that defines __call__ defines it too."""
+    calls = _counting(monkeypatch, Shifted)
+    shifted = Shifted(100, 5)
+    den, net, schedule = _setup(condition=shifted)
+    noise = torch.randn(3, 2, generator=torch.Generator().manual_seed(8))
+    sample(den, noise, schedule, "ddim", NFE)
+    shifted.shift = 1.0
+    net.seen.clear()
+    sample(den, noise, schedule, "ddim", NFE)
+    assert len(calls) == 2
+    clean = Recording()
+    sample(Denoiser(clean, schedule, "eps", shifted), noise, schedule, "ddim", NFE)
+    assert _values(net.seen) == _values(clean.seen)

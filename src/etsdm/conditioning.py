@@ -69,8 +69,9 @@ class ConditionMap(Protocol):
     def config(self) -> dict[str, Any]: ...
 
     # Optional: ``state_key() -> tuple``, everything the map's values depend on besides t (cheap,
-    # compared with ==). A map that has it lets a Denoiser reuse the condition tensors of its last
-    # sampler call without calling the map again when the key is unchanged (Denoiser.conditions).
+    # compared with ==), defined by the same class as ``__call__`` (a subclass overriding only
+    # ``__call__`` is not trusted with its parent's key). It lets a Denoiser reuse the condition
+    # tensors of its last sampler call without calling the map again (Denoiser.conditions).
 
 
 class Identity:

@@ -40,6 +40,7 @@ condition-map or schedule call per step.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, NamedTuple, TypeAlias
@@ -125,6 +126,14 @@ class _ConditionRows(NamedTuple):
     def intact(self) -> bool:
         """The rows still hold their values (a network may write into its input)."""
         return torch.equal(self.matrix, self.values.reshape(-1, 1).expand_as(self.matrix))
+
+
+@functools.cache
+def _states_its_call(cls: type) -> bool:
+    """Whether ``cls``'s ``state_key`` covers its ``__call__``: both defined by the same class (a
+    subclass that overrides ``__call__`` only may read state its parent's key does not name)."""
+    owner = next((c for c in cls.__mro__ if "__call__" in vars(c)), None)
+    return owner is not None and "state_key" in vars(owner)
 
 
 _ROWS_CACHE_MAX = 1 << 20  # float32 elements (4 MB) of condition rows a Denoiser keeps for its next call
@@ -225,10 +234,9 @@ class Denoiser(nn.Module):
 
     def _condition_source(self, t64: Tensor) -> tuple | None:
         """What the condition map's values on ``t64`` depend on, when the map states its parameters."""
-        state_key = getattr(self.condition, "state_key", None)
-        if state_key is None or t64.is_inference():  # an inference tensor has no version counter
+        if not _states_its_call(type(self.condition)) or t64.is_inference():  # (no version counter)
             return None
-        return self.condition, state_key(), self.schedule, t64, t64._version
+        return self.condition, self.condition.state_key(), self.schedule, t64, t64._version
 
     def net_output(self, x: Tensor, t: Tensor | float, c: Tensor | None = None, **cond: Tensor) -> Tensor:
         """The raw network output at physical time t (ε, v, x0, EDM's F or the velocity); ``c``: the
