@@ -41,14 +41,13 @@ from typing import Any
 import torch
 
 from etsdm import Denoiser, make_schedule
-from etsdm.compiled import CapturedForwards, CapturedSampler
+from etsdm.compiled import COMPILE_MODES, CapturedForwards, CapturedSampler
 from etsdm.conditioning import TimestepSharing
 from etsdm.nets.presets import make_net
 from etsdm.samplers import plan
 
 SHAPES = {"tiny": (1, 8), "small": (3, 16), "normal": (3, 256)}  # channels, resolution
 TOLERANCE = {"bf16": 3e-2, "fp32": 1e-3}  # max |diff| / max |eager|
-COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 
 
 def _time(fn: Callable[[], Any], repeats: int, device: torch.device, warmup: bool = True) -> tuple[float, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import torch
 
+from cond_nets import cond_net as label_net
 from etsdm import SAMPLER_REGISTRY, Denoiser, diffusion_loss, make_schedule, sample, samplers
 from etsdm.analysis.lipschitz import lipschitz_curve
 from etsdm.analysis.stability import perturbation_error
@@ -32,18 +33,6 @@ F64 = torch.float64
 B, D, NFE = 3, 2, 6
 LABELS = torch.tensor([2, 0, 1])
 LOWRES = torch.tensor([[0.5, -1.0], [1.5, 0.25], [-0.75, 2.0]], dtype=F64)
-
-
-def label_net(x: torch.Tensor, c: torch.Tensor, labels: torch.Tensor | None = None,
-              lowres: torch.Tensor | None = None) -> torch.Tensor:
-    """Smooth, nonlinear in x, c, the labels and lowres; row-wise (no mixing across the batch)."""
-    c = c.to(x.dtype)[:, None]
-    out = 0.6 * torch.tanh(x + 0.05 * c) + 0.3 * torch.sin(3.1 * c) + 0.1 * torch.cos(0.013 * c) * x
-    if labels is not None:
-        out = out + 0.2 * (labels.to(x.dtype)[:, None] + 1.5) * torch.tanh(0.5 * x + 0.01 * c)
-    if lowres is not None:
-        out = out + 0.1 * torch.sin(lowres.to(x.dtype) + 0.002 * c) * torch.tanh(x)
-    return out
 
 
 class Recorder:

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from cond_nets import cond_net as _cond_net
 from etsdm import Denoiser, GaussianMixture, TimestepSharing, make_schedule
 from etsdm.analysis import lipschitz_curve, lipschitz_times
 
@@ -265,17 +266,6 @@ FROZEN_PROCESSES = {
     "edm": (lambda: make_schedule("edm"), "edm"),
     "flow": (lambda: make_schedule("flow"), "flow"),
 }
-
-
-def _cond_net(x, c, labels=None, lowres=None):
-    """Smooth in x, c, the labels and lowres; elementwise (no BLAS: the frozen values are portable)."""
-    c = c.to(x.dtype)[:, None]
-    out = 0.6 * torch.tanh(x + 0.05 * c) + 0.3 * torch.sin(3.1 * c) + 0.1 * torch.cos(0.013 * c) * x
-    if labels is not None:
-        out = out + 0.2 * (labels.to(x.dtype)[:, None] + 1.5) * torch.tanh(0.5 * x + 0.01 * c)
-    if lowres is not None:
-        out = out + 0.1 * torch.sin(lowres.to(x.dtype) + 0.002 * c) * torch.tanh(x)
-    return out
 
 
 def _frozen_curve(process, condition, output, callable_=False, with_cond=True, batch_size=4, **kw):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import Tensor, nn
 
+from cond_nets import RecordingNet
 from etsdm.config import load_config
 from etsdm.denoiser import Denoiser
 from etsdm.latent import Latents
@@ -37,20 +37,9 @@ train: {steps: 3, batch_size: 16, lr: 3.0e-3}
 """
 
 
-class RecordingNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.w = nn.Parameter(torch.ones(()))
-        self.calls: list[dict[str, Tensor]] = []
-
-    def forward(self, x: Tensor, c: Tensor, **cond: Tensor) -> Tensor:
-        self.calls.append({k: v.clone() for k, v in cond.items()})
-        return 0.1 * self.w * x
-
-
 def recording_model(num_classes: int = 0, data_name: str = "digits") -> tuple[LoadedModel, RecordingNet]:
     cfg = load_config(None, [*BASE, "data.labels=true"] if num_classes else BASE)
-    net = RecordingNet()
+    net = RecordingNet(scale=0.1)
     den = Denoiser(net, cfg.build_schedule())
     return LoadedModel(den, den.schedule, cfg, "rec", data_name, shape=(1, 8, 8), num_classes=num_classes), net
 

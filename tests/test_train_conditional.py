@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from cond_nets import RecordingNet
 from etsdm.config import ConfigError, load_config
 from etsdm.data import make_dataset, split_batch
 from etsdm.guidance import NULL_LABEL
@@ -29,17 +30,17 @@ def cfg_with(*sets: str):
     return load_config(None, [*base, *sets])
 
 
-class RecordingNet(nn.Module):
-    """net(x, c, **cond) -> w·x, recording every cond it is called with."""
+def _record_x0(trainer: Trainer) -> list[Tensor]:
+    """The x0 batch of every loss call the trainer makes from now on (its loss wrapped)."""
+    seen: list[Tensor] = []
+    real = trainer.loss
 
-    def __init__(self):
-        super().__init__()
-        self.w = nn.Parameter(torch.ones(()))
-        self.calls: list[dict[str, Tensor]] = []
+    def spy(x0, micro_step, cond=None):
+        seen.append(x0.clone())
+        return real(x0, micro_step, cond)
 
-    def forward(self, x: Tensor, c: Tensor, **cond: Tensor) -> Tensor:
-        self.calls.append({k: v.detach().clone() for k, v in cond.items()})
-        return self.w * x
+    trainer.loss = spy
+    return seen
 
 
 def test_labels_reach_the_network_dropped_at_rate_p(tmp_path):
@@ -66,14 +67,7 @@ def test_training_batches_carry_the_datasets_labels(tmp_path):
     """Through the loop: every row's label (dropout 0) is the label of the very image in that row."""
     net = RecordingNet()
     trainer = Trainer(cfg_with("data.labels=true", "train.label_dropout=0"), tmp_path, net=net, progress=False)
-    seen_x: list[Tensor] = []
-    real = trainer.loss
-
-    def spy(x0, micro_step, cond=None):
-        seen_x.append(x0.clone())
-        return real(x0, micro_step, cond)
-
-    trainer.loss = spy
+    seen_x = _record_x0(trainer)
     trainer.train()
     ds = make_dataset("digits", labels=True)
     lookup = {tuple(x.flatten().tolist()): int(y) for x, y in zip(ds.images, ds.labels, strict=True)}
@@ -118,14 +112,7 @@ def test_sr_trainer_passes_lowres_through_cond(tmp_path):
     net = RecordingNet()
     cfg = cfg_with("data.name=sr", "data.sr_base=digits", "data.sr_factor=2", "data.resolution=8")
     trainer = Trainer(cfg, tmp_path, net=net, progress=False)
-    seen_x: list[Tensor] = []
-    real = trainer.loss
-
-    def spy(x0, micro_step, cond=None):
-        seen_x.append(x0.clone())
-        return real(x0, micro_step, cond)
-
-    trainer.loss = spy
+    seen_x = _record_x0(trainer)
     trainer._one_step(iter(trainer._loader()))
     (x0,), call = seen_x, net.calls[-1]
     ds = make_dataset("sr", sr_base="digits", sr_factor=2, resolution=8)
