@@ -133,6 +133,33 @@ def test_resume_is_bit_exact(tmp_path):
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4, 5, 6]
 
 
+def test_dropout_draws_depend_on_the_step_only(tmp_path, monkeypatch):
+    """Dropout draws from the global generator, seeded per step: other draws from it between steps
+    (a preview, user code) do not change the weights."""
+    cfg = tiny_cfg(3, **{"model.overrides": SMALL_UNET.split("=", 1)[1].replace("}", ", dropout: 0.5}")})
+    Trainer(cfg, tmp_path / "quiet", progress=False).train()
+    real = Trainer._one_step
+
+    def noisy(self, data):
+        torch.rand(7)
+        return real(self, data)
+
+    monkeypatch.setattr(Trainer, "_one_step", noisy)
+    Trainer(cfg, tmp_path / "noisy", progress=False).train()
+    wa = weights(latest_checkpoint(tmp_path / "quiet") / "model.safetensors")
+    wb = weights(latest_checkpoint(tmp_path / "noisy") / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_step_seeding_seeds_the_cpu_generator_as_torch_manual_seed_does():
+    from etsdm.train.trainer import _seed_global_rngs
+
+    _seed_global_rngs(1234, torch.device("cpu"))
+    ours = torch.rand(5)
+    torch.manual_seed(1234)
+    assert torch.equal(ours, torch.rand(5))
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     real = Trainer.loss
 

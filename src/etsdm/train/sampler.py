@@ -40,12 +40,16 @@ class StepBatchSampler(Sampler[list[int]]):
             self._perm, self._perm_epoch = torch.randperm(self.n, generator=g), epoch
         return self._perm
 
-    def indices(self, step: int) -> list[int]:
-        """The indices rank ``rank`` reads at micro-step ``step``."""
+    def index_tensor(self, step: int) -> torch.Tensor:
+        """The indices rank ``rank`` reads at micro-step ``step``, as a (batch_size,) int64 tensor."""
         epoch, pos = divmod(step, self.per_epoch)
         gb = self.batch_size * self.world_size
         lo = pos * gb + self.rank * self.batch_size
-        return self.permutation(epoch)[lo : lo + self.batch_size].tolist()
+        return self.permutation(epoch)[lo : lo + self.batch_size]
+
+    def indices(self, step: int) -> list[int]:
+        """The indices rank ``rank`` reads at micro-step ``step``."""
+        return self.index_tensor(step).tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
         step = self.start
