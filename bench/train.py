@@ -20,6 +20,10 @@ median over rounds is reported):
   mode) and ``baseline+compile`` / ``etsdm+compile`` (the Trainer with ``train.compile: true``, which
   compiles the training network the same way; the EMA copy stays eager in both).
 
+``--in-process N`` instead runs ``plain``, ``baseline`` and ``etsdm`` in one process, N alternating
+blocks of ``--steps`` steps each, and prints wall and CPU time per step and the ratios to the plain loop
+(process-to-process differences cancel; a cross-check of the table's ratios).
+
 Each phase runs ``--warmup`` untimed steps — the first one timed apart as ``first step`` (a compiled
 phase traces and compiles there; round 1 compiles cold unless inductor's on-disk cache already
 holds the graphs, later rounds may hit that cache) — then ``--steps`` timed steps.
@@ -288,6 +292,49 @@ def report(results: dict[str, list[dict | None]], header: str) -> None:
                        f"{', compiled' if PHASES[num].compiled else ''}): {med[num] / med[den]:.3f}")
 
 
+def in_process(config: str | None, sets: tuple[str, ...], blocks: int, steps: int, warmup: int, device: str,
+               threads: int) -> None:
+    """The plain loop and the eager Trainer phases in one process, in alternating blocks of ``steps``
+    steps (the order rotates each block): what differs between processes (where the allocator put
+    the tensors, the CPU's clock) is shared, so the per-block ratios are tighter than the table's."""
+    import torch
+
+    from etsdm.config import load_config
+
+    if threads:
+        torch.set_num_threads(threads)
+    if not device.startswith("cuda"):
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+    steppers = {}
+    for name, ph in EAGER_PHASES.items():
+        cfg = load_config(config, [*sets, f"diffusion.condition.kind={ph.condition}", "train.tensorboard=false"])
+        steppers[name] = trainer_step(cfg)[0] if ph.trainer else plain_step(cfg, device, False)
+        for _ in range(warmup):
+            steppers[name]()
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in steppers}  # (wall, CPU) s per step
+    names = list(steppers)
+    for b in range(blocks):
+        for name in names[b % len(names):] + names[: b % len(names)]:
+            _sync(device)
+            w0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(steps):
+                steppers[name]()
+            _sync(device)
+            times[name].append(((time.perf_counter() - w0) / steps, (time.process_time() - c0) / steps))
+    click.echo(f"in one process: config {config or 'default (digits E-TSDM)'}  overrides {list(sets)}  device "
+               f"{device}  threads {threads or 'default'}  {blocks} blocks x {steps} steps (+{warmup} warm-up)")
+    click.echo(f"{'phase':30s} {'ms/step wall':>12s} {'ms/step CPU':>12s} {'vs plain, wall':>15s} {'CPU':>6s} "
+               f"{'per block':>10s}")
+    for name in names:
+        wall, cpu = (statistics.median(t[i] for t in times[name]) for i in (0, 1))
+        ref_wall, ref_cpu = (statistics.median(t[i] for t in times["plain"]) for i in (0, 1))
+        per_block = statistics.median(p[0] / t[0] for p, t in zip(times["plain"], times[name], strict=True))
+        click.echo(f"{PHASES[name].label:30s} {1e3 * wall:12.2f} {1e3 * cpu:12.2f} {ref_wall / wall:15.3f} "
+                   f"{ref_cpu / cpu:6.3f} {per_block:10.3f}")
+    click.echo("vs plain: plain loop's median time per step / the phase's (speed ratio; goal >= 0.98); per block: "
+               "median over blocks of that ratio (wall)")
+
+
 @click.command(context_settings={"show_default": True})
 @click.argument("config", required=False)
 @click.option("--set", "sets", multiple=True, help="Config overrides, as for `etsdm train`.")
@@ -300,11 +347,17 @@ def report(results: dict[str, list[dict | None]], header: str) -> None:
 @click.option("--phase-timeout", default=0.0, help="Seconds per phase process before it is skipped (0: none).")
 @click.option("--budget", default=0.0,
               help="Seconds for the whole run: later phases get what is left, then are skipped (0: none).")
+@click.option("--in-process", "blocks", default=0,
+              help="Instead: the eager phases in one process, this many alternating blocks of --steps steps.")
 @click.option("--phase", default=None, hidden=True, type=click.Choice(list(PHASES)))
-def main(config, sets, steps, warmup, rounds, with_compile, device, threads, phase_timeout, budget, phase) -> None:
+def main(config, sets, steps, warmup, rounds, with_compile, device, threads, phase_timeout, budget, blocks,
+         phase) -> None:
     """Steps/s of the Trainer vs a plain loop, E-TSDM vs baseline, eager vs compiled, and peak memory."""
     if warmup < 1:
         raise click.BadParameter(f"must be >= 1 (the first step is timed apart), got {warmup}", param_hint="--warmup")
+    if blocks:
+        in_process(config, sets, blocks, steps, warmup, device, threads)
+        return
     if phase:
         click.echo(json.dumps(_phase(phase, config, sets, steps, warmup, device, threads)))
         return
