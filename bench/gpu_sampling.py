@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from _memory import cuda_peak_mb
 from etsdm import Denoiser, make_schedule
 from etsdm.compiled import COMPILE_MODES, CapturedForwards, CapturedSampler
 from etsdm.conditioning import TimestepSharing
@@ -78,14 +79,7 @@ def _sync(device: torch.device) -> None:
 def _peak_mb(fn: Callable[[], Any], device: torch.device) -> float | None:
     """What one (warm: no cuDNN autotuning) call allocates at its peak beyond what was allocated before;
     None off CUDA (a warm call no longer grows the process's peak RSS)."""
-    if device.type != "cuda":
-        return None
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2**20
+    return cuda_peak_mb(fn) if device.type == "cuda" else None
 
 
 def _held_mb(build: Callable[[], Any], device: torch.device) -> tuple[Any, float | None]:

@@ -33,6 +33,7 @@ import time
 
 import torch
 
+from _memory import cuda_peak_mb
 from etsdm import Denoiser, TimestepSharing, make_schedule
 from etsdm.analysis import lipschitz_curve, lipschitz_times
 from etsdm.nets.presets import make_net
@@ -46,12 +47,7 @@ def _sync(device: str) -> None:
 def _peak_mb(fn, device: str) -> float:
     """Peak memory of one call: CUDA peak allocated; CPU: how much the process's peak RSS grows."""
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
+        return cuda_peak_mb(fn)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     fn()
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024  # Linux: KiB

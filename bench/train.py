@@ -325,9 +325,9 @@ def in_process(config: str | None, sets: tuple[str, ...], blocks: int, steps: in
                f"{device}  threads {threads or 'default'}  {blocks} blocks x {steps} steps (+{warmup} warm-up)")
     click.echo(f"{'phase':30s} {'ms/step wall':>12s} {'ms/step CPU':>12s} {'vs plain, wall':>15s} {'CPU':>6s} "
                f"{'per block':>10s}")
+    ref_wall, ref_cpu = (statistics.median(t[i] for t in times["plain"]) for i in (0, 1))
     for name in names:
         wall, cpu = (statistics.median(t[i] for t in times[name]) for i in (0, 1))
-        ref_wall, ref_cpu = (statistics.median(t[i] for t in times["plain"]) for i in (0, 1))
         per_block = statistics.median(p[0] / t[0] for p, t in zip(times["plain"], times[name], strict=True))
         click.echo(f"{PHASES[name].label:30s} {1e3 * wall:12.2f} {1e3 * cpu:12.2f} {ref_wall / wall:15.3f} "
                    f"{ref_cpu / cpu:6.3f} {per_block:10.3f}")
