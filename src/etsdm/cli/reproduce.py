@@ -42,9 +42,12 @@ def _data_option(ctx: click.Context, param: click.Parameter, value: str) -> str 
 @click.option("--claims", callback=_claims_option, default=None,
               help="Comma-separated claim ids (default: all): 1 K curves, 2 stability, 3 DDPM FID, 4 schedules, "
                    "5 fast samplers, 5b baseline vs NFE, 6 ablations, 7 v-prediction, 8 alternatives, "
-                   "9 EDM, 10 flow matching.")
+                   "9 EDM, 10 flow matching, 11 latent diffusion, 12 super-resolution.")
 @click.option("--seeds", type=click.IntRange(min=2), default=None,
               help="Training seeds per arm for every claim (default: the budget's; toy: 5 for claims 1-3, 5; 3 else).")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Training steps per run for every claim (default: the budget's; toy: 3000 for claims 1-3, 5; "
+                   "1000 else). Runs trained with other steps are refused: use a new --out.")
 @click.option("--data", default="digits", callback=_data_option, show_default=True,
               help="digits, or an image folder (grayscale or RGB; resized to 16 px; FID in features of a small CNN "
                    "trained on its images, floor from a 20% held-out split).")
@@ -57,8 +60,8 @@ def _data_option(ctx: click.Context, param: click.Parameter, value: str) -> str 
               help="Time a few training steps and network calls here first, so the estimate fits this machine now.")
 @click.option("--progress/--no-progress", default=True,
               help="A progress line per task (training, each evaluation) on stderr, with an ETA.")
-def reproduce_cmd(out: Path, budget: str, claims: list[str] | None, seeds: int | None, data: str | None, jobs: int,
-                  device: str, dry_run: bool, calibrate: bool, progress: bool) -> None:
+def reproduce_cmd(out: Path, budget: str, claims: list[str] | None, seeds: int | None, steps: int | None,
+                  data: str | None, jobs: int, device: str, dry_run: bool, calibrate: bool, progress: bool) -> None:
     """Re-test the paper's claims: train (or reuse) every run they need, sample, measure, and write
     OUT/report.md + OUT/report.json + OUT/figures/ with a verdict per claim.
 
@@ -74,8 +77,8 @@ def reproduce_cmd(out: Path, budget: str, claims: list[str] | None, seeds: int |
     torch.set_num_threads(1)  # every toy model is small: one thread is fastest on a shared CPU
     command = "etsdm " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("etsdm") else ""
     try:
-        res = reproduce(out, budget=budget, claims=claims, seeds=seeds, data=data, jobs=jobs, dry_run=dry_run,
-                        progress=progress, device=device, calibrate=calibrate,
+        res = reproduce(out, budget=budget, claims=claims, seeds=seeds, steps=steps, data=data, jobs=jobs,
+                        dry_run=dry_run, progress=progress, device=device, calibrate=calibrate,
                         command=command or f"etsdm reproduce --budget {budget} --out {out}")
     except (ReproduceError, NonFiniteLossError, CheckpointWriteError, ValueError) as err:  # as `etsdm train`
         raise click.ClickException(str(err)) from None  # (ConfigError is a ValueError)

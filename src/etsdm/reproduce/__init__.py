@@ -44,16 +44,23 @@ __all__ = [
 ANALYTIC_S = 0.0125  # seconds per (test image x mixture component) of the analytic reference, one idle core
 
 
-def select_budget(name: str, seeds: int | None = None) -> Budget:
-    """The named budget, with every family's number of training seeds set to ``seeds`` if given."""
+def select_budget(name: str, seeds: int | None = None, steps: int | None = None) -> Budget:
+    """The named budget, with every family's number of training seeds and training steps per run set
+    to ``seeds`` and ``steps`` where given (a longer or better-seeded toy run of a few claims)."""
     if name not in BUDGETS:
         raise ReproduceError(f"budget {name!r}: allowed: {', '.join(BUDGETS)}")
     budget = BUDGETS[name]
-    if seeds is None:
-        return budget
-    if seeds < 2:
+    if seeds is not None and seeds < 2:
         raise ReproduceError(f"--seeds {seeds}: a paired interval needs at least 2 training seeds")
-    fams = {k: dataclasses.replace(v, seeds=seeds) for k, v in budget.families.items()}
+    if steps is not None and steps < 1:
+        raise ReproduceError(f"--steps {steps}: a run trains at least 1 step")
+    if steps is not None and budget.train_only:
+        raise ReproduceError(f"--steps with --budget {name}: its runs train as long as their configs/paper "
+                             "config says (edit train.steps there)")
+    changes = {k: v for k, v in (("seeds", seeds), ("steps", steps)) if v is not None}
+    if not changes:
+        return budget
+    fams = {k: dataclasses.replace(v, **changes) for k, v in budget.families.items()}
     return dataclasses.replace(budget, families=fams)
 
 
@@ -134,18 +141,19 @@ def _wall(out: Path, seconds: float) -> dict[str, Any]:
 
 
 def reproduce(out: str | Path, *, budget: str | Budget = "quick", claims: list[str] | None = None,
-              seeds: int | None = None, data: str | None = None, jobs: int = 1, dry_run: bool = False,
-              progress: bool = True, command: str = "", device: str = "cpu",
+              seeds: int | None = None, steps: int | None = None, data: str | None = None, jobs: int = 1,
+              dry_run: bool = False, progress: bool = True, command: str = "", device: str = "cpu",
               calibrate: bool = False) -> dict[str, Any] | str:
     """Train (or reuse) every run the claims need, evaluate them (cached), write OUT/report.md,
     OUT/report.json and OUT/figures/; return the results (``dry_run``: the plan as text).
 
     Raises:
-        ReproduceError: unknown claims or budget, too few seeds, a run folder holding another run.
+        ReproduceError: unknown claims or budget, too few seeds or steps, a run folder holding another run
+            (e.g. one trained with another ``steps``).
     """
     t0 = time.perf_counter()
     out = Path(out)
-    bud = budget if isinstance(budget, Budget) else select_budget(budget, seeds)
+    bud = budget if isinstance(budget, Budget) else select_budget(budget, seeds, steps)
     ids = _check_claims(claims)
     specs = plan_runs(bud, ids, data)
     if calibrate and not bud.train_only:
