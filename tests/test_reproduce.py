@@ -233,9 +233,33 @@ def test_a_folder_holding_another_run_is_refused(tmp_path):
         runner.check_same_run(run, cfg)
 
 
+def test_steps_sets_every_familys_training_length_and_a_run_of_other_steps_is_refused(tmp_path):
+    budget = select_budget("toy", seeds=4, steps=2000)
+    assert {(f.seeds, f.steps) for f in budget.families.values()} == {(4, 2000)}
+    assert select_budget("toy", steps=2000).families["main"].seeds == BUDGETS["toy"].families["main"].seeds
+    spec = next(s for s in plan_runs(budget, ["9"]) if s.seed == 0)
+    assert runner.run_config(spec).train.steps == 2000
+    text = etsdm.reproduce.reproduce(tmp_path, budget="toy", claims=["9"], steps=2000, dry_run=True)
+    assert "3 seeds, 2000 steps" in text
+    shorter = next(s for s in plan_runs(select_budget("quick", steps=3), ["3"]) if s.name == "baseline")
+    run = shorter.run_dir(tmp_path)
+    run.mkdir(parents=True)
+    from etsdm.config import save_config
+
+    save_config(runner.run_config(next(s for s in plan_runs(BUDGETS["quick"], ["3"]) if s.name == "baseline")),
+                run / "config.yaml")
+    with pytest.raises(ReproduceError, match=r"train.steps \(2 -> 3\)"):
+        runner.check_same_run(run, runner.run_config(shorter))
+    with pytest.raises(ReproduceError, match="at least 1 step"):
+        select_budget("toy", steps=0)
+    with pytest.raises(ReproduceError, match="configs/paper"):
+        select_budget("full", steps=10)
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--claims", "1,99"], "unknown claim(s) 99"),
     (["--seeds", "1"], "--seeds"),
+    (["--steps", "0"], "--steps"),
     (["--data", "/no/such/folder"], "neither 'digits' nor an image folder"),
     (["--budget", "huge"], "'huge' is not one of"),
     (["--jobs", "0"], "--jobs"),
