@@ -179,17 +179,24 @@ def test_zero_snr_equals_diffusers_rescale():
 # Modified-NS (Appendix D.3.2) and zero terminal SNR
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["linear", "quadratic"])
-def test_modified_ns_keeps_terminal_snr_and_raises_early_snr(name):
+def test_modified_ns_terminal_snr_and_early_snr(name):
+    """β(0) = 0 for both; only quadratic's β_T is "slightly increased" so that its SNR at t = T is the
+    original's (Appendix D.3.2); linear keeps β_T = 0.02 (its SNR at T rises by e^{β̄min/2})."""
     cont, cont_mod = sched(name, True), sched(name, True, True)
-    # the same ∫β̄, hence the same SNR at τ = 1: closed form -½∫₀¹β̄ = -(β̄min+β̄max)/4 (linear),
-    # -(a² + ab + b²/3)/2 with a = sqrt(β̄min), b = sqrt(β̄max)-a (quadratic)
+    # closed forms of -½∫₀¹β̄: -(β̄min+β̄max)/4 (linear), -(a² + ab + b²/3)/2 with a = sqrt(β̄min),
+    # b = sqrt(β̄max)-a (quadratic); Modified-NS linear: -β̄max/4
     a, b = math.sqrt(BETA_MIN), math.sqrt(BETA_MAX) - math.sqrt(BETA_MIN)
     log_alpha_1 = -(BETA_MIN + BETA_MAX) / 4 if name == "linear" else -(a * a + a * b + b * b / 3) / 2
+    log_alpha_1_mod = -BETA_MAX / 4 if name == "linear" else log_alpha_1
     assert float(cont.log_alpha(1.0)) == pytest.approx(log_alpha_1, rel=1e-12)
-    assert float(cont_mod.log_alpha(1.0)) == pytest.approx(log_alpha_1, rel=1e-12)
-    # discrete: equal up to the O(1/T) Riemann-sum difference of their τ grids
+    assert float(cont_mod.log_alpha(1.0)) == pytest.approx(log_alpha_1_mod, rel=1e-12)
+    # discrete: the same up to the O(1/T) Riemann-sum difference of their τ grids
     disc, disc_mod = sched(name, False), sched(name, False, True)
-    assert abs(float(disc.log_snr(999) - disc_mod.log_snr(999))) < 0.05
+    shift = 2 * (log_alpha_1_mod - log_alpha_1)  # of log ᾱ_T
+    assert abs(float(disc_mod.log_alpha(999) - disc.log_alpha(999)) * 2 - shift) < 0.05
+    a2 = disc_mod.alpha(torch.tensor([998.0, 999.0], dtype=F64)) ** 2  # the last β of the table
+    assert float(1 - a2[1] / a2[0]) == pytest.approx(0.02 if name == "linear" else 0.0215, rel=1e-12 if
+                                                     name == "linear" else 0.01)
     # Fig. A8: the ratio SNR_mod / SNR > 1 near t = 0 (first 10% of the steps)
     early = ((disc, disc_mod, torch.arange(100, dtype=F64)), (cont, cont_mod, torch.linspace(1e-3, 0.1, 50)))
     for s, s_mod, t in early:

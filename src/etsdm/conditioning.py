@@ -30,7 +30,7 @@ offers the natural choices of where the n sub-intervals lie (``space``):
 Default (:func:`default_sharing`): cells uniform in the *network's own time input* — ``"t"`` for VP
 and flow, ``"log-snr"`` for EDM (c_noise is linear in ln σ) — which is what the paper does for VP;
 and, for EDM and flow, a band ending at the paper's noise level: the log-SNR of linear VP at
-t = 100 (σ/α = 0.336: EDM σ̃ = 0.336, flow t̃ = 0.251). VP keeps t̃ = T/10.
+t = 100 (σ/α = 0.342: EDM σ̃ = 0.342, flow t̃ = 0.255). VP keeps t̃ = T/10.
 
 All maps are vectorised (tensor in, tensor out, same shape) and also accept a Python number.
 """

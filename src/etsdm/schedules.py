@@ -30,8 +30,8 @@ Notation (read this before anything else in etsdm):
 
 Linear and quadratic follow Eq. A3-A6 (β̄_min = 0.1, β̄_max = 20), cosine Eq. A7-A8 (s = 0.008),
 cosine-shift Hoogeboom et al. (2023), zero-snr Lin et al. (2023). Modified-NS (Appendix D.3.2)
-is ``modified=True``: β̄(0) = 0 for linear/quadratic with β̄_max raised so that the SNR at the
-last step is unchanged; s = 0 for cosine.
+is ``modified=True``: β̄(0) = 0 for linear/quadratic, for quadratic with β̄_max raised so that the SNR
+at the last step is unchanged (linear keeps β̄_max, as the paper says); s = 0 for cosine.
 """
 
 from __future__ import annotations
@@ -533,9 +533,11 @@ def _quadratic_beta_bar(b0: float, b1: float):
 
 
 def _modified_beta_max(kind: str, b0: float, b1: float) -> float:
-    """β̄_max of Modified-NS (β̄(0) = 0) with the same ∫₀¹ β̄, hence the same SNR at t = T."""
+    """β̄_max of Modified-NS (β̄(0) = 0), Appendix D.3.2: unchanged for linear (the paper only sets
+    β(0) = 0); for quadratic "slightly increased" so that ∫₀¹ β̄, hence the SNR at t = T, is the
+    original's (20 -> 21.5)."""
     if kind == "linear":
-        return b0 + b1  # ∫ = (b0 + b1)/2 before, b1'/2 after
+        return b1
     a, b = math.sqrt(b0), math.sqrt(b1) - math.sqrt(b0)
     return 3.0 * (a * a + a * b + b * b / 3.0)  # ∫ = b1'/3 after
 
