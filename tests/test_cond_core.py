@@ -19,13 +19,14 @@ import pytest
 import torch
 
 from cond_nets import cond_net as label_net
-from etsdm import SAMPLER_REGISTRY, Denoiser, diffusion_loss, make_schedule, sample, samplers
+from etsdm import SAMPLER_REGISTRY, Denoiser, diffusion_loss, make_schedule, sample
 from etsdm.analysis.lipschitz import lipschitz_curve
 from etsdm.analysis.stability import perturbation_error
 from etsdm.compiled import CapturedForwards, CapturedSampler
 from etsdm.conditioning import Identity, process_sharing
 from etsdm.diffusers_sampling import generate_diffusers, sample_diffusers
 from etsdm.samplers import init_noise_sigma
+from etsdm.samplers import run as sampler_run
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -103,7 +104,7 @@ def test_cond_reaches_every_evaluation_of_every_sampler(sampler, process, mode):
     for clip in ("none", "static"):
         rec = Recorder()
         model = _model(mode, rec, schedule, prediction)
-        assert samplers._mode(model) == mode
+        assert sampler_run._mode(model) == mode
         got = sample(model, _noise(schedule), schedule, sampler, NFE, clip=clip, cond=cond,
                      generator=torch.Generator().manual_seed(1), **options)
         _assert_every_call_got(rec, cond, NFE)

@@ -17,11 +17,12 @@ import math
 import pytest
 import torch
 
-from etsdm import NULL_LABEL, Denoiser, GuidedNet, drop_labels, guided, make_schedule, sample, samplers
+from etsdm import NULL_LABEL, Denoiser, GuidedNet, drop_labels, guided, make_schedule, sample
 from etsdm.analytic import Float64Denoiser
 from etsdm.conditioning import process_sharing
 from etsdm.nets import make_net
 from etsdm.samplers import init_noise_sigma
+from etsdm.samplers import run as sampler_run
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -178,7 +179,7 @@ def test_a_guided_denoiser_samples_on_the_precomputed_path(process, sampler):
 
     by_hand.prediction = prediction
     g = guided(den, s)
-    assert samplers._mode(g) == "denoiser" and samplers._mode(by_hand) == "eps"
+    assert sampler_run._mode(g) == "denoiser" and sampler_run._mode(by_hand) == "eps"
     got = sample(g, noise, schedule, sampler, 7, cond=cond)
     torch.testing.assert_close(got, sample(by_hand, noise, schedule, sampler, 7, cond=cond), rtol=1e-10, atol=1e-10)
     assert torch.equal(sample(guided(den, 1.0), noise, schedule, sampler, 7, cond=cond),

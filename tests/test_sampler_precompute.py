@@ -25,11 +25,13 @@ from typing import Any
 import pytest
 import torch
 
-from etsdm import SAMPLERS, Denoiser, make_schedule, sample, samplers
+from etsdm import SAMPLERS, Denoiser, make_schedule, sample
 from etsdm.analytic import Float64Denoiser
 from etsdm.conditioning import Identity, Remap, process_sharing
 from etsdm.denoiser import Estimate
 from etsdm.samplers import init_noise_sigma
+from etsdm.samplers import run as sampler_run
+from etsdm.samplers import steps as sampler_steps
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -322,16 +324,16 @@ def test_linear_refuses_a_division_by_zero():
 def test_plan_cache_tells_models_and_schedules_apart():
     """Plans are cached per schedule object and per conversion: another prediction, another schedule
     object or a changed option gets its own plan (same results as a fresh cache)."""
-    samplers._PLANS.clear()
+    sampler_run._PLANS.clear()
     schedule = make_schedule("linear", T=1000)
     noise = _noise(schedule)
     runs = [(Denoiser(net, schedule, "eps"), schedule, {}), (Denoiser(net, schedule, "v"), schedule, {}),
             (Denoiser(net, schedule, "eps"), make_schedule("cosine", T=1000), {}),
             (Denoiser(net, schedule, "eps"), schedule, {"eta": 0.5})]
     warm = [sample(m, noise, s, "ddim", NFE, generator=torch.Generator().manual_seed(0), **o) for m, s, o in runs]
-    assert len(samplers._PLANS) == len(runs)
+    assert len(sampler_run._PLANS) == len(runs)
     for (m, s, o), out in zip(runs, warm, strict=True):
-        samplers._PLANS.clear()
+        sampler_run._PLANS.clear()
         torch.testing.assert_close(out, sample(m, noise, s, "ddim", NFE, generator=torch.Generator().manual_seed(0),
                                                **o), rtol=0, atol=0)
 
@@ -367,7 +369,7 @@ def test_lin_is_the_linear_combination(ks):
     vs = [torch.randn(3, 2, generator=g, dtype=torch.float64) for _ in ks]
     before = [v.clone() for v in vs]
     expected = sum(k * v for k, v in zip(ks, vs, strict=True))
-    out = samplers._lin(*ks)(*vs)
+    out = sampler_steps._lin(*ks)(*vs)
     torch.testing.assert_close(out, expected, rtol=1e-14, atol=1e-14)
     assert all(torch.equal(v, w) for v, w in zip(vs, before, strict=True))  # the inputs are never written
 
@@ -377,7 +379,7 @@ def test_lin_promotes_like_an_expression():
     x = torch.randn(4, dtype=torch.float32)
     y = torch.randn(4).to(torch.bfloat16)
     for ks, vs in [((0.5, 2.0), (x, y)), ((0.0, 2.0, 3.0), (x, y, x)), ((1.0, 0.5, 0.25, 2.0), (y, x, y, x))]:
-        out = samplers._lin(*ks)(*vs)
+        out = sampler_steps._lin(*ks)(*vs)
         expected = sum(k * v.float() for k, v in zip(ks, vs, strict=True))
         assert out.dtype == torch.float32
         torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
