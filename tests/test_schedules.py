@@ -195,8 +195,8 @@ def test_modified_ns_terminal_snr_and_early_snr(name):
     shift = 2 * (log_alpha_1_mod - log_alpha_1)  # of log ᾱ_T
     assert abs(float(disc_mod.log_alpha(999) - disc.log_alpha(999)) * 2 - shift) < 0.05
     a2 = disc_mod.alpha(torch.tensor([998.0, 999.0], dtype=F64)) ** 2  # the last β of the table
-    assert float(1 - a2[1] / a2[0]) == pytest.approx(0.02 if name == "linear" else 0.0215, rel=1e-12 if
-                                                     name == "linear" else 0.01)
+    beta_last, rel = (0.02, 1e-12) if name == "linear" else (0.0215, 0.01)  # quadratic: β̄_max 21.5 / T
+    assert float(1 - a2[1] / a2[0]) == pytest.approx(beta_last, rel=rel)
     # Fig. A8: the ratio SNR_mod / SNR > 1 near t = 0 (first 10% of the steps)
     early = ((disc, disc_mod, torch.arange(100, dtype=F64)), (cont, cont_mod, torch.linspace(1e-3, 0.1, 50)))
     for s, s_mod, t in early:

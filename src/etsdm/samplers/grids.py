@@ -17,23 +17,11 @@ from ..schedules import LOG_ALPHA_FLOOR, Schedule
 Spacing = Literal[
     "linspace", "leading", "trailing", "fractional", "time-uniform", "logSNR", "time-quadratic", "karras"
 ]
-
-
 INTEGER_SPACINGS: tuple[str, ...] = ("linspace", "leading", "trailing")  # diffusers' timestep_spacing
-
-
 FLOAT_SPACINGS: tuple[str, ...] = ("fractional", "time-uniform", "logSNR", "time-quadratic", "karras")
-
-
 SPACINGS: tuple[str, ...] = INTEGER_SPACINGS + FLOAT_SPACINGS
-
-
 KARRAS_RHO = 7.0  # Karras et al. (2022), Eq. 5 / Table 1
-
-
 OrderPlan = Literal["lu", "diffusers"]
-
-
 ORDER_PLANS: tuple[str, ...] = ("lu", "diffusers")
 
 
@@ -103,6 +91,9 @@ def init_noise_sigma(schedule: Schedule, t_start: float | None = None) -> float:
     return float(schedule.sigma(schedule.t_max if t_start is None else float(t_start)))
 
 
+# ---------------------------------------------------------------------------------------------
+# Time grids and order lists
+# ---------------------------------------------------------------------------------------------
 def default_spacing(schedule: Schedule) -> str:
     """Integer timesteps (diffusers' ``linspace``) for discrete schedules, Karras et al.'s ρ = 7 grid
     for EDM, uniform t for continuous VP schedules and flow."""

@@ -28,13 +28,9 @@ SamplerName = Literal[
 ]
 
 
-def default_denoise_to_zero(sampler: str) -> bool:
-    """DDPM / DDIM / Euler / Heun land on the data (Ho et al. Alg. 2, Song et al., Karras et al.
-    Alg. 1); the DPM-Solvers stop at t_end (Lu et al.)."""
-    spec = SAMPLER_REGISTRY.get(sampler)
-    return spec.denoise_to_zero if spec is not None else False
-
-
+# ---------------------------------------------------------------------------------------------
+# Per-sampler order plans: how each sampler splits an NFE budget into per-step orders
+# ---------------------------------------------------------------------------------------------
 def _first_order_plan(budget: int, order_plan: str, lower_order_final: bool, denoise_to_zero: bool,
                       zero_start: bool) -> list[int]:
     """Every evaluation a first-order step (DDPM, DDIM, DPM-Solver-1, Euler)."""
@@ -70,6 +66,84 @@ def _heun_plan(budget: int, order_plan: str, lower_order_final: bool, denoise_to
     return [2] * (budget // 2) + [1] * (budget % 2)
 
 
+# ---------------------------------------------------------------------------------------------
+# The registry: name -> what plan() and sample() need to know about a sampler
+# ---------------------------------------------------------------------------------------------
+Layout = Literal["singlestep", "multistep", "corrector"]
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One sampler. Adding a sampler is one :data:`SAMPLER_REGISTRY` entry and its step function.
+
+    Attributes:
+        max_order: the highest per-step order it takes.
+        step: ``step(walk, j, order) -> Step``: builds the step from grid point j, once per plan:
+            registers its evaluation points (``walk.ev(point) -> (index, form)``), computes its
+            coefficients (Python floats) and returns ``Step(run, x) -> (x_next, handle)``, which
+            evaluates the model (``run.ev(index, x)``), updates x with fused tensor ops
+            (:func:`_lin`) and hands back its first evaluation (the callback's x̂0).
+        orders: ``orders(budget, order_plan, lower_order_final, denoise_to_zero, zero_start)``: per-step
+            orders spending ``budget`` evaluations (the final step into the data not included).
+        layout: ``"singlestep"`` (an order-k step covers k grid intervals with k evaluations),
+            ``"multistep"`` (one interval, one evaluation, order = past evaluations used) or
+            ``"corrector"`` (one interval, k evaluations: at its start and, for k = 2, at its end).
+        denoise_to_zero: the default of ``denoise_to_zero`` (its last step lands on the data).
+        lambda_intermediate: a step's intermediate points sit at fixed fractions of the step in λ on
+            float grids (singlestep DPM-Solver, Lu et al.'s code).
+        churn: takes EDM's stochastic churn options (``s_churn`` ...).
+    """
+
+    max_order: int
+    step: StepFn
+    orders: Callable[..., list[int]] = _first_order_plan
+    layout: Layout = "singlestep"
+    denoise_to_zero: bool = False
+    lambda_intermediate: bool = False
+    churn: bool = False
+
+    def span(self, order: int) -> int:
+        """Grid intervals one step of this order covers."""
+        return order if self.layout == "singlestep" else 1
+
+    def cost(self, order: int) -> int:
+        """Network evaluations one step of this order spends."""
+        return 1 if self.layout == "multistep" else order
+
+
+SAMPLER_REGISTRY: dict[str, SamplerSpec] = {
+    "ddpm": SamplerSpec(1, _ddpm_step, denoise_to_zero=True),
+    "ddim": SamplerSpec(1, _ddim_step, denoise_to_zero=True),
+    "dpm-solver-1": SamplerSpec(1, _dpm_solver_step),
+    "dpm-solver-2": SamplerSpec(2, _dpm_solver_step, _singlestep_plan(2), lambda_intermediate=True),
+    "dpm-solver-3": SamplerSpec(3, _dpm_solver_step, _singlestep_plan(3), lambda_intermediate=True),
+    "dpm-solver++2m": SamplerSpec(2, _dpmpp_2m_step, _multistep_plan, layout="multistep"),
+    "euler": SamplerSpec(1, _heun_step, denoise_to_zero=True, churn=True),
+    "heun": SamplerSpec(2, _heun_step, _heun_plan, layout="corrector", denoise_to_zero=True, churn=True),
+}
+
+
+SAMPLERS: tuple[str, ...] = tuple(SAMPLER_REGISTRY)
+MAX_ORDER: dict[str, int] = {name: spec.max_order for name, spec in SAMPLER_REGISTRY.items()}
+
+
+def _spec(sampler: str) -> SamplerSpec:
+    spec = SAMPLER_REGISTRY.get(sampler)
+    if spec is None:
+        raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    return spec
+
+
+def default_denoise_to_zero(sampler: str) -> bool:
+    """DDPM / DDIM / Euler / Heun land on the data (Ho et al. Alg. 2, Song et al., Karras et al.
+    Alg. 1); the DPM-Solvers stop at t_end (Lu et al.)."""
+    spec = SAMPLER_REGISTRY.get(sampler)
+    return spec.denoise_to_zero if spec is not None else False
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan a sampler walks
+# ---------------------------------------------------------------------------------------------
 def plan(
     schedule: Schedule,
     sampler: SamplerName,
@@ -131,70 +205,3 @@ def evaluation_times(sampler: SamplerName, timesteps: Sequence[float], orders: S
             out.extend(float(v) for v in timesteps[j : j + (order if spec.layout == "singlestep" else 1)])
         j += spec.span(order)
     return out
-
-
-Layout = Literal["singlestep", "multistep", "corrector"]
-
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    """One sampler. Adding a sampler is one :data:`SAMPLER_REGISTRY` entry and its step function.
-
-    Attributes:
-        max_order: the highest per-step order it takes.
-        step: ``step(walk, j, order) -> Step``: builds the step from grid point j, once per plan:
-            registers its evaluation points (``walk.ev(point) -> (index, form)``), computes its
-            coefficients (Python floats) and returns ``Step(run, x) -> (x_next, handle)``, which
-            evaluates the model (``run.ev(index, x)``), updates x with fused tensor ops
-            (:func:`_lin`) and hands back its first evaluation (the callback's x̂0).
-        orders: ``orders(budget, order_plan, lower_order_final, denoise_to_zero, zero_start)``: per-step
-            orders spending ``budget`` evaluations (the final step into the data not included).
-        layout: ``"singlestep"`` (an order-k step covers k grid intervals with k evaluations),
-            ``"multistep"`` (one interval, one evaluation, order = past evaluations used) or
-            ``"corrector"`` (one interval, k evaluations: at its start and, for k = 2, at its end).
-        denoise_to_zero: the default of ``denoise_to_zero`` (its last step lands on the data).
-        lambda_intermediate: a step's intermediate points sit at fixed fractions of the step in λ on
-            float grids (singlestep DPM-Solver, Lu et al.'s code).
-        churn: takes EDM's stochastic churn options (``s_churn`` ...).
-    """
-
-    max_order: int
-    step: StepFn
-    orders: Callable[..., list[int]] = _first_order_plan
-    layout: Layout = "singlestep"
-    denoise_to_zero: bool = False
-    lambda_intermediate: bool = False
-    churn: bool = False
-
-    def span(self, order: int) -> int:
-        """Grid intervals one step of this order covers."""
-        return order if self.layout == "singlestep" else 1
-
-    def cost(self, order: int) -> int:
-        """Network evaluations one step of this order spends."""
-        return 1 if self.layout == "multistep" else order
-
-
-SAMPLER_REGISTRY: dict[str, SamplerSpec] = {
-    "ddpm": SamplerSpec(1, _ddpm_step, denoise_to_zero=True),
-    "ddim": SamplerSpec(1, _ddim_step, denoise_to_zero=True),
-    "dpm-solver-1": SamplerSpec(1, _dpm_solver_step),
-    "dpm-solver-2": SamplerSpec(2, _dpm_solver_step, _singlestep_plan(2), lambda_intermediate=True),
-    "dpm-solver-3": SamplerSpec(3, _dpm_solver_step, _singlestep_plan(3), lambda_intermediate=True),
-    "dpm-solver++2m": SamplerSpec(2, _dpmpp_2m_step, _multistep_plan, layout="multistep"),
-    "euler": SamplerSpec(1, _heun_step, denoise_to_zero=True, churn=True),
-    "heun": SamplerSpec(2, _heun_step, _heun_plan, layout="corrector", denoise_to_zero=True, churn=True),
-}
-
-
-SAMPLERS: tuple[str, ...] = tuple(SAMPLER_REGISTRY)
-
-
-MAX_ORDER: dict[str, int] = {name: spec.max_order for name, spec in SAMPLER_REGISTRY.items()}
-
-
-def _spec(sampler: str) -> SamplerSpec:
-    spec = SAMPLER_REGISTRY.get(sampler)
-    if spec is None:
-        raise ValueError(f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
-    return spec

@@ -24,14 +24,8 @@ from .registry import SAMPLER_REGISTRY, SamplerName, _spec, default_denoise_to_z
 from .steps import _GIVEN, Churn, Intermediate, Lin, Step, _Form, _lin, _Run, _Walk, _x0_of
 
 Clip = Literal["none", "static", "dynamic"]
-
-
 CLIPS: tuple[str, ...] = ("none", "static", "dynamic")
-
-
 DYNAMIC_PERCENTILE = 0.995  # Saharia et al. (2022), dynamic thresholding
-
-
 EXACT_ZERO_PREDICTIONS: tuple[str, ...] = ("v", "x0", "flow")  # predictions that stay exact at α = 0
 
 
@@ -45,6 +39,9 @@ class StepInfo(NamedTuple):
     x0: Tensor
 
 
+# ---------------------------------------------------------------------------------------------
+# x̂0 clipping and the per-point evaluation
+# ---------------------------------------------------------------------------------------------
 def _quantile_rows(v: Tensor, q: float) -> Tensor:
     """Per-row linear-interpolation quantile (torch.quantile's rule) without its input-size limit."""
     n = v.shape[1]
@@ -120,6 +117,9 @@ def _forms(model: Any, mode: Mode, p: _Point, exact_zero: bool, clip: Clip) -> t
     return raw, post, scale, exact
 
 
+# ---------------------------------------------------------------------------------------------
+# Plans: built once per (sampler, grid, options, process, prediction) and cached
+# ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Plan:
     """Everything of a sample() call that depends on neither the noise nor the network's weights,
@@ -175,11 +175,7 @@ def _build_plan(model: Any, mode: Mode, schedule: Schedule, sampler: str, timest
 
 
 _PLANS: OrderedDict[tuple, tuple[weakref.ref, _Plan]] = OrderedDict()
-
-
 _PLANS_LOCK = threading.Lock()
-
-
 PLAN_CACHE_SIZE = 64
 
 
@@ -261,6 +257,9 @@ def _bind(fn: Callable[..., Tensor], cond: dict[str, Tensor]) -> Callable[..., T
     return functools.partial(fn, **cond) if cond else fn
 
 
+# ---------------------------------------------------------------------------------------------
+# The public entry point
+# ---------------------------------------------------------------------------------------------
 def _check_plan(sampler: str, timesteps: Sequence[float], orders: Sequence[int], t_data: float | None = None) -> None:
     """A replayed plan must decrease strictly and its orders must fit the sampler and cover the grid;
     a multistep or corrector step into the data (t_data: σ = 0, h = +∞; DPM-Solver++(2M)'s r = 0,

@@ -18,6 +18,9 @@ from .grids import _Point, _points
 Intermediate = Literal["lu", "midpoint"]
 
 
+# ---------------------------------------------------------------------------------------------
+# Linear estimates: every update is a fixed linear combination of tensors, fused at run time
+# ---------------------------------------------------------------------------------------------
 class _Form(NamedTuple):
     """One evaluation's (ε̂, x̂0), linear in its input x and the tensors (y, z) it returns:
     ε̂ = ex x + ey y + ez z, x̂0 = dx x + dy y + dz z. For a Denoiser y is the network output
@@ -37,8 +40,6 @@ class _Form(NamedTuple):
 
 
 _GIVEN = _Form(0.0, 0.0, 1.0, 0.0, 1.0, 0.0)  # y = x̂0, z = ε̂ as the model returned them
-
-
 Lin = Callable[..., Tensor]
 
 
@@ -113,6 +114,10 @@ def _x0_of(h: Handle) -> Tensor:
     return _lin(f.dx, f.dy, f.dz)(x, y, z)
 
 
+# ---------------------------------------------------------------------------------------------
+# Steps: one builder per registry entry, run once per plan; it binds the step's coefficients
+# (Python floats) and returns the step itself, run per call: step(run, x) -> (x_s, handle)
+# ---------------------------------------------------------------------------------------------
 def _transition(p: _Point, q: _Point) -> float:
     """σ_ts²/σ_t² = 1 - e^{-2h}, h = λ_s - λ_t: the forward transition s -> t's variance
     σ_ts² = σ_t² - (α_t/α_s)² σ_s² relative to σ_t² (VP: σ_ts² = β_ts = 1 - α_t²/α_s²)."""
@@ -159,8 +164,6 @@ class _Run:
 
 
 Step = Callable[[_Run, Tensor], tuple[Tensor, Handle]]
-
-
 StepFn = Callable[[_Walk, int, int], Step]
 
 
