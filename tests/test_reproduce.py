@@ -23,7 +23,7 @@ from etsdm.reproduce import (
     runner,
     select_budget,
 )
-from etsdm.reproduce.report import claim_verdict, row_result
+from etsdm.reproduce.report import claim_verdict, report_json, row_result
 from etsdm.reproduce.runner import arm_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -166,6 +166,16 @@ def test_toy_plan_sizes_sharing_and_dry_run(tmp_path):
     assert len(cmds) == 163 and "--set data.root=/data/ffhq" in cmds[0]
     for line in cmds:  # every printed paper config exists
         assert (REPO / line.split(" train ")[1].split()[0]).is_file(), line
+
+
+def test_report_json_puts_number_lists_on_one_line_and_keeps_the_value():
+    results = {"K": [0.5, -1e-7, 3, None, float("nan"), float("inf"), -float("inf")], "seeds": [[1, 2], [3, 4]],
+               "text": "a [\n 1,\n 2\n] in a string", "names": ["a", "b"], "empty": [], "nested": {"x": [1.5]}}
+    text = report_json(results)
+    assert json.dumps(json.loads(text), sort_keys=True) == json.dumps(results, sort_keys=True)
+    assert '"K": [0.5, -1e-07, 3, null, NaN, Infinity, -Infinity]' in text
+    assert '[1, 2]' in text and '"x": [1.5]' in text
+    assert '"a",\n' in text  # strings lists stay one item per line, dicts stay indented
 
 
 def test_verdict_rule_per_row_and_claim():

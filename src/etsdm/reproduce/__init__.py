@@ -23,7 +23,7 @@ import torch
 
 from .budgets import BUDGETS, Budget, FamilyBudget
 from .claims import CLAIM_IDS, CLAIMS, Arm, Claim, Row
-from .report import build_results, machine, markdown
+from .report import build_results, machine, markdown, report_json
 from .runner import (
     Context,
     ReproduceError,
@@ -211,6 +211,6 @@ def write_report(results: dict[str, Any], out: Path) -> dict[str, Any]:
     figures = draw_all(results, out / "figures")
     for cid, paths in figures.items():
         results["claims"][cid]["figures"] = paths
-    atomic_write_text(out / "report.json", json.dumps(results, indent=1, default=float))
+    atomic_write_text(out / "report.json", report_json(results))
     atomic_write_text(out / "report.md", markdown(results))
     return results
