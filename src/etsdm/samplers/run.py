@@ -277,6 +277,11 @@ def _check_plan(sampler: str, timesteps: Sequence[float], orders: Sequence[int],
                              "takes order 1")
 
 
+def _check_clip(clip: str) -> None:
+    if clip not in CLIPS:
+        raise ValueError(f"clip must be one of {', '.join(CLIPS)}, got {clip!r}")
+
+
 def _check_options(variance: str, third_order_intermediate: str, eta: float, clip: str, order_plan: str) -> None:
     if variance not in ("beta", "posterior"):
         raise ValueError(f"variance must be 'beta' or 'posterior', got {variance!r}")
@@ -284,8 +289,7 @@ def _check_options(variance: str, third_order_intermediate: str, eta: float, cli
         raise ValueError(f"third_order_intermediate must be 'lu' or 'midpoint', got {third_order_intermediate!r}")
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
-    if clip not in CLIPS:
-        raise ValueError(f"clip must be one of {', '.join(CLIPS)}, got {clip!r}")
+    _check_clip(clip)
     if order_plan not in ORDER_PLANS:
         raise ValueError(f"order_plan must be one of {', '.join(ORDER_PLANS)}, got {order_plan!r}")
 
@@ -461,8 +465,7 @@ def describe(
         order_plan=order_plan,
         lower_order_final=lower_order_final,
     )
-    if clip not in CLIPS:
-        raise ValueError(f"clip must be one of {', '.join(CLIPS)}, got {clip!r}")
+    _check_clip(clip)
     return {
         "sampler": sampler,
         "nfe": nfe,
